@@ -1,0 +1,3 @@
+from snapprof.cli import main
+
+raise SystemExit(main())

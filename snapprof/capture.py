@@ -1,0 +1,325 @@
+"""The capture file: one SQLite database with a versioned schema.
+
+Standard library only: the recorder writes captures on the machine being hibernated.
+
+Layout (schema version in ``PRAGMA user_version``; documented in README.md):
+
+    meta          key, value                      capture-wide facts (kernel, machine, settings, trigger)
+    probes        name, area, target, attached, reason
+    runs          run_id, trigger, status, error, started_ns, ended_ns, started_wall, ringbuf_drops
+    events        run_id, ts_ns, cpu, pid, comm, kind, name, value, detail
+    metrics       run_id, name, value, unit, method, source
+    not_measured  run_id, name, reason            a figure that was not measured in a run, and why
+    tasks         run_id, pid, tgid, comm, kthread, stage, freeze_latency_ns, frozen
+    devices       run_id, device, driver, parent, event, stage, start_ns, duration_ns, error, pid
+    kmsg          run_id, seq, ts_us, level, text
+
+Timestamps (``*_ns``) are CLOCK_BOOTTIME nanoseconds. A metric that was not measured
+has no row in ``metrics`` (never a 0); its reason, when known, is in ``not_measured``.
+Each run is written in one transaction, committed when the run ends, so a crash loses
+at most the run in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from snapprof.errors import SnapprofError
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x534E5050  # "SNPP": tells a capture from any other SQLite file
+
+RUN_STATUSES = ("complete", "failed", "incomplete")
+EVENT_KINDS = ("begin", "end", "instant")
+
+SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE probes (
+    name     TEXT PRIMARY KEY,
+    area     TEXT NOT NULL,
+    target   TEXT,
+    attached INTEGER NOT NULL CHECK (attached IN (0, 1)),
+    reason   TEXT
+);
+CREATE TABLE runs (
+    run_id        INTEGER PRIMARY KEY,
+    trigger       TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('complete', 'failed', 'incomplete')),
+    error         TEXT,
+    started_ns    INTEGER,
+    ended_ns      INTEGER,
+    started_wall  TEXT,
+    ringbuf_drops INTEGER
+);
+CREATE TABLE events (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    ts_ns  INTEGER NOT NULL,
+    cpu    INTEGER,
+    pid    INTEGER,
+    comm   TEXT,
+    kind   TEXT NOT NULL CHECK (kind IN ('begin', 'end', 'instant')),
+    name   TEXT NOT NULL,
+    value  INTEGER,
+    detail TEXT
+);
+CREATE INDEX events_run ON events(run_id, ts_ns);
+CREATE TABLE metrics (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    name   TEXT NOT NULL,
+    value  REAL NOT NULL,
+    unit   TEXT NOT NULL,
+    method TEXT NOT NULL,
+    source TEXT,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE not_measured (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    name   TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE tasks (
+    run_id            INTEGER NOT NULL REFERENCES runs(run_id),
+    pid               INTEGER NOT NULL,
+    tgid              INTEGER,
+    comm              TEXT,
+    kthread           INTEGER CHECK (kthread IN (0, 1)),
+    stage             TEXT,
+    freeze_latency_ns INTEGER,
+    frozen            INTEGER CHECK (frozen IN (0, 1))
+);
+CREATE TABLE devices (
+    run_id      INTEGER NOT NULL REFERENCES runs(run_id),
+    device      TEXT NOT NULL,
+    driver      TEXT,
+    parent      TEXT,
+    event       TEXT,
+    stage       TEXT,
+    start_ns    INTEGER,
+    duration_ns INTEGER,
+    error       INTEGER,
+    pid         INTEGER
+);
+CREATE TABLE kmsg (
+    run_id INTEGER REFERENCES runs(run_id),
+    seq    INTEGER,
+    ts_us  INTEGER,
+    level  INTEGER,
+    text   TEXT NOT NULL
+);
+"""
+
+# Column order of the per-run row tables, shared by the writer and the reader.
+COLUMNS = {
+    "events": ("run_id", "ts_ns", "cpu", "pid", "comm", "kind", "name", "value", "detail"),
+    "metrics": ("run_id", "name", "value", "unit", "method", "source"),
+    "not_measured": ("run_id", "name", "reason"),
+    "tasks": ("run_id", "pid", "tgid", "comm", "kthread", "stage", "freeze_latency_ns", "frozen"),
+    "devices": ("run_id", "device", "driver", "parent", "event", "stage", "start_ns",
+                "duration_ns", "error", "pid"),
+    "kmsg": ("run_id", "seq", "ts_us", "level", "text"),
+}
+
+
+@dataclass
+class Run:
+    """Everything one cycle produced; written in one transaction by CaptureWriter.add_run."""
+
+    trigger: str
+    status: str = "incomplete"
+    error: str | None = None
+    started_ns: int | None = None
+    ended_ns: int | None = None
+    started_wall: str | None = None
+    ringbuf_drops: int | None = None
+    events: list[tuple] = None  # (ts_ns, cpu, pid, comm, kind, name, value, detail)
+    metrics: list[tuple] = None  # (name, value, unit, method, source)
+    not_measured: list[tuple] = None  # (name, reason)
+    tasks: list[tuple] = None  # (pid, tgid, comm, kthread, stage, freeze_latency_ns, frozen)
+    devices: list[tuple] = None  # (device, driver, parent, event, stage, start_ns, duration_ns, error, pid)
+    kmsg: list[tuple] = None  # (seq, ts_us, level, text)
+
+    def __post_init__(self):
+        for name in COLUMNS:
+            if getattr(self, name) is None:
+                setattr(self, name, [])
+
+    def metric(self, name: str, value: float | int | None, unit: str, method: str,
+               source: str | None = None) -> None:
+        """Record a measured figure. None means "not measured" and records nothing."""
+        if value is None:
+            return
+        self.metrics.append((name, float(value), unit, method, source))
+
+    def missing(self, name: str, reason: str) -> None:
+        self.not_measured.append((name, reason))
+
+
+class CaptureWriter:
+    """Creates a capture and appends runs to it, one committed transaction per run."""
+
+    def __init__(self, path: str | os.PathLike, force: bool = False):
+        self.path = Path(path)
+        if self.path.exists():
+            if not force:
+                raise SnapprofError(f"{self.path} exists; use --force to replace it")
+            if self.path.is_dir():
+                raise SnapprofError(f"{self.path} is a directory")
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if not parent.is_dir():
+            raise SnapprofError(f"cannot write {self.path}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise SnapprofError(f"cannot write {self.path}: directory {parent} is not writable")
+        tmp = self.path.with_name(self.path.name + ".new")
+        for stale in (tmp, Path(str(tmp) + "-journal")):
+            if stale.exists():
+                stale.unlink()
+        try:
+            db = sqlite3.connect(tmp, isolation_level=None)
+            db.execute("PRAGMA journal_mode=DELETE")
+            db.execute("BEGIN")
+            for stmt in filter(str.strip, SCHEMA.split(";")):
+                db.execute(stmt)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+            db.close()
+            os.replace(tmp, self.path)  # a capture appears whole, with its schema, or not at all
+        except (sqlite3.Error, OSError) as exc:
+            raise SnapprofError(f"cannot create capture {self.path}: {exc}") from None
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute("PRAGMA synchronous=FULL")
+
+    def set_meta(self, items: dict[str, Any]) -> None:
+        with self._txn():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [(k, str(v)) for k, v in items.items() if v is not None],
+            )
+
+    def set_probes(self, rows: Iterable[tuple]) -> None:
+        """rows: (name, area, target, attached, reason)."""
+        with self._txn():
+            self.db.execute("DELETE FROM probes")
+            self.db.executemany(
+                "INSERT INTO probes(name, area, target, attached, reason) VALUES (?, ?, ?, ?, ?)",
+                [(n, a, t, int(bool(att)), r) for n, a, t, att, r in rows],
+            )
+
+    def add_run(self, run: Run) -> int:
+        if run.status not in RUN_STATUSES:
+            raise ValueError(f"bad run status {run.status!r}")
+        with self._txn():
+            cur = self.db.execute(
+                "INSERT INTO runs(trigger, status, error, started_ns, ended_ns, started_wall,"
+                " ringbuf_drops) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run.trigger, run.status, run.error, run.started_ns, run.ended_ns,
+                 run.started_wall, run.ringbuf_drops),
+            )
+            run_id = cur.lastrowid
+            for table, cols in COLUMNS.items():
+                rows = getattr(run, table)
+                if not rows:
+                    continue
+                marks = ", ".join("?" * len(cols))
+                self.db.executemany(
+                    f"INSERT INTO {table}({', '.join(cols)}) VALUES ({marks})",
+                    [(run_id, *row) for row in rows],
+                )
+        return run_id
+
+    def _txn(self):
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False
+
+
+class CaptureReader:
+    """Opens a capture read-only after checking that it is one, of a version this snapprof knows.
+
+    Every command that reads captures goes through this class.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SnapprofError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise SnapprofError(f"{self.path}: is a directory, not a capture")
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(16)
+        except OSError as exc:
+            raise SnapprofError(f"{self.path}: cannot read: {exc.strerror}") from None
+        if head != b"SQLite format 3\x00":
+            raise SnapprofError(f"{self.path}: not a snapprof capture (not an SQLite file)")
+        try:
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            app_id = self.db.execute("PRAGMA application_id").fetchone()[0]
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise SnapprofError(f"{self.path}: not a readable capture ({exc})") from None
+        if app_id != APPLICATION_ID:
+            raise SnapprofError(f"{self.path}: not a snapprof capture (SQLite application_id {app_id:#x})")
+        if version > SCHEMA_VERSION:
+            raise SnapprofError(
+                f"{self.path}: capture schema version {version} is newer than this snapprof "
+                f"understands ({SCHEMA_VERSION}); upgrade snapprof to read it")
+        if version < 1:
+            raise SnapprofError(f"{self.path}: unknown capture schema version {version}")
+        self.version = version
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta"))
+
+    def probes(self) -> list[dict]:
+        return self.rows("SELECT name, area, target, attached, reason FROM probes ORDER BY area, name")
+
+    def runs(self) -> list[dict]:
+        return self.rows("SELECT * FROM runs ORDER BY run_id")
+
+    def table(self, name: str) -> list[dict]:
+        if name not in COLUMNS:
+            raise ValueError(name)
+        order = "run_id, ts_ns" if name == "events" else "run_id"
+        return self.rows(f"SELECT {', '.join(COLUMNS[name])} FROM {name} ORDER BY {order}")
+
+    def rows(self, sql: str, params: tuple = ()) -> list[dict]:
+        cur = self.db.execute(sql, params)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

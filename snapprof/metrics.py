@@ -1,0 +1,90 @@
+"""The per-run figures snapprof knows: name, unit, area and meaning.
+
+The recorder writes metrics under these names; analysis, report and compare read them.
+Standard library only. A figure that was not measured has no row (never 0).
+
+``method`` values stored with each metric say how it was measured:
+    probe        kprobe/kretprobe timing or arguments/return values (bcc)
+    tracepoint   a kernel tracepoint (power:suspend_resume, device_pm_callback_*)
+    kernel-log   parsed from the kernel's own log line (/dev/kmsg or serial console)
+    printk-time  difference of two kernel log timestamps
+    sleep-time   the kernel's own sleep-time report (tk_debug_account_sleep_time)
+    device       returned by /dev/snapshot (SNAPSHOT_GET_IMAGE_SIZE, bytes read)
+    sysfs        read from /sys or /proc before the cycle
+    recorder     the recorder's own clock around a system call
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METHODS = ("probe", "tracepoint", "kernel-log", "printk-time", "sleep-time", "device",
+           "sysfs", "recorder")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str  # ms, pages, bytes, kB, count, MB/s, ratio, errno
+    area: str  # freezer, shrink, copy, devices, io, phases, system, cycle
+    label: str
+    lower_is_better: bool | None = True  # None: neither (a setting, a count of things)
+
+
+_ALL = [
+    # freezer
+    Metric("sync_ms", "ms", "freezer", "Filesystem sync"),
+    Metric("freeze_user_ms", "ms", "freezer", "Freeze user space"),
+    Metric("freeze_user_passes", "count", "freezer", "User-space freezer passes"),
+    Metric("freeze_user_tasks", "count", "freezer", "User tasks that had to freeze", None),
+    Metric("freeze_kernel_ms", "ms", "freezer", "Freeze kernel threads"),
+    Metric("freeze_kernel_passes", "count", "freezer", "Kernel-thread freezer passes"),
+    Metric("freeze_kernel_tasks", "count", "freezer", "Kernel threads that had to freeze", None),
+    Metric("freeze_failed_tasks", "count", "freezer", "Tasks that failed to freeze"),
+    Metric("thaw_kernel_ms", "ms", "freezer", "Thaw kernel threads"),
+    Metric("thaw_ms", "ms", "freezer", "Thaw processes"),
+    # page shrinking / preallocation
+    Metric("mem_total_kb", "kB", "system", "Memory total", None),
+    Metric("mem_free_kb", "kB", "system", "Memory free before the cycle", None),
+    Metric("image_size_setting_bytes", "bytes", "system", "/sys/power/image_size", None),
+    Metric("reserved_size_setting_bytes", "bytes", "system", "/sys/power/reserved_size", None),
+    Metric("prealloc_ms", "ms", "shrink", "Preallocate image memory"),
+    Metric("prealloc_result", "errno", "shrink", "Preallocation result (0 = ok)", None),
+    Metric("saveable_pages", "pages", "shrink", "Saveable pages before shrinking"),
+    Metric("saveable_after_pages", "pages", "shrink", "Saveable pages after preallocation"),
+    Metric("prealloc_requested_pages", "pages", "shrink", "Pages requested from the allocator", None),
+    Metric("prealloc_got_pages", "pages", "shrink", "Pages the allocator gave", None),
+    Metric("preallocated_pages", "pages", "shrink", "Pages allocated for the snapshot", None),
+    Metric("shrink_requested_pages", "pages", "shrink", "shrink_all_memory: pages requested", None),
+    Metric("shrink_reclaimed_pages", "pages", "shrink", "shrink_all_memory: pages reclaimed", None),
+    Metric("shrink_ms", "ms", "shrink", "shrink_all_memory time"),
+    # atomic copy
+    Metric("copy_pages", "pages", "copy", "Pages copied into the image"),
+    Metric("zero_pages", "pages", "copy", "Zero pages (not stored)", None),
+    Metric("meta_pages", "pages", "copy", "Image metadata pages"),
+    Metric("image_pages", "pages", "copy", "Image pages (data + metadata + header)"),
+    Metric("image_bytes", "bytes", "copy", "Image size"),
+    Metric("copy_window_ms", "ms", "copy", "Atomic copy window (clocks stopped)"),
+    Metric("create_image_ms", "ms", "cycle", "CREATE_IMAGE ioctl (whole hibernation_snapshot)"),
+    # devices and phases
+    Metric("device_suspend_ms", "ms", "devices", "Device suspend (prepare..noirq)"),
+    Metric("device_resume_ms", "ms", "devices", "Device resume (noirq..complete)"),
+    Metric("device_callbacks", "count", "devices", "Device PM callbacks", None),
+    Metric("device_errors", "count", "devices", "Device PM callbacks that failed"),
+    # image I/O
+    Metric("write_ms", "ms", "io", "Image write"),
+    Metric("write_kbytes", "kB", "io", "Image bytes written"),
+    Metric("write_mbps", "MB/s", "io", "Image write throughput", False),
+    Metric("read_ms", "ms", "io", "Image read"),
+    Metric("read_kbytes", "kB", "io", "Image bytes read"),
+    Metric("read_mbps", "MB/s", "io", "Image read throughput", False),
+    # whole cycle
+    Metric("cycle_ms", "ms", "cycle", "Whole cycle"),
+]
+
+REGISTRY: dict[str, Metric] = {m.name: m for m in _ALL}
+
+
+def get(name: str) -> Metric:
+    """The registry entry for name; unknown names get a neutral entry (captures may be newer)."""
+    return REGISTRY.get(name) or Metric(name, "", "other", name, None)
