@@ -1,0 +1,1 @@
+"""Analysis side: capture frames (pandas), statistics, comparisons."""
