@@ -1,0 +1,144 @@
+"""A capture as pandas data frames: the one entry point of the analysis side.
+
+``load_capture(path)`` is the only function here that touches a path; it reads through
+``snapprof.capture.CaptureReader`` (which refuses non-captures and newer versions) and
+returns a ``CaptureFrames``. Reporters and ``compare`` take frames, never paths.
+
+Absent measurements stay absent: a metric a run did not measure has no row in
+``metrics`` and is NaN in ``wide()``; its reason, when the recorder knew it, is in
+``not_measured``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from snapprof.analysis.phases import PHASE_ORDER, derive_phases
+from snapprof.capture import COLUMNS, CaptureReader
+
+PROBE_COLUMNS = ["name", "area", "target", "attached", "reason"]
+RUN_COLUMNS = ["run_id", "trigger", "status", "error", "started_ns", "ended_ns",
+               "started_wall", "ringbuf_drops"]
+
+
+@dataclass
+class CaptureFrames:
+    """Everything in one capture, as data frames (one row per stored row unless noted).
+
+    meta          dict of capture-wide facts (kernel_release, machine, trigger, ...)
+    probes        name, area, target, attached (bool), reason
+    runs          run_id, trigger, status (complete/failed/incomplete), error, started_ns,
+                  ended_ns, started_wall, ringbuf_drops
+    metrics       long form: run_id, name, value, unit, method, source
+    not_measured  run_id, name, reason
+    phases        run_id, phase, start_ns, end_ns, duration_ms, method — derived from the
+                  events (see snapprof.analysis.phases); ``copy`` takes its duration from
+                  the copy_window_ms metric (clocks stop during the copy)
+    tasks         run_id, pid, tgid, comm, kthread, stage, freeze_latency_ns, frozen,
+                  + freeze_latency_ms
+    devices       run_id, device, driver, parent, event, stage, start_ns, duration_ns,
+                  error, pid, + duration_ms
+    kmsg          run_id, seq, ts_us, level, text
+    events        run_id, ts_ns, cpu, pid, comm, kind, name, value, detail
+    """
+
+    meta: dict[str, str]
+    probes: pd.DataFrame
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    not_measured: pd.DataFrame
+    phases: pd.DataFrame
+    tasks: pd.DataFrame
+    devices: pd.DataFrame
+    kmsg: pd.DataFrame
+    events: pd.DataFrame
+    source: str | None = field(default=None)  # file name of the capture, for titles only
+
+    def wide(self) -> pd.DataFrame:
+        """Index run_id (every run), one float column per metric name; NaN where absent."""
+        index = pd.Index(self.runs["run_id"].astype("int64"), name="run_id")
+        if self.metrics.empty:
+            return pd.DataFrame(index=index, dtype="float64")
+        table = self.metrics.pivot_table(index="run_id", columns="name", values="value",
+                                         aggfunc="first")
+        table.columns.name = None
+        return table.reindex(index).astype("float64")
+
+    def metric_info(self) -> pd.DataFrame:
+        """Per metric name: unit and the method(s) it was measured with, ", "-joined."""
+        if self.metrics.empty:
+            return pd.DataFrame(columns=["unit", "method", "source"]).rename_axis("name")
+        g = self.metrics.groupby("name")
+        return pd.DataFrame({
+            "unit": g["unit"].first(),
+            "method": g["method"].agg(lambda s: ", ".join(sorted(set(s)))),
+            "source": g["source"].agg(lambda s: ", ".join(sorted(set(s.dropna())))),
+        })
+
+    def run_ids(self, status: str | None = None) -> list[int]:
+        runs = self.runs if status is None else self.runs[self.runs["status"] == status]
+        return [int(r) for r in runs["run_id"]]
+
+
+def _read(reader: CaptureReader, table: str) -> pd.DataFrame:
+    cols = COLUMNS[table]
+    order = "run_id, ts_ns" if table == "events" else "run_id"
+    cur = reader.db.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}")
+    return pd.DataFrame.from_records(cur.fetchall(), columns=list(cols))
+
+
+def load_capture(path: str | os.PathLike) -> CaptureFrames:
+    """Read a capture into frames. Raises SnapprofError (one line) for bad input."""
+    with CaptureReader(path) as reader:
+        meta = reader.meta()
+        probes = pd.DataFrame(reader.probes(), columns=PROBE_COLUMNS)
+        runs = pd.DataFrame(reader.runs(), columns=RUN_COLUMNS)
+        tables = {name: _read(reader, name) for name in COLUMNS}
+    return build_frames(meta, probes, runs, tables, source=os.path.basename(os.fspath(path)))
+
+
+def build_frames(meta: dict, probes: pd.DataFrame, runs: pd.DataFrame,
+                 tables: dict[str, pd.DataFrame], source: str | None = None) -> CaptureFrames:
+    """Frames from already-read tables (column names as in snapprof.capture.COLUMNS)."""
+    probes = probes.copy()
+    probes["attached"] = probes["attached"].astype(bool)
+    runs = runs.copy()
+    runs["run_id"] = runs["run_id"].astype("int64")
+    for col in ("started_ns", "ended_ns", "ringbuf_drops"):
+        runs[col] = pd.to_numeric(runs[col], errors="coerce").astype("float64")
+
+    metrics = tables["metrics"].copy()
+    metrics["value"] = metrics["value"].astype("float64")
+    events = tables["events"].copy()
+    events["ts_ns"] = events["ts_ns"].astype("int64")
+    tasks = tables["tasks"].copy()
+    tasks["freeze_latency_ns"] = pd.to_numeric(tasks["freeze_latency_ns"]).astype("float64")
+    tasks["freeze_latency_ms"] = tasks["freeze_latency_ns"] / 1e6
+    devices = tables["devices"].copy()
+    for col in ("start_ns", "duration_ns", "error"):
+        devices[col] = pd.to_numeric(devices[col]).astype("float64")
+    devices["duration_ms"] = devices["duration_ns"] / 1e6
+    phases = derive_phases(events, metrics)
+    return CaptureFrames(
+        meta=dict(meta), probes=probes, runs=runs, metrics=metrics,
+        not_measured=tables["not_measured"].copy(), phases=phases, tasks=tasks,
+        devices=devices, kmsg=tables["kmsg"].copy(), events=events, source=source)
+
+
+def phase_durations(frames: CaptureFrames) -> pd.DataFrame:
+    """Index run_id (every run), one column per phase present in the capture (cycle order),
+    duration in ms; NaN where a run lacks the phase or its end."""
+    index = pd.Index(frames.runs["run_id"].astype("int64"), name="run_id")
+    ph = frames.phases
+    if ph.empty:
+        return pd.DataFrame(index=index, dtype="float64")
+    table = ph.pivot_table(index="run_id", columns="phase", values="duration_ms",
+                           aggfunc="first", dropna=False)
+    cols = [p for p in PHASE_ORDER if p in table.columns]
+    table = table.reindex(index=index, columns=cols).astype("float64")
+    table.columns.name = None
+    return table.replace([np.inf, -np.inf], np.nan)
