@@ -1,0 +1,505 @@
+"""Kernels side by side: pooled groups of captures, per-group summaries, differences, verdicts.
+
+Input is frames (``CaptureFrames``), never paths. Captures with the same label are pooled;
+the first label is the **baseline** and every other label is compared against it.
+
+For every metric (``CaptureFrames.wide()``) and every phase duration
+(``frames.phase_durations``), over **complete runs only**:
+
+* per label: ``stats.summarize`` — the same figures ``snapprof report`` shows for one capture;
+* per other label vs the baseline: the difference of medians (absolute and in % of the
+  baseline median), the Hodges–Lehmann shift with its exact distribution-free 95 %
+  interval (``stats.shift_ci``; the % interval divides by the baseline median), and the
+  two-sided Mann–Whitney p-value (``stats.mann_whitney``: exact permutation distribution
+  up to EXACT_MAX_N runs in all, tie-corrected normal approximation beyond);
+* a verdict. "better"/"worse" (or "higher"/"lower" for a metric with no good direction)
+  needs the interval to exclude 0 **and** p ≤ 1 - level. When the interval cannot reach the
+  level with so few runs (e.g. 3 vs 3 at 95 %), the verdict is "too few runs (n=3 vs 3)",
+  never a guess. A metric measured on one side only is "not comparable", with the
+  recorder's reason when it left one, never compared against a zero.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from snapprof import metrics as registry
+from snapprof.analysis import stats
+from snapprof.analysis.frames import CaptureFrames, phase_durations
+from snapprof.analysis.phases import PHASE_LABELS, PHASE_ORDER
+from snapprof.analysis.summary import NO_REASON, not_measured_reason, summary_runs
+from snapprof.errors import SnapprofError
+
+LEVEL = 0.95
+
+#: Metrics that make up the page accounting plot and table ("what the image is made of").
+PAGE_METRICS = ("saveable_pages", "saveable_after_pages", "preallocated_pages",
+                "shrink_reclaimed_pages", "copy_pages", "zero_pages", "meta_pages", "image_pages")
+
+SUMMARY_COLUMNS = ["kind", "name", "label", "n", "median", "p95", "min", "max", "ci_low",
+                   "ci_high", "unit", "method"]
+DIFF_COLUMNS = ["kind", "name", "title", "label", "baseline", "unit", "lower_is_better",
+                "n_base", "n", "median_base", "median", "delta", "delta_pct", "shift",
+                "ci_low", "ci_high", "ci_low_pct", "ci_high_pct", "p", "test", "verdict",
+                "note"]
+NC_COLUMNS = ["kind", "name", "title", "label", "baseline", "reason"]
+
+
+@dataclass
+class Group:
+    """All captures under one label, complete runs only in the value tables."""
+
+    label: str
+    sources: list[str]
+    meta: dict[str, str]                 # meta of the first capture of the group
+    runs_total: int
+    excluded: dict[str, int]             # status -> number of runs left out (failed, incomplete)
+    values: pd.DataFrame                 # metric values, one row per complete run
+    phases: pd.DataFrame                 # phase durations (ms), one row per complete run
+    units: dict[str, str]
+    methods: dict[str, str]              # metric or phase -> method(s), ", "-joined
+    frames: list[CaptureFrames]
+    nm_names: set[str]                   # metrics with a not_measured row in a complete run
+    devices: pd.DataFrame                # run, device, driver, ms (all callbacks of the run summed)
+    tasks: pd.DataFrame                  # run, stage, comm, ms (slowest task of that name)
+    meta_differs: list[str] = field(default_factory=list)  # meta keys that differ within the group
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class Comparison:
+    labels: list[str]
+    baseline: str
+    groups: dict[str, Group]
+    level: float
+    summary: pd.DataFrame          # SUMMARY_COLUMNS
+    diffs: pd.DataFrame            # DIFF_COLUMNS, one row per (kind, name, label != baseline)
+    not_comparable: pd.DataFrame   # NC_COLUMNS
+    devices: pd.DataFrame          # per device and label: changes against the baseline
+    tasks: pd.DataFrame            # per (stage, comm) and label: changes against the baseline
+
+    def row(self, kind: str, name: str, label: str) -> dict | None:
+        """The diffs row for (kind, name, label), or None."""
+        d = self.diffs
+        hit = d[(d["kind"] == kind) & (d["name"] == name) & (d["label"] == label)]
+        return None if hit.empty else hit.iloc[0].to_dict()
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def default_label(frames: CaptureFrames) -> str:
+    release = (frames.meta.get("kernel_release") or "").strip()
+    if not release:
+        raise SnapprofError(f"{frames.source or 'capture'}: no kernel_release in its meta; "
+                            "name it with --label")
+    return release
+
+
+def _status_counts(frames: CaptureFrames) -> dict[str, int]:
+    counts = frames.runs["status"].value_counts()
+    return {s: int(counts.get(s, 0)) for s in ("failed", "incomplete") if counts.get(s, 0)}
+
+
+def group_reason(group: "Group", name: str) -> str:
+    """Why metric ``name`` has no value in the group: the per-capture reasons of ``snapprof
+    report`` (summary.not_measured_reason), distinct, "; "-joined."""
+    reasons = [not_measured_reason(f, name, summary_runs(f) or None) for f in group.frames]
+    uniq = [r for r in dict.fromkeys(reasons) if r != NO_REASON]
+    return "; ".join(uniq) if uniq else NO_REASON
+
+
+def _device_table(f: CaptureFrames, complete: list[int], key: str) -> pd.DataFrame:
+    dev = f.devices[f.devices["run_id"].isin(complete)]
+    if dev.empty:
+        return pd.DataFrame(columns=["run", "device", "driver", "ms"])
+    g = dev.groupby(["run_id", "device"], as_index=False).agg(
+        driver=("driver", "first"), ms=("duration_ms", lambda s: s.sum(min_count=1)))
+    g["run"] = key + ":" + g["run_id"].astype(str)
+    return g[["run", "device", "driver", "ms"]]
+
+
+def _task_table(f: CaptureFrames, complete: list[int], key: str) -> pd.DataFrame:
+    t = f.tasks[f.tasks["run_id"].isin(complete)]
+    if t.empty:
+        return pd.DataFrame(columns=["run", "stage", "comm", "ms"])
+    t = t.assign(stage=t["stage"].fillna("?"), comm=t["comm"].fillna("?"))
+    g = t.groupby(["run_id", "stage", "comm"], as_index=False).agg(
+        ms=("freeze_latency_ms", lambda s: s.max() if s.notna().any() else np.nan))
+    g["run"] = key + ":" + g["run_id"].astype(str)
+    return g[["run", "stage", "comm", "ms"]]
+
+
+def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
+    values, phases, devices, tasks = [], [], [], []
+    units: dict[str, str] = {}
+    methods: dict[str, set] = {}
+    excluded: dict[str, int] = {}
+    runs_total = 0
+    for i, f in enumerate(frames_list):
+        key = f"{i}:{f.source or i}"
+        complete = summary_runs(f)
+        runs_total += len(f.runs)
+        for status, count in _status_counts(f).items():
+            excluded[status] = excluded.get(status, 0) + count
+        w = f.wide().loc[complete]
+        w.index = [f"{key}:{r}" for r in w.index]
+        values.append(w)
+        p = phase_durations(f).loc[complete]
+        p.index = list(w.index)
+        phases.append(p)
+        info = f.metric_info()
+        for name, row in info.iterrows():
+            units.setdefault(name, row["unit"])
+            methods.setdefault(name, set()).update(m.strip() for m in row["method"].split(","))
+        ph = f.phases[f.phases["run_id"].isin(complete) & f.phases["duration_ms"].notna()]
+        for phase, ms in ph.groupby("phase")["method"]:
+            methods.setdefault(("phase", phase), set()).update(ms.dropna())
+        devices.append(_device_table(f, complete, key))
+        tasks.append(_task_table(f, complete, key))
+    first = frames_list[0].meta
+    differs = sorted(k for k in ("kernel_release", "machine", "mem_total_kb", "trigger", "pm_test",
+                                 "image_size")
+                     if len({fr.meta.get(k) for fr in frames_list}) > 1)
+    return Group(
+        label=label,
+        sources=[f.source or "?" for f in frames_list],
+        meta=dict(first),
+        runs_total=runs_total,
+        excluded=excluded,
+        values=pd.concat(values).astype("float64"),
+        phases=pd.concat(phases).astype("float64"),
+        units=units,
+        methods={(k if isinstance(k, tuple) else ("metric", k)): ", ".join(sorted(v))
+                 for k, v in methods.items()},
+        frames=list(frames_list),
+        nm_names={n for f in frames_list
+                  for n in f.not_measured.loc[f.not_measured["run_id"].isin(summary_runs(f)), "name"]},
+        devices=pd.concat(devices, ignore_index=True),
+        tasks=pd.concat(tasks, ignore_index=True),
+        meta_differs=differs,
+    )
+
+
+def group_captures(frames_list: list[CaptureFrames], labels: list[str] | None = None
+                   ) -> dict[str, list[CaptureFrames]]:
+    """Label -> captures, in order of first appearance (the first label is the baseline)."""
+    if labels is not None:
+        if len(labels) != len(frames_list):
+            raise SnapprofError(f"--label given {len(labels)} times for {len(frames_list)} captures; "
+                                "give one --label per capture, in order")
+        for lab in labels:
+            if not lab.strip():
+                raise SnapprofError("--label must not be empty")
+    else:
+        labels = [default_label(f) for f in frames_list]
+    groups: dict[str, list[CaptureFrames]] = {}
+    for lab, f in zip(labels, frames_list):
+        groups.setdefault(lab.strip(), []).append(f)
+    return groups
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _verdict(lower_is_better, ci_low, ci_high, p, level, n_base, n) -> str:
+    if math.isnan(ci_low) or math.isnan(ci_high):
+        return f"too few runs (n={n_base} vs {n})"
+    if (ci_low > 0 or ci_high < 0) and p <= 1 - level:
+        up = ci_low > 0
+        if lower_is_better is None:
+            return "higher" if up else "lower"
+        return "worse" if up == bool(lower_is_better) else "better"
+    return "no clear difference"
+
+
+def compare_samples(base, cand, lower_is_better, level: float = LEVEL) -> dict:
+    """All figures for one sample pair (NaNs dropped): medians, differences, interval, test, verdict."""
+    a, b = stats.clean(base), stats.clean(cand)
+    med_a, med_b = float(np.median(a)), float(np.median(b))
+    shift = stats.shift_ci(a, b, level)
+    test = stats.mann_whitney(a, b)
+    delta = med_b - med_a
+
+    def pct(x):
+        return x / abs(med_a) * 100.0 if med_a != 0 and not math.isnan(x) else math.nan
+
+    return {
+        "n_base": len(a), "n": len(b), "median_base": med_a, "median": med_b,
+        "delta": delta, "delta_pct": pct(delta), "shift": shift.estimate,
+        "ci_low": shift.ci_low, "ci_high": shift.ci_high,
+        "ci_low_pct": pct(shift.ci_low), "ci_high_pct": pct(shift.ci_high),
+        "p": test.p, "test": f"Mann-Whitney U ({test.method})",
+        "verdict": _verdict(lower_is_better, shift.ci_low, shift.ci_high, test.p, level,
+                            len(a), len(b)),
+    }
+
+
+def _title(kind: str, name: str) -> str:
+    if kind == "phase":
+        return f"phase: {PHASE_LABELS.get(name, name)}"
+    return registry.get(name).label
+
+
+def _ordered(names) -> list[tuple[str, str]]:
+    """(kind, name) in display order: registry metrics, other metrics, then phases in cycle order."""
+    names = set(names)
+    reg = [("metric", m) for m in registry.REGISTRY if ("metric", m) in names]
+    other = sorted(k for k in names if k[0] == "metric" and k[1] not in registry.REGISTRY)
+    phases = [("phase", p) for p in PHASE_ORDER if ("phase", p) in names]
+    extra = sorted(k for k in names if k[0] == "phase" and k[1] not in PHASE_ORDER)
+    return reg + other + phases + extra
+
+
+def _series(group: Group, kind: str, name: str) -> pd.Series | None:
+    table = group.values if kind == "metric" else group.phases
+    if name not in table.columns:
+        return None
+    s = table[name].dropna()
+    return s if len(s) else None
+
+
+def _missing_reason(group: Group, kind: str, name: str) -> str:
+    if group.n_runs == 0:
+        return "no complete run"
+    if kind == "metric":
+        return group_reason(group, name)
+    if name == "copy":
+        return "copy_window_ms: " + group_reason(group, "copy_window_ms")
+    return "no events for this phase in its complete runs"
+
+
+def _unit(groups: list[Group], kind: str, name: str) -> str:
+    if kind == "phase":
+        return "ms"
+    for g in groups:
+        if name in g.units:
+            return g.units[name]
+    return registry.get(name).unit
+
+
+def _changes(base: pd.DataFrame, cand: pd.DataFrame, keys: list[str], label: str,
+             baseline: str, level: float, n_base: int, n_cand: int) -> pd.DataFrame:
+    """Per key (device, or stage+comm): medians over the runs it appears in, and the change."""
+    rows = []
+    gb = {k: s["ms"].to_numpy() for k, s in base.groupby(keys)} if not base.empty else {}
+    gc = {k: s["ms"].to_numpy() for k, s in cand.groupby(keys)} if not cand.empty else {}
+    for k in sorted(set(gb) | set(gc), key=str):
+        kt = k if isinstance(k, tuple) else (k,)
+        row = dict(zip(keys, kt), label=label, baseline=baseline)
+        a, b = gb.get(k), gc.get(k)
+        a = stats.clean(a) if a is not None else np.array([])
+        b = stats.clean(b) if b is not None else np.array([])
+        row.update(runs_base=len(a), runs=len(b))
+        if len(a) == 0 or len(b) == 0:
+            where = baseline if len(a) else label
+            row.update(median_base=float(np.median(a)) if len(a) else math.nan,
+                       median=float(np.median(b)) if len(b) else math.nan,
+                       delta=math.nan, delta_pct=math.nan, ci_low=math.nan, ci_high=math.nan,
+                       p=math.nan, verdict=f"only in {where}" if len(a) or len(b) else "no timing")
+        else:
+            row.update({c: v for c, v in compare_samples(a, b, True, level).items()
+                        if c in ("median_base", "median", "delta", "delta_pct", "ci_low",
+                                 "ci_high", "p", "verdict")})
+        rows.append(row)
+    cols = keys + ["label", "baseline", "runs_base", "runs", "median_base", "median", "delta",
+                   "delta_pct", "ci_low", "ci_high", "p", "verdict"]
+    out = pd.DataFrame(rows, columns=cols)
+    if out.empty:
+        return out
+    out["abs_delta"] = out["delta"].abs()
+    return out.sort_values(["abs_delta"], ascending=False, na_position="last").drop(
+        columns="abs_delta").reset_index(drop=True)
+
+
+def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Comparison:
+    """Compare every label against the first. Raises SnapprofError for input that cannot be compared."""
+    labels = list(groups)
+    n_captures = sum(len(v) for v in groups.values())
+    if n_captures < 2:
+        raise SnapprofError(f"compare needs at least two captures (got {n_captures})")
+    if len(labels) < 2:
+        raise SnapprofError(f"all {n_captures} captures have the label {labels[0]!r}: nothing to "
+                            "compare against; name them with --label")
+    built = {lab: build_group(lab, fl) for lab, fl in groups.items()}
+    for g in built.values():
+        if g.n_runs == 0:
+            ex = ", ".join(f"{n} {s}" for s, n in g.excluded.items()) or "no runs"
+            raise SnapprofError(f"{g.label} ({', '.join(g.sources)}) has no complete run ({ex})")
+    baseline = labels[0]
+    base = built[baseline]
+
+    names = set()
+    for g in built.values():
+        names.update(("metric", c) for c in g.values.columns)
+        names.update(("phase", c) for c in g.phases.columns)
+    order = _ordered(names)
+
+    summary_rows = []
+    for kind, name in order:
+        for lab in labels:
+            g = built[lab]
+            s = _series(g, kind, name)
+            if s is None:
+                continue
+            summary_rows.append({"kind": kind, "name": name, "label": lab,
+                                 **stats.summarize(s.to_numpy(), level),
+                                 "unit": _unit([g], kind, name),
+                                 "method": g.methods.get((kind, name), "")})
+
+    diff_rows, nc_rows = [], []
+    for lab in labels[1:]:
+        cand = built[lab]
+        common = 0
+        for kind, name in order:
+            sa, sb = _series(base, kind, name), _series(cand, kind, name)
+            title = _title(kind, name)
+            if sa is None and sb is None:
+                continue
+            if sa is None or sb is None:
+                missing = base if sa is None else cand
+                nc_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
+                                "baseline": baseline,
+                                "reason": f"not measured in {missing.label}: "
+                                          f"{_missing_reason(missing, kind, name)}"})
+                continue
+            ua, ub = _unit([base], kind, name), _unit([cand], kind, name)
+            if ua != ub:
+                nc_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
+                                "baseline": baseline,
+                                "reason": f"units differ: {ua} in {baseline}, {ub} in {lab}"})
+                continue
+            common += 1
+            lib = True if kind == "phase" else registry.get(name).lower_is_better
+            notes = []
+            ma, mb = base.methods.get((kind, name), ""), cand.methods.get((kind, name), "")
+            if ma != mb:
+                notes.append(f"measured differently: {ma or '?'} in {baseline}, {mb or '?'} in {lab}")
+            row = compare_samples(sa.to_numpy(), sb.to_numpy(), lib, level)
+            if row["median_base"] == 0:
+                notes.append("baseline median is 0: no % change")
+            diff_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
+                              "baseline": baseline, "unit": ua, "lower_is_better": lib,
+                              **row, "note": "; ".join(notes)})
+        for name in sorted(base.nm_names | cand.nm_names):
+            if _series(base, "metric", name) is None and _series(cand, "metric", name) is None:
+                why = [f"{g.label}: {group_reason(g, name)}" for g in (base, cand)]
+                nc_rows.append({"kind": "metric", "name": name, "title": _title("metric", name),
+                                "label": lab, "baseline": baseline,
+                                "reason": "not measured in either (" + "; ".join(why) + ")"})
+        if common == 0:
+            raise SnapprofError(
+                f"no metric or phase measured in both {baseline} and {lab}: nothing to compare "
+                f"({baseline}: {_measured_list(base)}; {lab}: {_measured_list(cand)})")
+
+    dev_rows, task_rows = [], []
+    for lab in labels[1:]:
+        cand = built[lab]
+        dev_rows.append(_changes(base.devices, cand.devices, ["device"], lab, baseline, level,
+                                 base.n_runs, cand.n_runs))
+        task_rows.append(_changes(base.tasks, cand.tasks, ["stage", "comm"], lab, baseline,
+                                  level, base.n_runs, cand.n_runs))
+    return Comparison(
+        labels=labels, baseline=baseline, groups=built, level=level,
+        summary=pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS),
+        diffs=pd.DataFrame(diff_rows, columns=DIFF_COLUMNS),
+        not_comparable=pd.DataFrame(nc_rows, columns=NC_COLUMNS),
+        devices=pd.concat(dev_rows, ignore_index=True),
+        tasks=pd.concat(task_rows, ignore_index=True),
+    )
+
+
+def _measured_list(g: Group) -> str:
+    cols = [c for c in g.values.columns if g.values[c].notna().any()]
+    cols += [c for c in g.phases.columns if g.phases[c].notna().any()]
+    return ", ".join(cols[:8]) + (" …" if len(cols) > 8 else "") if cols else "nothing measured"
+
+
+# --------------------------------------------------------------------------- thresholds (--fail-on)
+
+_THRESHOLD = re.compile(
+    r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>[<>])\s*(?P<value>[+-]?(\d+(\.\d*)?|\.\d+))"
+    r"\s*(?P<pct>%)?\s*$")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """``NAME>+5%``: fail when the change is above +5 % of the baseline median, with confidence.
+
+    ``>`` trips when the whole interval of the difference (label - baseline) lies above the
+    value, ``<`` when it lies below. Without ``%`` the value is in the metric's own unit.
+    NAME is a metric (``image_pages``) or a phase (``freeze_user``: its duration in ms).
+    """
+
+    expr: str
+    name: str
+    op: str
+    value: float
+    percent: bool
+
+    def crossed(self, row: dict) -> bool | None:
+        """True/False for a diffs row, None when it cannot be judged (no interval)."""
+        lo, hi = (row["ci_low_pct"], row["ci_high_pct"]) if self.percent else (row["ci_low"], row["ci_high"])
+        if math.isnan(lo) or math.isnan(hi):
+            return None
+        return lo > self.value if self.op == ">" else hi < self.value
+
+
+def parse_threshold(expr: str) -> Threshold:
+    m = _THRESHOLD.match(expr)
+    if not m:
+        raise SnapprofError(f"--fail-on {expr!r}: expected NAME>VALUE or NAME<VALUE, VALUE a number "
+                            "with an optional %, e.g. 'image_pages>+5%' or 'copy_window_ms>+50'")
+    return Threshold(expr=expr.strip(), name=m["name"], op=m["op"], value=float(m["value"]),
+                     percent=bool(m["pct"]))
+
+
+@dataclass
+class ThresholdResult:
+    threshold: Threshold
+    label: str
+    kind: str
+    status: str      # "crossed", "not crossed", "not evaluated"
+    detail: str
+
+
+def check_thresholds(cmp: Comparison, thresholds: list[Threshold]) -> list[ThresholdResult]:
+    """Evaluate each threshold for every label against the baseline."""
+    known = set(registry.REGISTRY) | set(PHASE_ORDER) | set(cmp.summary["name"])
+    out = []
+    for th in thresholds:
+        if th.name not in known:
+            raise SnapprofError(f"--fail-on {th.expr!r}: unknown metric or phase {th.name!r}")
+        kind = "phase" if th.name in PHASE_ORDER and th.name not in registry.REGISTRY else "metric"
+        for lab in cmp.labels[1:]:
+            row = cmp.row(kind, th.name, lab)
+            if row is None:
+                nc = cmp.not_comparable
+                hit = nc[(nc["name"] == th.name) & (nc["label"] == lab)]
+                why = hit.iloc[0]["reason"] if not hit.empty else "not measured in either capture"
+                out.append(ThresholdResult(th, lab, kind, "not evaluated", why))
+                continue
+            if th.percent and math.isnan(row["delta_pct"]):
+                out.append(ThresholdResult(th, lab, kind, "not evaluated",
+                                           "baseline median is 0: no % change"))
+                continue
+            crossed = th.crossed(row)
+            if crossed is None:
+                out.append(ThresholdResult(th, lab, kind, "not evaluated", row["verdict"]))
+                continue
+            unit = "%" if th.percent else f" {row['unit']}"
+            lo, hi = ((row["ci_low_pct"], row["ci_high_pct"]) if th.percent
+                      else (row["ci_low"], row["ci_high"]))
+            detail = (f"{int(cmp.level * 100)} % interval of the change {lo:+.4g}..{hi:+.4g}{unit} "
+                      f"({'entirely' if crossed else 'not entirely'} "
+                      f"{'above' if th.op == '>' else 'below'} {th.value:+g}{unit})")
+            out.append(ThresholdResult(th, lab, kind, "crossed" if crossed else "not crossed", detail))
+    return out
