@@ -1,0 +1,98 @@
+"""snapprof report: one capture → a self-contained HTML page, a terminal summary, or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EPILOG = """\
+examples:
+  snapprof report run.snap                       # writes run.html beside the capture
+  snapprof report run.snap -o report.html        # choose the file
+  snapprof report run.snap --format text         # aligned tables on stdout
+  snapprof report run.snap --format json -o -    # JSON on stdout, for scripts
+
+The HTML file is self-contained (CSS inline, figures as inline SVG, no script) and makes no
+network request. Statistics are over the complete runs; failed and incomplete runs are
+listed as such. A figure that was not measured is shown as "not measured" with the reason,
+never as 0. Every figure names its method (probe, tracepoint, kernel-log, sleep-time, ...).
+"""
+
+SUFFIX_FORMATS = {".html": "html", ".htm": "html", ".json": "json", ".txt": "text"}
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "report", help="report one capture (HTML, text or JSON)",
+        description="Report a hibernation capture: phases, freezer, memory, devices, image "
+                    "I/O and the kernel's own figures, with their spread across runs.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("capture", metavar="CAPTURE", help="capture file written by snapprof record")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="output file, '-' for stdout (default: CAPTURE with .html for HTML, "
+                        "stdout for text and JSON)")
+    p.add_argument("--format", choices=("html", "text", "json"),
+                   help="default: from the -o suffix (.html, .json, .txt), else html")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=run)
+    return p
+
+
+def _format(args) -> str:
+    if args.format:
+        return args.format
+    if args.output and args.output != "-":
+        return SUFFIX_FORMATS.get(os.path.splitext(args.output)[1].lower(), "html")
+    return "html"
+
+
+def _output(args, fmt: str) -> str | None:
+    """The file to write, or None for stdout."""
+    if args.output == "-":
+        return None
+    if args.output:
+        return args.output
+    if fmt == "html":
+        return os.path.splitext(args.capture)[0] + ".html"
+    return None
+
+
+def run(args) -> int:
+    from snapprof.errors import SnapprofError
+
+    fmt = _format(args)
+    out_path = _output(args, fmt)
+    if out_path and os.path.exists(out_path) and not args.force:
+        raise SnapprofError(f"{out_path} exists; use --force to replace it")
+    if out_path and os.path.realpath(out_path) == os.path.realpath(args.capture):
+        raise SnapprofError(f"{out_path} is the capture itself; choose another -o")
+
+    from snapprof.analysis.frames import load_capture
+    from snapprof.report.model import build_model
+
+    model = build_model(load_capture(args.capture))
+    if fmt == "html":
+        from snapprof.report.html import render_html
+        text = render_html(model)
+    elif fmt == "json":
+        from snapprof.report.json import render_json
+        text = render_json(model)
+    else:
+        from snapprof.report.text import render_text
+        text = render_text(model)
+
+    if out_path is None:
+        sys.stdout.write(text)
+        return 0
+    tmp = out_path + ".new"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, out_path)
+    except OSError as exc:
+        raise SnapprofError(f"cannot write {out_path}: {exc.strerror}") from None
+    h = model["header"]["runs_by_status"]
+    print(f"snapprof report: wrote {out_path} ({fmt}; {h['complete']} complete, "
+          f"{h['failed']} failed, {h['incomplete']} incomplete runs)", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""Reporters: they take frames (or the model built from them) and metadata, never paths."""

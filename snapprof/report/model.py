@@ -1,0 +1,270 @@
+"""The report's content as plain data (dicts, lists, floats, None), built from frames.
+
+One model feeds the three reporters: JSON dumps it, text lays it out in aligned tables,
+HTML renders it with Jinja2 and adds figures. Missing figures are None (never 0) and
+carry the reason they are missing. Statistics are over the complete runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from snapprof import __version__
+from snapprof import metrics as registry
+from snapprof.analysis.frames import CaptureFrames, phase_durations
+from snapprof.analysis.kmsg import EXTRA_LABELS, kernel_figures
+from snapprof.analysis.phases import PHASE_LABELS, SHRINK_EVENT, spans
+from snapprof.analysis.summary import STAT_COLUMNS, metric_summary, phase_summary
+
+HEADLINE = ("freeze_user_ms", "freeze_kernel_ms", "image_bytes", "cycle_ms")
+MEMORY_FLOW = ("mem_total_kb", "saveable_pages", "shrink_requested_pages",
+               "shrink_reclaimed_pages", "prealloc_requested_pages", "prealloc_got_pages",
+               "preallocated_pages", "saveable_after_pages", "copy_pages", "zero_pages",
+               "meta_pages", "image_pages", "image_bytes")
+SUSPEND_STAGES = ("prepare", "suspend", "suspend_late", "suspend_noirq")
+RESUME_STAGES = ("resume_noirq", "resume_early", "resume", "complete")
+META_HEADER = ("kernel_release", "kernel_version", "distro", "lab_distro", "machine",
+               "hostname", "mem_total_kb", "swap_total_kb", "cmdline", "trigger",
+               "power_disk", "pm_test", "image_size", "reserved_size", "recorded_at",
+               "snapprof_version", "bcc_version", "python_version")
+TOP = 15
+
+
+def clean(value):
+    """JSON-safe scalar: NaN/NA → None, numpy → Python."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    return [{k: clean(v) for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def build_model(frames: CaptureFrames, max_timelines: int = 6) -> dict:
+    msum = metric_summary(frames)
+    wide = frames.wide()
+    model = {
+        "snapprof_version": __version__,
+        "source": frames.source,
+        "header": _header(frames, msum),
+        "headline": [_metric_row(msum, n) for n in HEADLINE],
+        "runs": _runs(frames, wide),
+        "metrics": [_metric_row(msum, n) for n in msum.index],
+        "phases": _phases(frames),
+        "timelines": _timelines(frames, wide, max_timelines),
+        "freezer": _freezer(frames, msum),
+        "memory": _memory(frames, msum, wide),
+        "devices": _devices(frames, msum),
+        "io": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] == "io"],
+        "kernel_log": _kernel_log(frames, wide),
+    }
+    return model
+
+
+def _metric_row(msum: pd.DataFrame, name: str) -> dict:
+    row = msum.loc[name]
+    return {"name": name, **{k: clean(row[k]) for k in
+                             ["label", "unit", "area", "method", "source", *STAT_COLUMNS,
+                              "reason"]}}
+
+
+def _header(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
+    status = frames.runs["status"].value_counts()
+    probes = frames.probes
+    not_measured = [{"name": name, "label": row["label"], "reason": row["reason"]}
+                    for name, row in msum.iterrows() if row["n"] == 0]
+    partly = []
+    nm = frames.not_measured
+    for name, group in nm.groupby("name", sort=False):
+        if name in msum.index and msum.loc[name, "n"] > 0:
+            partly.append({"name": name, "label": registry.get(name).label,
+                           "runs": [int(r) for r in group["run_id"]],
+                           "reason": "; ".join(dict.fromkeys(group["reason"].astype(str)))})
+    drops = frames.runs["ringbuf_drops"].fillna(0)
+    return {
+        "meta": {k: frames.meta.get(k) for k in META_HEADER},
+        "meta_other": {k: v for k, v in sorted(frames.meta.items()) if k not in META_HEADER},
+        "runs_total": int(len(frames.runs)),
+        "runs_by_status": {s: int(status.get(s, 0)) for s in ("complete", "failed", "incomplete")},
+        "probes_attached": int(probes["attached"].sum()),
+        "probes_total": int(len(probes)),
+        "probes": records(probes),
+        "not_measured": not_measured,
+        "not_measured_in_some_runs": partly,
+        "ringbuf_drops": int(drops.sum()),
+        "runs_with_drops": [int(r) for r in frames.runs.loc[drops > 0, "run_id"]],
+    }
+
+
+def _runs(frames: CaptureFrames, wide: pd.DataFrame) -> list[dict]:
+    last = {}
+    for run_id, group in frames.phases.groupby("run_id"):
+        started = group[group["start_ns"].notna()]
+        if not started.empty:
+            tail = started.iloc[-1]
+            last[int(run_id)] = {"phase": tail["phase"], "ended": bool(pd.notna(tail["end_ns"]))}
+    out = []
+    for row in records(frames.runs):
+        rid = row["run_id"]
+        cycle = wide.loc[rid, "cycle_ms"] if "cycle_ms" in wide.columns else None
+        lp = last.get(rid)
+        out.append({**row, "cycle_ms": clean(cycle),
+                    "last_phase": lp["phase"] if lp else None,
+                    "last_phase_label": PHASE_LABELS.get(lp["phase"]) if lp else None,
+                    "last_phase_ended": lp["ended"] if lp else None})
+    return out
+
+
+def _phases(frames: CaptureFrames) -> dict:
+    psum = phase_summary(frames)
+    summary = [{"phase": p, **{k: clean(v) for k, v in row.items()}} for p, row in psum.iterrows()]
+    durations = phase_durations(frames)
+    per_run = []
+    for rid, row in durations.iterrows():
+        per_run.append({"run_id": int(rid), "durations_ms": {p: clean(v) for p, v in row.items()}})
+    return {"summary": summary, "per_run": per_run, "order": list(durations.columns)}
+
+
+def _select_runs(frames: CaptureFrames, wide: pd.DataFrame, limit: int) -> list[tuple[int, str]]:
+    runs = frames.runs
+    if len(runs) <= limit:
+        return [(int(r), s) for r, s in zip(runs["run_id"], runs["status"])]
+    complete = frames.run_ids("complete")
+    if "cycle_ms" in wide.columns and wide.loc[complete, "cycle_ms"].notna().any():
+        key = wide.loc[complete, "cycle_ms"].dropna().sort_values()
+        what = "whole cycle"
+    else:
+        key = phase_durations(frames).reindex(complete).sum(axis=1, min_count=1).dropna().sort_values()
+        what = "sum of phases"
+    picks: list[tuple[int, str]] = []
+    if not key.empty:
+        picks += [(int(key.index[0]), f"fastest ({what})"),
+                  (int(key.index[len(key) // 2]), f"median ({what})"),
+                  (int(key.index[-1]), f"slowest ({what})")]
+    for status in ("failed", "incomplete"):
+        ids = frames.run_ids(status)
+        if ids:
+            picks.append((ids[0], f"first {status} run ({len(ids)} in all)"))
+    seen, out = set(), []
+    for rid, why in picks:
+        if rid not in seen:
+            seen.add(rid)
+            out.append((rid, why))
+    return out[:limit]
+
+
+def _timelines(frames: CaptureFrames, wide: pd.DataFrame, limit: int) -> dict:
+    chosen = _select_runs(frames, wide, limit)
+    shrink = spans(frames.events, [SHRINK_EVENT]).set_index("run_id")
+    runs = frames.runs.set_index("run_id")
+    items = []
+    for rid, why in chosen:
+        ph = frames.phases[frames.phases["run_id"] == rid]
+        starts = ph["start_ns"].dropna()
+        t0 = runs.loc[rid, "started_ns"]
+        if starts.size and (pd.isna(t0) or t0 > starts.min()):
+            t0 = starts.min()
+        phases = []
+        for row in ph.itertuples(index=False):
+            rel = lambda ns: None if pd.isna(ns) or pd.isna(t0) else (ns - t0) / 1e6  # noqa: E731
+            phases.append({"phase": row.phase, "label": PHASE_LABELS.get(row.phase, row.phase),
+                           "start_ms": rel(row.start_ns), "end_ms": rel(row.end_ns),
+                           "duration_ms": clean(row.duration_ms), "method": row.method})
+        nested = []
+        if rid in shrink.index and not pd.isna(t0):
+            s = shrink.loc[rid]
+            nested.append({"label": "shrink_all_memory", "start_ms": (s["start_ns"] - t0) / 1e6,
+                           "end_ms": clean((s["end_ns"] - t0) / 1e6)})
+        items.append({"run_id": rid, "status": runs.loc[rid, "status"], "why": why,
+                      "error": clean(runs.loc[rid, "error"]), "phases": phases, "nested": nested})
+    note = ("" if len(chosen) == len(frames.runs) else
+            f"{len(frames.runs)} runs: timelines shown for {len(chosen)} of them, chosen as named.")
+    return {"runs": items, "note": note}
+
+
+def _freezer(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
+    t = frames.tasks
+    out = {"metrics": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] == "freezer"],
+           "tasks_recorded": int(len(t)), "slowest": [], "failed": [], "in_place": 0}
+    if t.empty:
+        return out
+    timed = t[t["freeze_latency_ms"].notna()]
+    if not timed.empty:
+        g = timed.groupby(["comm", "stage", "kthread"], dropna=False)["freeze_latency_ms"]
+        agg = g.agg(["count", "median", "max"]).reset_index()
+        agg = agg.sort_values("max", ascending=False).head(TOP)
+        out["slowest"] = records(agg.rename(columns={"count": "n", "median": "median_ms",
+                                                     "max": "max_ms"}))
+    failed = t[t["frozen"] == 0]
+    runs = frames.runs.set_index("run_id")["status"]
+    out["failed"] = [{**r, "run_status": runs.get(r["run_id"])} for r in
+                     records(failed[["run_id", "pid", "comm", "stage", "kthread"]])]
+    out["in_place"] = int(((t["freeze_latency_ms"].isna()) & (t["frozen"] == 1)).sum())
+    return out
+
+
+def _memory(frames: CaptureFrames, msum: pd.DataFrame, wide: pd.DataFrame) -> dict:
+    flow = [_metric_row(msum, n) for n in MEMORY_FLOW]
+    present = [n for n in MEMORY_FLOW if n in wide.columns]
+    per_run = [{"run_id": int(rid), **{n: clean(row[n]) for n in present}}
+               for rid, row in wide[present].iterrows()] if present else []
+    shrink = [_metric_row(msum, n) for n in ("prealloc_ms", "shrink_ms", "prealloc_result")]
+    return {"flow": flow, "per_run": per_run, "columns": present, "timing": shrink}
+
+
+def _device_table(d: pd.DataFrame, stages) -> list[dict]:
+    part = d[d["stage"].isin(stages) & d["duration_ms"].notna()]
+    if part.empty:
+        return []
+    g = part.groupby(["device", "driver", "event", "stage"], dropna=False)["duration_ms"]
+    agg = g.agg(["count", "median", "max"]).reset_index()
+    agg = agg.sort_values("median", ascending=False).head(TOP)
+    return records(agg.rename(columns={"count": "n", "median": "median_ms", "max": "max_ms"}))
+
+
+def _devices(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
+    d = frames.devices
+    errors = d[d["error"].fillna(0) != 0]
+    return {
+        "metrics": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] == "devices"],
+        "callbacks_recorded": int(len(d)),
+        "suspend": _device_table(d, SUSPEND_STAGES),
+        "resume": _device_table(d, RESUME_STAGES),
+        "errors": records(errors[["run_id", "device", "driver", "event", "stage", "error"]]),
+    }
+
+
+def _kernel_log(frames: CaptureFrames, wide: pd.DataFrame, max_runs: int = 20) -> dict:
+    figs = kernel_figures(frames.kmsg)
+    metrics = frames.metrics.set_index(["run_id", "name"])
+    checks = []
+    for row in figs.itertuples(index=False):
+        key = (row.run_id, row.name)
+        measured = metrics.loc[key] if key in metrics.index else None
+        m = registry.REGISTRY.get(row.name)
+        checks.append({
+            "run_id": int(row.run_id), "name": row.name,
+            "label": m.label if m else EXTRA_LABELS.get(row.name, row.name),
+            "unit": row.unit, "kernel": clean(row.value), "text": row.text,
+            "measured": clean(measured["value"]) if measured is not None else None,
+            "method": measured["method"] if measured is not None else None,
+            "source": clean(measured["source"]) if measured is not None else None,
+        })
+    run_ids = sorted({c["run_id"] for c in checks})
+    shown = set(run_ids[:max_runs])
+    lines = {}
+    for rid, group in frames.kmsg.groupby("run_id"):
+        if int(rid) in shown or (not run_ids and len(lines) < 1):
+            lines[int(rid)] = [clean(x) for x in group["text"]]
+    return {"checks": checks, "runs_shown": sorted(shown), "runs_with_figures": len(run_ids),
+            "lines": lines}

@@ -1,0 +1,165 @@
+"""Figures for the HTML report, drawn with matplotlib's object API and returned as inline SVG.
+
+No pyplot and no global state: each figure is a ``matplotlib.figure.Figure`` rendered by
+the SVG backend inside an ``rc_context`` (text kept as text, fixed hash salt so the output
+is reproducible). Input is the report model (plain data), never frames or paths.
+Text from the capture (task and device names) is drawn literally: ``$`` is escaped so
+matplotlib never parses it as mathtext, and the SVG writer escapes markup.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+GROUP_COLORS = {
+    "sync": "#8c8c8c", "freeze_user": "#1f77b4", "prealloc": "#ff7f0e", "freeze_kernel": "#17becf",
+    "dpm_prepare": "#9467bd", "dpm_suspend": "#9467bd", "dpm_suspend_late": "#b19cd9",
+    "dpm_suspend_noirq": "#c5b0d5", "cpu_off": "#7f7f7f", "syscore_suspend": "#bcbd22",
+    "copy": "#d62728", "syscore_resume": "#bcbd22", "cpu_on": "#7f7f7f",
+    "dpm_resume_noirq": "#c5b0d5", "dpm_resume_early": "#b19cd9", "dpm_resume": "#2ca02c",
+    "dpm_complete": "#98df8a", "thaw": "#e377c2", "image_write": "#8c564b",
+    "image_read": "#c49c94", "restore": "#dbdb8d",
+}
+COPY_NOTE = "length from the kernel's sleep-time report: BPF clocks stop during the copy"
+
+
+def _t(text) -> str:
+    """Capture text for a matplotlib label: literal, never mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _svg(fig: Figure, salt: str) -> str:
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        FigureCanvasSVG(fig)
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _scale(max_ms: float) -> tuple[float, str]:
+    return (1000.0, "s") if max_ms >= 2000 else (1.0, "ms")
+
+
+def _fmt_ms(v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "?"
+    return f"{v / 1000:.2f} s" if v >= 1000 else f"{v:.3g} ms"
+
+
+def timeline(run: dict) -> str:
+    """One run's phases as a Gantt chart on the BOOTTIME clock (ms from the cycle start).
+
+    Phases without an end are drawn hatched up to the last time seen in the run. The atomic
+    copy is a marker at its place (end of syscore_suspend) labelled with its length, which
+    comes from the sleep-time report, not from this time axis.
+    """
+    phases = [p for p in run["phases"] if p["start_ms"] is not None or p["phase"] == "copy"]
+    known = [x for p in phases for x in (p["start_ms"], p["end_ms"]) if x is not None]
+    horizon = max(known) if known else 1.0
+    div, unit = _scale(horizon)
+    height = 1.1 + 0.26 * max(len(phases), 1)
+    fig = Figure(figsize=(11, height), layout="constrained")
+    ax = fig.add_subplot()
+    ylabels = []
+    for y, p in enumerate(phases):
+        ylabels.append(p["label"])
+        color = GROUP_COLORS.get(p["phase"], "#999999")
+        start = p["start_ms"]
+        if p["phase"] == "copy":
+            if start is None:
+                ax.text(0, y, "copy: position unknown (no syscore events); "
+                        f"{_fmt_ms(p['duration_ms'])} ({p['method'] or 'not measured'})",
+                        va="center", fontsize=8)
+                continue
+            gap = (p["end_ms"] - start) if p["end_ms"] is not None else 0.0
+            ax.barh(y, max(gap, 0) / div, left=start / div, color="white", edgecolor=color,
+                    hatch="////", height=0.6)
+            ax.plot([start / div], [y], marker="D", color=color, markersize=6)
+            length = (f"{_fmt_ms(p['duration_ms'])} ({p['method']})" if p["duration_ms"] is not None
+                      else "length not measured")
+            ax.annotate(f"copy {length}*", (start / div, y), xytext=(8, 0),
+                        textcoords="offset points", va="center", fontsize=7.5, color=color)
+            continue
+        end = p["end_ms"]
+        if end is None:
+            ax.barh(y, (horizon - start) / div, left=start / div, color="white", edgecolor="#d62728",
+                    hatch="xx", height=0.6)
+            ax.annotate("no end recorded", (start / div, y), xytext=(4, 0),
+                        textcoords="offset points", va="center", fontsize=7.5, color="#d62728")
+            continue
+        ax.barh(y, max(end - start, 0) / div, left=start / div, color=color, height=0.6)
+        ax.plot([start / div], [y], marker="|", color=color, markersize=9)
+        ax.annotate(f"{_fmt_ms(p['duration_ms'])} ({p['method']})", (end / div, y), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=7.5)
+    for n in run.get("nested", []):
+        y = next((i for i, p in enumerate(phases) if p["phase"] == "prealloc"), None)
+        if y is not None and n["start_ms"] is not None:
+            end = n["end_ms"] if n["end_ms"] is not None else horizon
+            ax.barh(y, (end - n["start_ms"]) / div, left=n["start_ms"] / div, height=0.25,
+                    color="#7f3b08")
+            ax.annotate(_t(n["label"]), (n["start_ms"] / div, y - 0.3), fontsize=7, va="bottom",
+                        color="#7f3b08")
+    ax.set_yticks(range(len(phases)), [_t(x) for x in ylabels])
+    ax.invert_yaxis()
+    ax.set_xlim(0, horizon / div * 1.2 if horizon else 1)
+    xlabel = f"{unit} since the cycle started (CLOCK_BOOTTIME)"
+    if any(p["phase"] == "copy" for p in phases):
+        xlabel += f"\n* {COPY_NOTE}"
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(_t(f"Run {run['run_id']} ({run['status']})"), fontsize=10, loc="left")
+    return _svg(fig, f"timeline-{run['run_id']}")
+
+
+def stacked(rows: list[tuple[str, dict]], order: list[str], labels: dict[str, str]) -> str:
+    """Phase durations stacked per row (a run, or a summary such as the median)."""
+    totals = [sum(v for v in d.values() if v is not None) for _, d in rows]
+    div, unit = _scale(max(totals) if totals else 1.0)
+    fig = Figure(figsize=(9.5, 1.4 + 0.3 * len(rows)), layout="constrained")
+    ax = fig.add_subplot()
+    for y, (_, durs) in enumerate(rows):
+        left = 0.0
+        for phase in order:
+            v = durs.get(phase)
+            if v is None:
+                continue
+            copy = phase == "copy"
+            ax.barh(y, v / div, left=left, color="white" if copy else GROUP_COLORS.get(phase, "#999"),
+                    edgecolor=GROUP_COLORS.get(phase, "#999") if copy else "none",
+                    hatch="////" if copy else None, height=0.7)
+            left += v / div
+    ax.set_yticks(range(len(rows)), [_t(name) for name, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{unit} (sum of measured phases; the copy, hatched, from the sleep-time report)")
+    handles = [Patch(facecolor="white" if p == "copy" else GROUP_COLORS.get(p, "#999"),
+                     edgecolor=GROUP_COLORS.get(p, "#999"), hatch="////" if p == "copy" else None,
+                     label=labels.get(p, p)) for p in order]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    return _svg(fig, "stacked")
+
+
+def hbars(items: list[tuple[str, float, float | None]], xlabel: str, salt: str,
+          color: str = "#1f77b4") -> str:
+    """Horizontal bars (label, value, optional max drawn as a tick), largest first."""
+    fig = Figure(figsize=(9.5, 1.0 + 0.3 * max(len(items), 1)), layout="constrained")
+    ax = fig.add_subplot()
+    ys = range(len(items))
+    ax.barh(list(ys), [v for _, v, _ in items], color=color, height=0.6)
+    maxes = [(y, m) for y, (_, _, m) in zip(ys, items) if m is not None]
+    if maxes:
+        ax.plot([m for _, m in maxes], [y for y, _ in maxes], linestyle="none", marker="|",
+                markersize=12, color="#222222", label="max")
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.set_yticks(list(ys), [_t(label) for label, _, _ in items])
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    return _svg(fig, salt)

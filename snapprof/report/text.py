@@ -1,0 +1,137 @@
+"""Plain-text report for a terminal: the report model laid out as aligned tables."""
+
+from __future__ import annotations
+
+from snapprof.report.fmt import NOT_MEASURED, number, spread
+
+
+def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:
+    """Columns padded to their widest cell; numeric-looking columns right-aligned."""
+    if not rows:
+        return indent + "(none)"
+    cells = [headers] + [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    right = [all(_numeric(r[i]) for r in cells[1:] if r[i] not in ("", "–", NOT_MEASURED)) for i in
+             range(len(headers))]
+    lines = []
+    for j, r in enumerate(cells):
+        parts = [c.rjust(w) if right[i] and j else c.ljust(w) for i, (c, w) in
+                 enumerate(zip(r, widths))]
+        lines.append(indent + "  ".join(parts).rstrip())
+        if j == 0:
+            lines.append(indent + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _numeric(cell: str) -> bool:
+    head = cell.split(" ")[0].replace(",", "").replace(".", "").lstrip("-")
+    return head.isdigit()
+
+
+def _stat_rows(rows: list[dict]) -> list[list[str]]:
+    out = []
+    for m in rows:
+        u = m["unit"]
+        if m["n"]:
+            ci = ("too few runs" if m["ci_low"] is None else
+                  f"{number(m['ci_low'], u)}–{number(m['ci_high'], u)}")
+            out.append([m["label"], number(m["median"], u), number(m["min"], u),
+                        number(m["max"], u), number(m["p95"], u), ci, str(m["n"]), m["method"]])
+        else:
+            out.append([m["label"], NOT_MEASURED, "", "", "", "", "0", m["reason"]])
+    return out
+
+
+STAT_HEADERS = ["figure", "median", "min", "max", "p95", "95% CI of median", "n", "method"]
+
+
+def render_text(model: dict) -> str:
+    h = model["header"]
+    meta = h["meta"]
+    by = h["runs_by_status"]
+    out = [f"snapprof report — {model['source'] or 'capture'}", ""]
+    facts = [["kernel", meta.get("kernel_release", "unknown")],
+             ["machine", " ".join(filter(None, [meta.get("machine"), meta.get("hostname")]))],
+             ["distro", meta.get("lab_distro") or meta.get("distro", "")],
+             ["recorded", meta.get("recorded_at", "")], ["trigger", meta.get("trigger", "")],
+             ["pm_test / disk", f"{meta.get('pm_test', '?')} / {meta.get('power_disk', '?')}"],
+             ["runs", f"{h['runs_total']} ({by['complete']} complete, {by['failed']} failed, "
+                      f"{by['incomplete']} incomplete); statistics over the complete runs"],
+             ["probes", f"{h['probes_attached']} of {h['probes_total']} attached"]]
+    out.append(table(["", ""], facts).split("\n", 2)[2])
+    if h["ringbuf_drops"]:
+        out.append(f"  WARNING: {h['ringbuf_drops']} ring-buffer events dropped "
+                   f"(runs {', '.join(map(str, h['runs_with_drops']))}); counts may be low")
+    missing = [p for p in h["probes"] if not p["attached"]]
+    if missing:
+        out += ["", "Probes not attached"]
+        out.append(table(["probe", "area", "reason"],
+                         [[p["name"], p["area"], p["reason"] or ""] for p in missing]))
+
+    out += ["", "Headline (median over complete runs)", table(STAT_HEADERS, _stat_rows(model["headline"]))]
+
+    out += ["", "Runs"]
+    out.append(table(["run", "status", "whole cycle", "last phase reached", "error"], [
+        [str(r["run_id"]), r["status"], number(r["cycle_ms"], "ms"),
+         "" if not r["last_phase"] else
+         r["last_phase_label"] + ("" if r["last_phase_ended"] else " (no end recorded)"),
+         r["error"] or ""] for r in model["runs"]]))
+
+    out += ["", "Where the time goes: phase durations (ms, complete runs)"]
+    rows = []
+    for p in model["phases"]["summary"]:
+        note = "length from the sleep-time report (clocks stop)" if p["phase"] == "copy" else ""
+        rows.append([p["label"], number(p["median"], "ms"), number(p["min"], "ms"),
+                     number(p["max"], "ms"), number(p["p95"], "ms"), str(p["n"]),
+                     p["method"] or NOT_MEASURED, note])
+    out.append(table(["phase", "median", "min", "max", "p95", "n", "method", ""], rows))
+
+    fz = model["freezer"]
+    out += ["", "Freezer", table(STAT_HEADERS, _stat_rows(fz["metrics"])),
+            "", f"  Slowest tasks to freeze (freeze_task → __refrigerator; {fz['in_place']} "
+                f"task records frozen in place, no latency)"]
+    out.append(table(["task", "stage", "kthread", "runs", "median", "max"], [
+        [t["comm"], t["stage"], str(t["kthread"]), str(t["n"]), number(t["median_ms"], "ms"),
+         number(t["max_ms"], "ms")] for t in fz["slowest"]]))
+    out += ["", "  Tasks that failed to freeze"]
+    out.append(table(["run", "pid", "task", "stage", "run status"], [
+        [str(t["run_id"]), str(t["pid"]), t["comm"], t["stage"], t["run_status"]]
+        for t in fz["failed"]]))
+
+    mem = model["memory"]
+    out += ["", "Memory: page accounting (RAM → saveable → preallocated/reclaimed → copied → image)",
+            table(STAT_HEADERS, _stat_rows(mem["flow"] + mem["timing"]))]
+
+    dv = model["devices"]
+    out += ["", "Devices", table(STAT_HEADERS, _stat_rows(dv["metrics"]))]
+    for key, title in (("suspend", "Slowest suspend callbacks"), ("resume", "Slowest resume callbacks")):
+        out += ["", f"  {title} (power:device_pm_callback tracepoints)"]
+        out.append(table(["device", "driver", "event", "stage", "runs", "median", "max"], [
+            [d["device"], d["driver"] or "", d["event"] or "", d["stage"], str(d["n"]),
+             number(d["median_ms"], "ms"), number(d["max_ms"], "ms")] for d in dv[key]]))
+    if dv["errors"]:
+        out += ["", "  Device callbacks that failed"]
+        out.append(table(["run", "device", "driver", "event", "stage", "error"], [
+            [str(e["run_id"]), e["device"], e["driver"] or "", e["event"] or "", e["stage"],
+             str(e["error"])] for e in dv["errors"]]))
+
+    out += ["", "Image I/O", table(STAT_HEADERS, _stat_rows(model["io"]))]
+
+    kl = model["kernel_log"]
+    out += ["", "Kernel log beside the measured figures"]
+    out.append(table(["run", "figure", "kernel log", "measured", "method", "log line"], [
+        [str(c["run_id"]), c["label"], number(c["kernel"], c["unit"]),
+         number(c["measured"], c["unit"], NOT_MEASURED), c["method"] or "", c["text"]]
+        for c in kl["checks"] if c["run_id"] in kl["runs_shown"]]))
+
+    out += ["", "Not measured (no complete run has the figure)"]
+    out.append(table(["figure", "why"], [[m["label"], m["reason"]] for m in h["not_measured"]]))
+    if h["not_measured_in_some_runs"]:
+        out += ["", "Not measured in some runs"]
+        out.append(table(["figure", "runs", "why"], [
+            [m["label"], ", ".join(map(str, m["runs"])), m["reason"]]
+            for m in h["not_measured_in_some_runs"]]))
+    return "\n".join(out) + "\n"
+
+
+__all__ = ["render_text", "table", "spread"]
