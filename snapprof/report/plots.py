@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import matplotlib
 from matplotlib.backends.backend_svg import FigureCanvasSVG
@@ -40,7 +41,9 @@ def _svg(fig: Figure, salt: str) -> str:
         FigureCanvasSVG(fig)
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    text = text[text.index("<svg"):]
+    # the RDF metadata block only names vocabularies; a report page does not need it
+    return re.sub(r"\s*<metadata>.*?</metadata>", "", text, count=1, flags=re.S)
 
 
 def _scale(max_ms: float) -> tuple[float, str]:
