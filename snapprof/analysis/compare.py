@@ -30,7 +30,7 @@ import pandas as pd
 
 from snapprof import metrics as registry
 from snapprof.analysis import stats
-from snapprof.analysis.frames import CaptureFrames, phase_durations
+from snapprof.analysis.frames import CaptureFrames
 from snapprof.analysis.phases import PHASE_LABELS, PHASE_ORDER
 from snapprof.analysis.summary import NO_REASON, not_measured_reason, summary_runs
 from snapprof.errors import SnapprofError
@@ -65,8 +65,8 @@ class Group:
     methods: dict[str, str]              # metric or phase -> method(s), ", "-joined
     frames: list[CaptureFrames]
     nm_names: set[str]                   # metrics with a not_measured row in a complete run
-    devices: pd.DataFrame                # run, device, driver, ms (all callbacks of the run summed)
-    tasks: pd.DataFrame                  # run, stage, comm, ms (slowest task of that name)
+    devices: pd.DataFrame                # cap, run_id, device, driver, ms (callbacks of the run summed)
+    tasks: pd.DataFrame                  # cap, run_id, stage, comm, ms (slowest task of that name)
     meta_differs: list[str] = field(default_factory=list)  # meta keys that differ within the group
 
     @property
@@ -117,74 +117,82 @@ def group_reason(group: "Group", name: str) -> str:
     return "; ".join(uniq) if uniq else NO_REASON
 
 
-def _device_table(f: CaptureFrames, complete: list[int], key: str) -> pd.DataFrame:
-    dev = f.devices[f.devices["run_id"].isin(complete)]
-    if dev.empty:
-        return pd.DataFrame(columns=["run", "device", "driver", "ms"])
-    g = dev.groupby(["run_id", "device"], as_index=False).agg(
-        driver=("driver", "first"), ms=("duration_ms", lambda s: s.sum(min_count=1)))
-    g["run"] = key + ":" + g["run_id"].astype(str)
-    return g[["run", "device", "driver", "ms"]]
+def _pooled(frames_list: list[CaptureFrames], attr: str, cols: list[str]) -> pd.DataFrame:
+    """Rows of one frame table from every capture, complete runs only, with a ``cap`` column
+    (the capture's position in the group) so run ids of different captures stay apart."""
+    parts = []
+    for i, f in enumerate(frames_list):
+        df = getattr(f, attr)
+        sub = df.loc[df["run_id"].isin(summary_runs(f)), cols]
+        parts.append(sub.assign(cap=i))
+    return pd.concat(parts, ignore_index=True)
 
 
-def _task_table(f: CaptureFrames, complete: list[int], key: str) -> pd.DataFrame:
-    t = f.tasks[f.tasks["run_id"].isin(complete)]
-    if t.empty:
-        return pd.DataFrame(columns=["run", "stage", "comm", "ms"])
-    t = t.assign(stage=t["stage"].fillna("?"), comm=t["comm"].fillna("?"))
-    g = t.groupby(["run_id", "stage", "comm"], as_index=False).agg(
-        ms=("freeze_latency_ms", lambda s: s.max() if s.notna().any() else np.nan))
-    g["run"] = key + ":" + g["run_id"].astype(str)
-    return g[["run", "stage", "comm", "ms"]]
+def _wide(long: pd.DataFrame, index: pd.MultiIndex, columns: str, values: str) -> pd.DataFrame:
+    """As CaptureFrames.wide() / frames.phase_durations(), for all captures of a group at once."""
+    if long.empty:
+        return pd.DataFrame(index=index, dtype="float64")
+    table = long.pivot_table(index=["cap", "run_id"], columns=columns, values=values,
+                             aggfunc="first", dropna=False)
+    table.columns.name = None
+    return table.reindex(index).astype("float64").replace([np.inf, -np.inf], np.nan)
 
 
 def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
-    values, phases, devices, tasks = [], [], [], []
-    units: dict[str, str] = {}
-    methods: dict[str, set] = {}
+    keys = [(i, r) for i, f in enumerate(frames_list) for r in summary_runs(f)]
+    index = pd.MultiIndex.from_arrays([[k[0] for k in keys], [k[1] for k in keys]],
+                                      names=["cap", "run_id"])
     excluded: dict[str, int] = {}
-    runs_total = 0
-    for i, f in enumerate(frames_list):
-        key = f"{i}:{f.source or i}"
-        complete = summary_runs(f)
-        runs_total += len(f.runs)
+    for f in frames_list:
         for status, count in _status_counts(f).items():
             excluded[status] = excluded.get(status, 0) + count
-        w = f.wide().loc[complete]
-        w.index = [f"{key}:{r}" for r in w.index]
-        values.append(w)
-        p = phase_durations(f).loc[complete]
-        p.index = list(w.index)
-        phases.append(p)
-        info = f.metric_info()
-        for name, row in info.iterrows():
-            units.setdefault(name, row["unit"])
-            methods.setdefault(name, set()).update(m.strip() for m in row["method"].split(","))
-        ph = f.phases[f.phases["run_id"].isin(complete) & f.phases["duration_ms"].notna()]
-        for phase, ms in ph.groupby("phase")["method"]:
-            methods.setdefault(("phase", phase), set()).update(ms.dropna())
-        devices.append(_device_table(f, complete, key))
-        tasks.append(_task_table(f, complete, key))
-    first = frames_list[0].meta
+
+    metrics = _pooled(frames_list, "metrics", ["run_id", "name", "value", "unit", "method"])
+    values = _wide(metrics, index, "name", "value")
+    phases_long = _pooled(frames_list, "phases", ["run_id", "phase", "duration_ms", "method"])
+    phases = _wide(phases_long, index, "phase", "duration_ms")
+    phases = phases[[p for p in PHASE_ORDER if p in phases.columns]
+                    + sorted(p for p in phases.columns if p not in PHASE_ORDER)]
+    units = metrics.groupby("name")["unit"].first().to_dict()
+    methods = {("metric", n): ", ".join(sorted(set(m)))
+               for n, m in metrics.groupby("name")["method"]}
+    measured = phases_long[phases_long["duration_ms"].notna()]
+    methods.update({("phase", n): ", ".join(sorted(set(m.dropna())))
+                    for n, m in measured.groupby("phase")["method"]})
+
+    dev = _pooled(frames_list, "devices", ["run_id", "device", "driver", "duration_ms"])
+    if dev.empty:
+        devices = pd.DataFrame(columns=["cap", "run_id", "device", "driver", "ms"])
+    else:
+        g = dev.groupby(["cap", "run_id", "device"])
+        devices = pd.DataFrame({"driver": g["driver"].first(),
+                                "ms": g["duration_ms"].sum(min_count=1)}).reset_index()
+    tk = _pooled(frames_list, "tasks", ["run_id", "stage", "comm", "freeze_latency_ms"])
+    if tk.empty:
+        tasks = pd.DataFrame(columns=["cap", "run_id", "stage", "comm", "ms"])
+    else:
+        tk = tk.assign(stage=tk["stage"].fillna("?"), comm=tk["comm"].fillna("?"))
+        tasks = (tk.groupby(["cap", "run_id", "stage", "comm"])["freeze_latency_ms"].max()
+                 .rename("ms").reset_index())
+
+    nm = _pooled(frames_list, "not_measured", ["run_id", "name"])
     differs = sorted(k for k in ("kernel_release", "machine", "mem_total_kb", "trigger", "pm_test",
                                  "image_size")
                      if len({fr.meta.get(k) for fr in frames_list}) > 1)
     return Group(
         label=label,
         sources=[f.source or "?" for f in frames_list],
-        meta=dict(first),
-        runs_total=runs_total,
+        meta=dict(frames_list[0].meta),
+        runs_total=sum(len(f.runs) for f in frames_list),
         excluded=excluded,
-        values=pd.concat(values).astype("float64"),
-        phases=pd.concat(phases).astype("float64"),
+        values=values,
+        phases=phases,
         units=units,
-        methods={(k if isinstance(k, tuple) else ("metric", k)): ", ".join(sorted(v))
-                 for k, v in methods.items()},
+        methods=methods,
         frames=list(frames_list),
-        nm_names={n for f in frames_list
-                  for n in f.not_measured.loc[f.not_measured["run_id"].isin(summary_runs(f)), "name"]},
-        devices=pd.concat(devices, ignore_index=True),
-        tasks=pd.concat(tasks, ignore_index=True),
+        nm_names=set(nm["name"]),
+        devices=devices,
+        tasks=tasks,
         meta_differs=differs,
     )
 

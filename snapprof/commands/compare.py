@@ -1,0 +1,145 @@
+"""snapprof compare: kernels side by side, with statistics fit for a handful of runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EPILOG = """\
+examples:
+  snapprof compare a.snap b.snap                     # text on stdout; labels = kernel releases
+  snapprof compare a.snap b.snap -o compare.html     # self-contained HTML with plots
+  snapprof compare old1.snap old2.snap new.snap --label old --label old --label new
+                                                     # pool captures under one label
+  snapprof compare base.snap cand.snap --format json -o compare.json
+  snapprof compare base.snap cand.snap --fail-on 'image_pages>+5%' --fail-on 'freeze_user_ms>+10%'
+                                                     # exit 1 on a confident regression (CI gate)
+
+The first label is the baseline; every other label is compared against it. Captures with
+the same label (default: the kernel release in the capture) are pooled. Only complete runs
+count. change = median(label) - median(baseline); its interval is the exact 95 %
+distribution-free interval of the shift (Hodges-Lehmann), p the Mann-Whitney U test. A
+verdict needs the interval to exclude 0 and p <= 0.05; with too few runs there is none.
+
+--fail-on NAME>VALUE[%] or NAME<VALUE[%]: NAME is a metric (image_pages) or a phase
+(freeze_user, its duration in ms); VALUE is a signed number in the metric's unit, or a % of
+the baseline median. '>' is crossed when the whole 95 % interval of the change lies above
+VALUE, '<' when it lies below: a threshold trips only on a change shown with confidence.
+Exit status: 0 ok, 1 a threshold was crossed, 2 bad input. A threshold that cannot be
+judged (not measured on one side, too few runs) is reported and does not trip.
+"""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "compare", help="compare captures from different kernels (statistics, verdicts, HTML)",
+        description="Compare hibernation captures: per-kernel medians with 95 %% intervals, "
+                    "the change against the baseline (the first label) with its interval, "
+                    "a Mann-Whitney test and a verdict.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture files (.snap)")
+    p.add_argument("--label", action="append", metavar="NAME",
+                   help="label of each capture, in order (repeat once per capture); captures "
+                        "with the same label are pooled; default: the kernel release")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write here (default: stdout); a .html name selects --format html")
+    p.add_argument("--format", choices=("html", "text", "json"),
+                   help="output format (default: html for -o *.html, else text)")
+    p.add_argument("--fail-on", action="append", default=[], metavar="EXPR",
+                   help="exit 1 when EXPR is crossed with confidence, e.g. 'image_pages>+5%%', "
+                        "'copy_window_ms>+50', 'write_mbps<-10%%' (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=run)
+    return p
+
+
+def _format(args) -> str:
+    if args.format:
+        return args.format
+    if args.output and args.output.lower().endswith((".html", ".htm")):
+        return "html"
+    return "text"
+
+
+def _check_inputs(args) -> None:
+    from snapprof.errors import SnapprofError
+
+    if len(args.captures) < 2:
+        raise SnapprofError(f"compare needs at least two captures (got {len(args.captures)}: "
+                            f"{args.captures[0]})")
+    seen = {}
+    for path in args.captures:
+        try:
+            key = os.path.realpath(path)
+        except OSError:
+            key = path
+        if key in seen:
+            raise SnapprofError(f"{path} is given twice (as {seen[key]} too): its runs would "
+                                "count twice")
+        seen[key] = path
+    if args.label is not None and len(args.label) != len(args.captures):
+        raise SnapprofError(f"--label given {len(args.label)} times for {len(args.captures)} "
+                            "captures: give one --label per capture, in order")
+    fmt = _format(args)
+    if fmt == "html" and not args.output:
+        raise SnapprofError("--format html needs -o FILE")
+    if args.output and os.path.exists(args.output) and not args.force:
+        raise SnapprofError(f"{args.output} exists; use --force to replace it")
+
+
+def load_all(paths: list[str]) -> list:
+    """CaptureFrames of every path, in order; several captures load in parallel processes."""
+    from snapprof.analysis.frames import load_capture
+
+    jobs = min(len(paths), os.cpu_count() or 1)
+    if len(paths) < 4 or jobs < 2:
+        return [load_capture(p) for p in paths]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(load_capture, paths, chunksize=max(1, len(paths) // (4 * jobs))))
+
+
+def run(args) -> int:
+    from snapprof.errors import SnapprofError
+
+    _check_inputs(args)
+    from snapprof.analysis.compare import check_thresholds, compare, group_captures, parse_threshold
+
+    thresholds = [parse_threshold(e) for e in args.fail_on]  # bad syntax fails before any work
+    frames = load_all(args.captures)
+    cmp = compare(group_captures(frames, args.label))
+    results = check_thresholds(cmp, thresholds)
+
+    fmt = _format(args)
+    if fmt == "html":
+        from snapprof.report.compare_html import render_html
+        out = render_html(cmp, results)
+    elif fmt == "json":
+        from snapprof.report.compare_text import render_json
+        out = render_json(cmp, results)
+    else:
+        from snapprof.report.compare_text import render_text
+        out = render_text(cmp, results)
+
+    if args.output and args.output != "-":
+        tmp = args.output + ".new"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(out)
+            os.replace(tmp, args.output)
+        except OSError as exc:
+            raise SnapprofError(f"cannot write {args.output}: {exc.strerror}") from None
+        print(f"snapprof compare: wrote {args.output} ({fmt}; baseline {cmp.baseline})",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(out)
+
+    crossed = [r for r in results if r.status == "crossed"]
+    for r in results:
+        if r.status != "not crossed":
+            print(f"snapprof compare: --fail-on {r.threshold.expr} [{r.label} vs {cmp.baseline}]: "
+                  f"{r.status}: {r.detail}", file=sys.stderr)
+    return 1 if crossed else 0

@@ -1,0 +1,280 @@
+"""`snapprof compare` as one self-contained HTML page: tables from the Comparison, plots as
+inline SVG drawn with matplotlib's object API (no pyplot, no global state), laid out by the
+Jinja2 template reports/templates/compare.html.j2.
+
+Plots: distributions per label (ECDF per metric and per phase), median phase time stacked
+per label, page accounting per label, and the devices and tasks that changed most.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from snapprof import __version__
+from snapprof import metrics as registry
+from snapprof.analysis.compare import PAGE_METRICS, Comparison, ThresholdResult
+from snapprof.analysis.phases import PHASE_LABELS
+from snapprof.report import compare_text as ct
+from snapprof.report import plots
+from snapprof.report.fmt import number
+
+TEMPLATE = "compare.html.j2"
+PANEL_COLS = 4
+ECDF_POINTS = 200
+VERDICT_COLORS = {"worse": "#c0392b", "better": "#1e8449", "higher": "#7d3c98",
+                  "lower": "#7d3c98"}
+NEUTRAL = "#95a5a6"
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+
+
+def _colors(labels: list[str]) -> dict[str, str]:
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf"]
+    return {lab: palette[i % len(palette)] for i, lab in enumerate(labels)}
+
+
+def svg(fig: Figure, salt: str) -> str:
+    """The figure as inline <svg>, through the report's own writer (text as text, escaped)."""
+    return _COMMENT.sub("", plots._svg(fig, salt))
+
+
+def _short(label: str, width: int = 24) -> str:
+    """Capture text for a matplotlib label: shortened, literal (never mathtext)."""
+    label = str(label)
+    return plots._t(label if len(label) <= width else label[: width - 1] + "…")
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def ecdf_figure(cmp: Comparison, items: list[tuple[str, str]], title: str) -> str | None:
+    """Small multiples: one ECDF panel per (kind, name), one step line per label."""
+    items = [it for it in items if any(_values(cmp, lab, *it) is not None for lab in cmp.labels)]
+    if not items:
+        return None
+    colors = _colors(cmp.labels)
+    cols = PANEL_COLS
+    rows = math.ceil(len(items) / cols)
+    height = 2.2 * rows + 1.0
+    fig = Figure(figsize=(3.2 * cols, height))
+    # fixed margins (in inches, as fractions): tight_layout on dozens of panels costs seconds
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=1.0 / height, top=1 - 0.65 / height,
+                        hspace=0.8, wspace=0.35)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, (kind, name) in zip(axes.flat, items):
+        unit = "ms" if kind == "phase" else _unit(cmp, name)
+        for lab in cmp.labels:
+            v = _values(cmp, lab, kind, name)
+            if v is None:
+                continue
+            x = np.sort(v)
+            y = np.arange(1, len(x) + 1) / len(x)
+            if len(x) > ECDF_POINTS:  # many runs: draw the ECDF through evenly spaced ranks
+                keep = np.unique(np.linspace(0, len(x) - 1, ECDF_POINTS).astype(int))
+                x, y = x[keep], y[keep]
+            ax.step(np.r_[x[0], x], np.r_[0, y], where="post", color=colors[lab],
+                    label=_short(lab, 40), linewidth=1.4)
+            if len(v) <= 60:
+                ax.plot(x, y, "o", color=colors[lab], markersize=2.5)
+        ax.set_title(_short(PHASE_LABELS.get(name, name) if kind == "phase" else name, 40), fontsize=9)
+        ax.set_xlabel(unit, fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.get_major_formatter().set_useOffset(False)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(items):]:
+        ax.set_visible(False)
+    legend = {}
+    for ax in axes.flat[: len(items)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    names, handles = list(legend), list(legend.values())
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), fontsize=8,
+               frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return svg(fig, "ecdf-" + title.split(":")[0])
+
+
+def phases_figure(cmp: Comparison) -> str | None:
+    """Median duration of each phase, stacked in cycle order, one bar per label (the report's
+    stacked-phase plot; a phase not measured in a label is left out, not drawn as 0)."""
+    s = cmp.summary[(cmp.summary["kind"] == "phase") & (cmp.summary["n"] > 0)]
+    if s.empty:
+        return None
+    order = list(dict.fromkeys(s["name"]))
+    rows = []
+    for lab in cmp.labels:
+        sub = s[s["label"] == lab].set_index("name")["median"]
+        rows.append((f"{lab} (median)", {p: float(sub[p]) if p in sub.index else None for p in order}))
+    return plots.stacked(rows, order, PHASE_LABELS)
+
+
+def pages_figure(cmp: Comparison) -> str | None:
+    """Median page figures per label, grouped: what the image is made of."""
+    s = cmp.summary[(cmp.summary["kind"] == "metric") & cmp.summary["name"].isin(PAGE_METRICS)
+                    & (cmp.summary["n"] > 0)]
+    if s.empty:
+        return None
+    names = [n for n in PAGE_METRICS if n in set(s["name"])]
+    colors = _colors(cmp.labels)
+    fig = Figure(figsize=(10, 0.6 + 0.45 * len(names) * max(1, len(cmp.labels)) / 2),
+                 layout="constrained")
+    ax = fig.subplots()
+    height = 0.8 / len(cmp.labels)
+    for i, lab in enumerate(cmp.labels):
+        sub = s[s["label"] == lab].set_index("name")
+        ys, widths, lo, hi = [], [], [], []
+        for j, n in enumerate(names):
+            if n not in sub.index:
+                continue  # not measured in this label: no bar (never a zero-length one)
+            r = sub.loc[n]
+            ys.append(j + i * height)
+            widths.append(r["median"])
+            lo.append(r["median"] - r["ci_low"] if not math.isnan(r["ci_low"]) else 0)
+            hi.append(r["ci_high"] - r["median"] if not math.isnan(r["ci_high"]) else 0)
+        ax.barh(ys, widths, height=height, color=colors[lab], label=_short(lab, 30),
+                xerr=[lo, hi], error_kw={"elinewidth": 0.8, "capsize": 2})
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(names))],
+                  [_short(f"{registry.get(n).label} ({n})", 60) for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("pages (median, 95 % CI of the median where there are enough runs)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return svg(fig, "pages")
+
+
+def changes_figure(cmp: Comparison, frame, keys: list[str], label: str, title: str) -> str | None:
+    """Top changes (label - baseline, ms) with their intervals, coloured by verdict."""
+    d = frame[(frame["label"] == label) & frame["delta"].notna()].head(ct.TOP) if not frame.empty else frame
+    if d.empty:
+        return None
+    names = [_short(" ".join(str(r[k]) for k in keys), 40) for r in d.to_dict("records")]
+    delta = d["delta"].to_numpy(dtype=float)
+    lo = d["ci_low"].to_numpy(dtype=float)
+    hi = d["ci_high"].to_numpy(dtype=float)
+    err = np.array([np.where(np.isnan(lo), 0, delta - lo), np.where(np.isnan(hi), 0, hi - delta)])
+    colors = [VERDICT_COLORS.get(v, NEUTRAL) for v in d["verdict"]]
+    fig = Figure(figsize=(9, 0.8 + 0.32 * len(d)), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(range(len(d)), delta, color=colors, xerr=np.clip(err, 0, None),
+            error_kw={"elinewidth": 0.8, "capsize": 2})
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(d)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(_short(f"change of the median, ms ({label} - {cmp.baseline}); red worse, green better", 120))
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return svg(fig, f"changes-{keys[0]}-{label}")
+
+
+def _values(cmp: Comparison, label: str, kind: str, name: str):
+    g = cmp.groups[label]
+    table = g.values if kind == "metric" else g.phases
+    if name not in table.columns:
+        return None
+    v = table[name].dropna().to_numpy(dtype=float)
+    return v if len(v) else None
+
+
+def _unit(cmp: Comparison, name: str) -> str:
+    for g in cmp.groups.values():
+        if name in g.units:
+            return g.units[name]
+    return registry.get(name).unit
+
+
+# --------------------------------------------------------------------------- page
+
+
+def _diff_rows(cmp: Comparison, label: str) -> list[dict]:
+    summ = ct.summary_lookup(cmp)
+    out = []
+    for r in cmp.diffs[cmp.diffs["label"] == label].to_dict("records"):
+        u = r["unit"]
+        out.append({
+            "kind": r["kind"], "name": r["name"], "title": r["title"],
+            "n": f"{r['n_base']} / {r['n']}",
+            "base": ct.median_with_ci(summ.get((r["kind"], r["name"], cmp.baseline)), u),
+            "cand": ct.median_with_ci(summ.get((r["kind"], r["name"], label)), u),
+            "change": f"{ct.signed(r['delta'], u)} ({ct.pct(r['delta_pct'])})",
+            "ci": ct.interval(r["ci_low"], r["ci_high"], u),
+            "ci_pct": ("" if math.isnan(r["ci_low_pct"]) else
+                       f"{ct.pct(r['ci_low_pct'])} .. {ct.pct(r['ci_high_pct'])}"),
+            "p": ct.p_value(r["p"]), "test": r["test"],
+            "verdict": r["verdict"], "vclass": _vclass(r["verdict"]), "note": r["note"],
+        })
+    return out
+
+
+def _vclass(verdict: str) -> str:
+    return re.sub(r"[^a-z]", "", verdict.split(" ")[0]) if verdict else ""
+
+
+def _change_rows(frame, label: str, keys: list[str]) -> list[dict]:
+    if frame.empty:
+        return []
+    d = frame[frame["label"] == label]
+    d = d[d["delta"].notna() | d["verdict"].str.startswith("only in")].head(ct.TOP)
+    return [{"name": " ".join(str(r[k]) for k in keys), "runs": f"{r['runs_base']} / {r['runs']}",
+             "base": number(r["median_base"], "ms"), "cand": number(r["median"], "ms"),
+             "change": ct.signed(r["delta"], "ms"), "ci": ct.interval(r["ci_low"], r["ci_high"], "ms"),
+             "verdict": r["verdict"], "vclass": _vclass(r["verdict"])}
+            for r in d.to_dict("records")]
+
+
+def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) -> dict:
+    metric_items = [("metric", n) for n in dict.fromkeys(cmp.diffs.loc[cmp.diffs["kind"] == "metric", "name"])]
+    phase_items = [("phase", n) for n in dict.fromkeys(cmp.diffs.loc[cmp.diffs["kind"] == "phase", "name"])]
+    by_area: dict[str, list] = {}
+    for it in metric_items:
+        by_area.setdefault(registry.get(it[1]).area, []).append(it)
+    distributions = [f for f in (ecdf_figure(cmp, items, f"{area}: distribution per label (ECDF)")
+                                 for area, items in by_area.items()) if f]
+    phase_ecdf = ecdf_figure(cmp, phase_items, "phase durations: distribution per label (ECDF)")
+    if phase_ecdf:
+        distributions.append(phase_ecdf)
+    comparisons = []
+    for lab in cmp.labels[1:]:
+        comparisons.append({
+            "label": lab,
+            "rows": _diff_rows(cmp, lab),
+            "not_comparable": cmp.not_comparable[cmp.not_comparable["label"] == lab].to_dict("records"),
+            "devices": _change_rows(cmp.devices, lab, ["device"]),
+            "tasks": _change_rows(cmp.tasks, lab, ["stage", "comm"]),
+            "devices_svg": changes_figure(cmp, cmp.devices, ["device"], lab,
+                                          "devices: PM callback time per run, changed most"),
+            "tasks_svg": changes_figure(cmp, cmp.tasks, ["stage", "comm"], lab,
+                                        "tasks: slowest freeze latency per name, changed most"),
+        })
+    return {
+        "version": __version__,
+        "baseline": cmp.baseline,
+        "labels": cmp.labels,
+        "groups": [{"label": lab, "line": ct.group_line(cmp, lab),
+                    "kernel": cmp.groups[lab].meta.get("kernel_release", ""),
+                    "differs": cmp.groups[lab].meta_differs} for lab in cmp.labels],
+        "method": ct.method_note(cmp),
+        "comparisons": comparisons,
+        "thresholds": [{"expr": t.threshold.expr, "label": t.label, "status": t.status,
+                        "detail": t.detail} for t in thresholds or []],
+        "phases_svg": phases_figure(cmp),
+        "pages_svg": pages_figure(cmp),
+        "distributions": distributions,
+    }
+
+
+def render_html(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) -> str:
+    import jinja2
+
+    from snapprof.paths import reports_dir
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(reports_dir() / "templates")),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    css = (reports_dir() / "report.css").read_text(encoding="utf-8")
+    return env.get_template(TEMPLATE).render(css=css, **build_context(cmp, thresholds))

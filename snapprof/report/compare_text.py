@@ -1,0 +1,171 @@
+"""`snapprof compare` as plain text (a terminal or a CI log) and as JSON (for machines).
+
+Both take a ``Comparison`` (snapprof.analysis.compare) and the evaluated --fail-on
+thresholds; nothing here computes a statistic. NaN is never printed as a number: it is
+"–" in a table whose row says why, and null in JSON.
+"""
+
+from __future__ import annotations
+
+import json
+
+from snapprof.analysis.compare import Comparison, ThresholdResult
+from snapprof.report.fmt import missing, number
+from snapprof.report.model import clean, records
+from snapprof.report.text import table
+
+TOP = 10  # devices and tasks listed per label
+
+METHOD_NOTE = (
+    "change = median(label) - median(baseline), % of the baseline median. The interval is the "
+    "exact distribution-free {level} % interval of the shift (Hodges-Lehmann / Moses); p is the "
+    "two-sided Mann-Whitney U test (exact permutation distribution for up to 60 runs in all, "
+    "tie-corrected normal approximation beyond). A verdict (better/worse, or higher/lower for a "
+    "figure with no good direction) needs the interval to exclude 0 and p <= {alpha}; with too "
+    "few runs for a {level} % interval there is no verdict. Only complete runs count.")
+
+
+def method_note(cmp: Comparison) -> str:
+    return METHOD_NOTE.format(level=_pct_level(cmp), alpha=f"{1 - cmp.level:.2g}")
+
+
+def _pct_level(cmp: Comparison) -> str:
+    return f"{cmp.level * 100:g}"
+
+
+def signed(value, unit: str) -> str:
+    if missing(value):
+        return "–"
+    text = number(value, unit)
+    return text if text.startswith("-") else "+" + text
+
+
+def pct(value) -> str:
+    return "–" if missing(value) else f"{value:+.1f}%"
+
+
+def interval(lo, hi, unit: str) -> str:
+    if missing(lo) or missing(hi):
+        return "–"
+    return f"{signed(lo, unit)} .. {signed(hi, unit)}"
+
+
+def median_with_ci(stats: dict | None, unit: str) -> str:
+    if not stats or not stats.get("n"):
+        return "not measured"
+    text = number(stats["median"], unit)
+    if missing(stats.get("ci_low")):
+        return f"{text} [CI: n={stats['n']}]"
+    return f"{text} [{number(stats['ci_low'], unit)}–{number(stats['ci_high'], unit)}]"
+
+
+def p_value(p) -> str:
+    if missing(p):
+        return "–"
+    return f"{p:.2g}" if p >= 0.001 else "<0.001"
+
+
+def group_line(cmp: Comparison, label: str) -> str:
+    g = cmp.groups[label]
+    excl = ", ".join(f"{n} {s}" for s, n in g.excluded.items())
+    runs = f"{g.n_runs} complete run{'s' if g.n_runs != 1 else ''}"
+    if excl:
+        runs += f" ({excl} excluded)"
+    role = " (baseline)" if label == cmp.baseline else ""
+    return f"{label}{role}: {', '.join(g.sources)} — {runs}"
+
+
+def summary_lookup(cmp: Comparison) -> dict:
+    """(kind, name, label) -> the summarize() dict of that label."""
+    out = {}
+    for rec in cmp.summary.to_dict("records"):
+        out[(rec["kind"], rec["name"], rec["label"])] = rec
+    return out
+
+
+def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) -> str:
+    lines = [f"snapprof compare: {len(cmp.labels)} labels, "
+             f"{sum(len(g.sources) for g in cmp.groups.values())} captures; "
+             f"baseline = the first label, {cmp.baseline}"]
+    lines += ["  " + group_line(cmp, lab) for lab in cmp.labels]
+    for lab in cmp.labels:
+        if cmp.groups[lab].meta_differs:
+            lines.append(f"  note: captures pooled under {lab} differ in "
+                         f"{', '.join(cmp.groups[lab].meta_differs)}")
+    lines += ["", method_note(cmp)]
+    summ = summary_lookup(cmp)
+    for lab in cmp.labels[1:]:
+        lines += ["", f"== {lab} vs {cmp.baseline} =="]
+        d = cmp.diffs[cmp.diffs["label"] == lab]
+        rows = []
+        for r in d.to_dict("records"):
+            u = r["unit"]
+            name = r["name"] if r["kind"] == "metric" else f"phase:{r['name']}"
+            rows.append([
+                name, f"{r['n_base']}/{r['n']}",
+                median_with_ci(summ.get((r["kind"], r["name"], cmp.baseline)), u),
+                median_with_ci(summ.get((r["kind"], r["name"], lab)), u),
+                f"{signed(r['delta'], u)} ({pct(r['delta_pct'])})",
+                interval(r["ci_low"], r["ci_high"], u),
+                p_value(r["p"]),
+                r["verdict"] + (f"  [{r['note']}]" if r["note"] else ""),
+            ])
+        if rows:
+            lines.append(table(["figure", "n", f"{cmp.baseline} median [95% CI]",
+                                f"{lab} median [95% CI]", "change",
+                                f"{_pct_level(cmp)}% CI of change", "p", "verdict"], rows))
+        nc = cmp.not_comparable[cmp.not_comparable["label"] == lab]
+        if not nc.empty:
+            lines += ["", "not comparable:"]
+            lines += [f"  {r['name'] if r['kind'] == 'metric' else 'phase:' + r['name']}: {r['reason']}"
+                      for r in nc.to_dict("records")]
+        lines += _changes_text(cmp.devices, lab, ["device"], "devices (PM callback time per run)")
+        lines += _changes_text(cmp.tasks, lab, ["stage", "comm"], "tasks (slowest freeze latency per name)")
+    if thresholds:
+        lines += ["", "thresholds (--fail-on):"]
+        for t in thresholds:
+            lines.append(f"  {t.threshold.expr} [{t.label}]: {t.status.upper()} — {t.detail}")
+    return "\n".join(lines) + "\n"
+
+
+def _changes_text(frame, label: str, keys: list[str], title: str) -> list[str]:
+    d = frame[frame["label"] == label] if not frame.empty else frame
+    d = d[d["delta"].notna() | d["verdict"].str.startswith("only in")] if not d.empty else d
+    if d.empty:
+        return []
+    rows = []
+    for r in d.head(TOP).to_dict("records"):
+        rows.append([" ".join(str(r[k]) for k in keys), f"{r['runs_base']}/{r['runs']}",
+                     number(r["median_base"], "ms"), number(r["median"], "ms"),
+                     signed(r["delta"], "ms"), interval(r["ci_low"], r["ci_high"], "ms"),
+                     r["verdict"]])
+    return ["", f"{title}, changed most (top {TOP}):",
+            table(["name", "runs", "baseline", label, "change", "CI of change", "verdict"], rows)]
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def to_dict(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) -> dict:
+    return {
+        "baseline": cmp.baseline,
+        "labels": cmp.labels,
+        "method": method_note(cmp),
+        "groups": {lab: {"captures": g.sources, "complete_runs": g.n_runs,
+                         "runs_total": g.runs_total, "excluded": g.excluded,
+                         "kernel_release": g.meta.get("kernel_release"),
+                         "meta_differs": g.meta_differs}
+                   for lab, g in cmp.groups.items()},
+        "level": clean(cmp.level),
+        "summary": records(cmp.summary),
+        "differences": records(cmp.diffs),
+        "not_comparable": records(cmp.not_comparable),
+        "devices": records(cmp.devices),
+        "tasks": records(cmp.tasks),
+        "thresholds": [{"expr": t.threshold.expr, "label": t.label, "kind": t.kind,
+                        "status": t.status, "detail": t.detail} for t in thresholds or []],
+    }
+
+
+def render_json(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) -> str:
+    return json.dumps(to_dict(cmp, thresholds), indent=1, allow_nan=False) + "\n"
