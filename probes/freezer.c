@@ -1,0 +1,171 @@
+/* snapprof: freezer probes (kernel/power/process.c, kernel/freezer.c).
+ *
+ * Spans: ksys_sync_helper, freeze_processes, freeze_kernel_threads, thaw_processes,
+ * thaw_kernel_threads, try_to_freeze_tasks (begin value = user_only, end value = ret,
+ * aux1 = sweeps (passes), aux2 = tasks looked at in the first sweep).
+ *
+ * Per task (map `tasks`, keyed by pid): try_to_freeze_tasks() sweeps every thread with
+ * freeze_task(p); a sweep starts again when its first task comes round again. For each
+ * task the freezer had to act on we keep when freeze_task(p) first returned true (a fake
+ * signal was sent or the kthread woken), the last sweep in which it still did, and when
+ * the task itself entered __refrigerator (kprobe only: no kretprobe, so no maxactive
+ * limit). Tasks switched straight to TASK_FROZEN by freeze_task ("frozen in place") are
+ * kept with in_place = 1 and no refrigerator time.
+ */
+#ifndef TASK_FROZEN
+#define TASK_FROZEN 0x00008000
+#endif
+#ifndef PF_KTHREAD
+#define PF_KTHREAD 0x00200000
+#endif
+
+struct taskrec {
+    u64 t_true;       /* first freeze_task(p) == true */
+    u64 t_refrig;     /* p entered __refrigerator */
+    u32 tgid;
+    u32 pass_true;    /* last sweep in which freeze_task(p) returned true */
+    u32 n_true;
+    u8 stage;         /* 1 user, 2 kernel */
+    u8 kthread;
+    u8 in_place;
+    u8 pad;
+    char comm[16];
+};
+BPF_HASH(tasks, u32, struct taskrec, TASKS_MAX);
+
+SPAN_INT(ksys_sync_helper)
+SPAN_INT(pm_sleep_fs_sync)
+SPAN_INT(freeze_processes)
+SPAN_INT(freeze_kernel_threads)
+SPAN_VOID(thaw_processes)
+SPAN_VOID(thaw_kernel_threads)
+
+int enter__try_to_freeze_tasks(struct pt_regs *ctx)
+{
+    struct cycle_state *s = state();
+    if (!s)
+        return 0;
+    int user_only = (u8)PT_REGS_PARM1(ctx);
+    s->fz_tid = bpf_get_current_pid_tgid();
+    s->fz_stage = user_only ? 1 : 2;
+    s->fz_first = 0;
+    s->fz_cur = 0;
+    s->fz_passes = 0;
+    s->fz_swept = 0;
+    EMIT("try_to_freeze_tasks", EV_BEGIN, 1, user_only);
+    return 0;
+}
+
+int leave__try_to_freeze_tasks(struct pt_regs *ctx)
+{
+    struct cycle_state *s = state();
+    if (!s)
+        return 0;
+    struct event *e = ev_new(EV_END);
+    if (e) {
+        ev_name(e, "try_to_freeze_tasks");
+        e->has_value = 1;
+        e->value = (int)PT_REGS_RC(ctx);
+        e->has_aux = 1;
+        e->aux1 = s->fz_passes;
+        e->aux2 = s->fz_swept;
+        e->str[0] = s->fz_stage == 1 ? 'u' : 'k';
+        ev_submit(e);
+    }
+    s->fz_stage = 0;
+    s->fz_tid = 0;
+    return 0;
+}
+
+int enter__freeze_task(struct pt_regs *ctx)
+{
+    struct cycle_state *s = state();
+    if (!s || !s->fz_stage || s->fz_tid != bpf_get_current_pid_tgid())
+        return 0;
+    struct task_struct *p = (struct task_struct *)PT_REGS_PARM1(ctx);
+    if (!s->fz_first) {
+        s->fz_first = (u64)p;
+        s->fz_passes = 1;
+    } else if (s->fz_first == (u64)p) {
+        s->fz_passes++;
+    }
+    if (s->fz_passes == 1)
+        s->fz_swept++;
+    unsigned int st = 0;
+    bpf_probe_read_kernel(&st, sizeof(st), &p->__state);
+    s->fz_cur = (u64)p;
+    s->fz_cur_state = st;
+    return 0;
+}
+
+int leave__freeze_task(struct pt_regs *ctx)
+{
+    struct cycle_state *s = state();
+    if (!s || !s->fz_stage || !s->fz_cur || s->fz_tid != bpf_get_current_pid_tgid())
+        return 0;
+    struct task_struct *p = (struct task_struct *)s->fz_cur;
+    s->fz_cur = 0;
+    int ret = (u8)PT_REGS_RC(ctx);
+    unsigned int after = 0;
+    bpf_probe_read_kernel(&after, sizeof(after), &p->__state);
+    int in_place = !ret && !(s->fz_cur_state & TASK_FROZEN) && (after & TASK_FROZEN);
+    if (!ret && !in_place)
+        return 0;
+
+    u32 pid = 0;
+    bpf_probe_read_kernel(&pid, sizeof(pid), &p->pid);
+    struct taskrec *r = tasks.lookup(&pid);
+    if (!r) {
+        struct taskrec z = {};
+        unsigned int flags = 0;
+        bpf_probe_read_kernel(&flags, sizeof(flags), &p->flags);
+        bpf_probe_read_kernel(&z.tgid, sizeof(z.tgid), &p->tgid);
+        bpf_probe_read_kernel(&z.comm, sizeof(z.comm), &p->comm);
+        z.stage = s->fz_stage;
+        z.kthread = (flags & PF_KTHREAD) ? 1 : 0;
+        if (tasks.update(&pid, &z)) {
+            count(C_TASKS_FULL);
+            return 0;
+        }
+        r = tasks.lookup(&pid);
+        if (!r)
+            return 0;
+    }
+    if (ret) {
+        if (!r->t_true)
+            r->t_true = bpf_ktime_get_boot_ns();
+        r->n_true++;
+        r->pass_true = s->fz_passes;
+    } else {
+        r->in_place = 1;
+    }
+    return 0;
+}
+
+/* Runs in the freezing task itself: the moment it enters the refrigerator. */
+int enter____refrigerator(struct pt_regs *ctx)
+{
+    u32 pid = (u32)bpf_get_current_pid_tgid();
+    struct taskrec *r = tasks.lookup(&pid);
+    if (r) {
+        if (!r->t_refrig)
+            r->t_refrig = bpf_ktime_get_boot_ns();
+        return 0;
+    }
+    struct cycle_state *s = state();
+    if (!s || !s->fz_stage)
+        return 0;
+    /* froze by itself while the freezer was running, before freeze_task() reached it */
+    struct taskrec z = {};
+    struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
+    unsigned int flags = 0;
+    bpf_probe_read_kernel(&flags, sizeof(flags), &cur->flags);
+    z.tgid = bpf_get_current_pid_tgid() >> 32;
+    bpf_get_current_comm(&z.comm, sizeof(z.comm));
+    z.stage = s->fz_stage;
+    z.kthread = (flags & PF_KTHREAD) ? 1 : 0;
+    z.t_refrig = bpf_ktime_get_boot_ns();
+    if (tasks.update(&pid, &z))
+        count(C_TASKS_FULL);
+    return 0;
+}

@@ -1,0 +1,126 @@
+"""Guest-side job for the probe lab tests: attach every probe, run one /dev/snapshot
+snapshot-and-continue cycle, collect, and print one JSON document.
+
+Run inside a lab guest as root:  python3 tests/lab/probes_job.py [--out FILE]
+
+The cycle (hibernation-map.md §2.4): FREEZE -> CREATE_IMAGE -> GET_IMAGE_SIZE -> read the
+image -> FREE -> UNFREEZE -> close. Everything the cycle needs is opened and imported
+before FREEZE (the recorder's other threads are frozen until UNFREEZE), and the process
+is mlocked. Whatever fails, the snapshot device is closed, which thaws the system.
+This is a test helper, not the product trigger (snapprof/record/triggers.py).
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import fcntl
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+from snapprof.record.probeset import ProbeSet  # noqa: E402
+
+SNAPSHOT_FREEZE = 0x3301
+SNAPSHOT_UNFREEZE = 0x3302
+SNAPSHOT_FREE = 0x3305
+SNAPSHOT_GET_IMAGE_SIZE = 0x8008330E
+SNAPSHOT_CREATE_IMAGE = 0x40043311
+
+
+def kmsg_lines() -> list[str]:
+    """The kernel log so far (non-blocking read of /dev/kmsg)."""
+    out = []
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            try:
+                rec = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError:
+                continue  # EPIPE: overwritten record
+            head, _, text = rec.decode("utf-8", "replace").partition(";")
+            ts_us = int(head.split(",")[2])
+            out.append(f"[{ts_us / 1e6:.6f}] {text.splitlines()[0] if text else ''}")
+    finally:
+        os.close(fd)
+    return out
+
+
+def snapshot_cycle() -> dict:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mlockall(3)
+    res: dict = {}
+    fd = os.open("/dev/snapshot", os.O_RDONLY)
+    try:
+        t0 = time.monotonic()
+        fcntl.ioctl(fd, SNAPSHOT_FREEZE)
+        t1 = time.monotonic()
+        flag = array.array("i", [0])
+        fcntl.ioctl(fd, SNAPSHOT_CREATE_IMAGE, flag, True)
+        t2 = time.monotonic()
+        res["in_suspend"] = flag[0]
+        size = array.array("q", [0])
+        fcntl.ioctl(fd, SNAPSHOT_GET_IMAGE_SIZE, size, True)
+        res["image_bytes"] = size[0]
+        nread = 0
+        while True:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            nread += len(chunk)
+        res["read_bytes"] = nread
+        fcntl.ioctl(fd, SNAPSHOT_FREE)
+        fcntl.ioctl(fd, SNAPSHOT_UNFREEZE)
+        t3 = time.monotonic()
+        res.update(freeze_ioctl_s=t1 - t0, create_ioctl_s=t2 - t1, rest_s=t3 - t2)
+    finally:
+        os.close(fd)
+    return res
+
+
+def main() -> int:
+    out_path = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None
+    doc: dict = {"release": os.uname().release}
+    ps = ProbeSet()
+    doc["status_before"] = ps.status()
+    t = time.monotonic()
+    try:
+        ps.attach()
+    except Exception as exc:  # report, do not hide
+        doc["attach_error"] = str(exc)
+        doc["status"] = ps.status()
+        print(json.dumps(doc))
+        return 1
+    doc["attach_wall_s"] = time.monotonic() - t
+    doc["timings"] = ps.timings
+    doc["status"] = ps.status()
+    ps.collect()  # discard anything before the cycle
+    kmsg_before = len(kmsg_lines())
+    doc["cycle"] = snapshot_cycle()
+    data = ps.collect(timeout_ms=100)
+    doc["kmsg"] = kmsg_lines()[kmsg_before:]
+    doc["data"] = {k: getattr(data, k) for k in ("events", "tasks", "devices", "metrics",
+                                                 "not_measured", "drops", "started", "ended",
+                                                 "counters")}
+    # a second collect must be empty: per-cycle state was reset
+    again = ps.collect()
+    doc["second_collect"] = {"events": len(again.events), "tasks": len(again.tasks),
+                             "devices": len(again.devices), "metrics": len(again.metrics)}
+    ps.close()
+    text = json.dumps(doc)
+    if out_path:
+        with open(out_path, "w") as f:
+            f.write(text)
+    print("SNAPPROF-JSON-BEGIN")
+    print(text)
+    print("SNAPPROF-JSON-END")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
