@@ -58,7 +58,8 @@ def build_model(frames: CaptureFrames, max_timelines: int = 6) -> dict:
         "source": frames.source,
         "header": _header(frames, msum),
         "headline": [_metric_row(msum, n) for n in HEADLINE],
-        "runs": _runs(frames, wide),
+        "runs": (runs := _runs(frames, wide)),
+        "runs_not_complete": _group_not_complete(runs),
         "metrics": [_metric_row(msum, n) for n in msum.index],
         "phases": _phases(frames),
         "timelines": _timelines(frames, wide, max_timelines),
@@ -123,6 +124,17 @@ def _runs(frames: CaptureFrames, wide: pd.DataFrame) -> list[dict]:
                     "last_phase_label": PHASE_LABELS.get(lp["phase"]) if lp else None,
                     "last_phase_ended": lp["ended"] if lp else None})
     return out
+
+
+def _group_not_complete(runs: list[dict]) -> list[dict]:
+    """Failed and incomplete runs grouped by status, error and the last phase reached."""
+    groups: dict[tuple, list[int]] = {}
+    for r in runs:
+        if r["status"] != "complete":
+            key = (r["status"], r["error"], r["last_phase_label"], r["last_phase_ended"])
+            groups.setdefault(key, []).append(r["run_id"])
+    return [{"status": k[0], "error": k[1], "last_phase_label": k[2], "last_phase_ended": k[3],
+             "n": len(ids), "runs": ids} for k, ids in groups.items()]
 
 
 def _phases(frames: CaptureFrames) -> dict:
@@ -222,13 +234,21 @@ def _memory(frames: CaptureFrames, msum: pd.DataFrame, wide: pd.DataFrame) -> di
     return {"flow": flow, "per_run": per_run, "columns": present, "timing": shrink}
 
 
-def _device_table(d: pd.DataFrame, stages) -> list[dict]:
-    part = d[d["stage"].isin(stages) & d["duration_ms"].notna()]
+RESUME_VERBS = ("resume", "thaw", "restore", "recover", "on")
+
+
+def _device_table(d: pd.DataFrame, resume: bool) -> list[dict]:
+    """Slowest callbacks of one direction; a callback with no stage goes by its PM verb."""
+    stages = RESUME_STAGES if resume else SUSPEND_STAGES
+    by_verb = d["stage"].isna() & (d["event"].isin(RESUME_VERBS) == resume)
+    part = d[(d["stage"].isin(stages) | by_verb) & d["duration_ms"].notna()]
     if part.empty:
         return []
-    g = part.groupby(["device", "driver", "event", "stage"], dropna=False)["duration_ms"]
+    part = part.assign(stage=part["stage"].fillna("?"), driver=part["driver"].fillna(""),
+                       event=part["event"].fillna(""))
+    g = part.groupby(["device", "driver", "event", "stage"])["duration_ms"]
     agg = g.agg(["count", "median", "max"]).reset_index()
-    agg = agg.sort_values("median", ascending=False).head(TOP)
+    agg = agg.sort_values(["median", "max"], ascending=False).head(TOP)
     return records(agg.rename(columns={"count": "n", "median": "median_ms", "max": "max_ms"}))
 
 
@@ -238,8 +258,8 @@ def _devices(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
     return {
         "metrics": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] == "devices"],
         "callbacks_recorded": int(len(d)),
-        "suspend": _device_table(d, SUSPEND_STAGES),
-        "resume": _device_table(d, RESUME_STAGES),
+        "suspend": _device_table(d, resume=False),
+        "resume": _device_table(d, resume=True),
         "errors": records(errors[["run_id", "device", "driver", "event", "stage", "error"]]),
     }
 

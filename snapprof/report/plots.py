@@ -125,7 +125,8 @@ def stacked(rows: list[tuple[str, dict]], order: list[str], labels: dict[str, st
     """Phase durations stacked per row (a run, or a summary such as the median)."""
     totals = [sum(v for v in d.values() if v is not None) for _, d in rows]
     div, unit = _scale(max(totals) if totals else 1.0)
-    fig = Figure(figsize=(9.5, 1.4 + 0.3 * len(rows)), layout="constrained")
+    height = max(1.4 + 0.3 * len(rows), 0.6 + 0.16 * len(order))  # room for the legend
+    fig = Figure(figsize=(9.5, height), layout="constrained")
     ax = fig.add_subplot()
     for y, (_, durs) in enumerate(rows):
         left = 0.0
