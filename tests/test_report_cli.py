@@ -102,6 +102,9 @@ def test_json_format(cli, capture, tmp_path):
     assert metrics["zero_pages"]["n"] == 0 and metrics["zero_pages"]["median"] is None
     assert metrics["zero_pages"]["reason"] == "kernel 6.1 does not skip zero pages"
     assert metrics["freeze_user_ms"]["n"] == 3 and metrics["freeze_user_ms"]["method"] == "probe"
+    # every figure shown carries its method; every absent one its reason
+    assert all(m["method"] for m in metrics.values() if m["n"])
+    assert all(m["reason"] for m in metrics.values() if not m["n"])
     assert [r["status"] for r in model["runs"]] == ["complete"] * 3 + ["failed", "incomplete"]
     copy = next(p for p in model["phases"]["summary"] if p["phase"] == "copy")
     assert copy["method"] == "sleep-time" and copy["median"] == pytest.approx(330.0)
