@@ -1,5 +1,6 @@
-"""Guest-side job for the probe lab tests: attach every probe, run one /dev/snapshot
-snapshot-and-continue cycle, collect, and print one JSON document.
+"""Guest-side job for the probe lab tests: attach every probe once, run two /dev/snapshot
+snapshot-and-continue cycles (default image_size: fast path; image_size=0: shrinking),
+collect after each, and print one JSON document.
 
 Run inside a lab guest as root:  python3 tests/lab/probes_job.py [--out FILE]
 
@@ -51,6 +52,19 @@ def kmsg_lines() -> list[str]:
     return out
 
 
+def read_sysfs(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def write_sysfs(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
 def snapshot_cycle() -> dict:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mlockall(3)
@@ -100,17 +114,29 @@ def main() -> int:
     doc["timings"] = ps.timings
     doc["status"] = ps.status()
     ps.collect()  # discard anything before the cycle
-    kmsg_before = len(kmsg_lines())
-    doc["cycle"] = snapshot_cycle()
-    data = ps.collect(timeout_ms=100)
-    doc["kmsg"] = kmsg_lines()[kmsg_before:]
-    doc["data"] = {k: getattr(data, k) for k in ("events", "tasks", "devices", "metrics",
-                                                 "not_measured", "drops", "started", "ended",
-                                                 "counters")}
-    # a second collect must be empty: per-cycle state was reset
+    doc["cycles"] = []
+    # 1: default image_size (2/5 of RAM): the fast path, no shrink_all_memory.
+    # 2: image_size 0 ("as small as possible"): the slow path with shrink_all_memory.
+    for label, image_size in (("default", None), ("image_size=0", "0")):
+        saved = read_sysfs("/sys/power/image_size")
+        if image_size is not None:
+            write_sysfs("/sys/power/image_size", image_size)
+        try:
+            kmsg_before = len(kmsg_lines())
+            cyc = {"label": label, "cycle": snapshot_cycle()}
+            data = ps.collect(timeout_ms=100)
+            cyc["kmsg"] = kmsg_lines()[kmsg_before:]
+        finally:
+            write_sysfs("/sys/power/image_size", saved)
+        cyc["data"] = {k: getattr(data, k) for k in ("events", "tasks", "devices", "metrics",
+                                                     "not_measured", "drops", "started", "ended",
+                                                     "counters")}
+        doc["cycles"].append(cyc)
+    # a collect with no cycle in between must be empty: per-cycle state was reset
     again = ps.collect()
     doc["second_collect"] = {"events": len(again.events), "tasks": len(again.tasks),
-                             "devices": len(again.devices), "metrics": len(again.metrics)}
+                             "devices": len(again.devices), "metrics": len(again.metrics),
+                             "started": again.started}
     ps.close()
     text = json.dumps(doc)
     if out_path:
