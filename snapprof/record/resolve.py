@@ -25,6 +25,7 @@ TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 KPROBE_BLACKLIST = "/sys/kernel/debug/kprobes/blacklist"
 LOCKDOWN = "/sys/kernel/security/lockdown"
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
+NO_HIBERNATION = "kernel built without hibernation (CONFIG_HIBERNATION off: no swsusp_save)"
 FUNC_TYPES = set("tTwW")
 DATA_TYPES = set("bBdDrRgGsS")
 
@@ -230,7 +231,7 @@ def _missing_function_reason(alts: tuple[Alternative, ...], view: KernelView,
                              syms: dict | None) -> str:
     """Why none of a probe's function alternatives can be used."""
     if view.hibernation_built() is False:
-        return "kernel built without hibernation (CONFIG_HIBERNATION off: no swsusp_save)"
+        return NO_HIBERNATION
     parts = []
     for alt in alts:
         if not alt.in_version(view.version):
@@ -298,7 +299,7 @@ def _choose_static(probe: Probe, view: KernelView) -> ProbeChoice:
         entries = [e for e in syms.get(alt.name, []) if e[1] in DATA_TYPES]
         if not entries:
             if view.hibernation_built() is False:
-                reasons.append("kernel built without hibernation (CONFIG_HIBERNATION off)")
+                reasons.append(NO_HIBERNATION)
             elif not alt.in_version(view.version):
                 reasons.append(f"{alt.name}: not in kernel {view.release} (only {alt.version_text()})")
             else:
