@@ -16,6 +16,7 @@ import argparse
 import glob
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +26,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from snapprof.capture import COLUMNS, CaptureReader, CaptureWriter, Run  # noqa: E402
+
+
+# `snapprof compare` through its command module (argparse as in snapprof.cli)
+CLI = """
+import argparse, sys
+from snapprof.commands import compare
+p = argparse.ArgumentParser(prog="snapprof")
+compare.register(p.add_subparsers(dest="command"))
+args = p.parse_args(["compare", *sys.argv[1:]])
+sys.exit(args.func(args))
+"""
 
 
 def replicate(source: Path, dest: Path, runs: int) -> None:
@@ -69,8 +81,7 @@ def main() -> int:
         print("no source captures: record some (tests/data/*.snap) or pass --source", file=sys.stderr)
         return 2
 
-    from snapprof.analysis.compare import compare, group_captures
-    from snapprof.commands.compare import load_all
+    from snapprof.analysis.compare import compare, group_captures, load_captures
     from snapprof.report.compare_text import render_json, render_text
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,36 +96,49 @@ def main() -> int:
         size = sum(os.path.getsize(p) for p in paths)
         rss_before = peak_rss_mib()
 
-        t0 = time.perf_counter()
-        frames = load_all([str(p) for p in paths])
-        t_load = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cmp = compare(group_captures(frames))
-        t_stats = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        text = render_text(cmp)
-        render_json(cmp)
-        t_text = time.perf_counter() - t0
-        t_html = None
+        stages = []
+
+        def timed(name, fn):
+            w0, c0 = time.perf_counter(), time.process_time()
+            result = fn()
+            stages.append((name, time.perf_counter() - w0, time.process_time() - c0))
+            return result
+
+        frames = timed("load frames", lambda: load_captures(paths))
+        cmp = timed("statistics", lambda: compare(group_captures(frames)))
+        text = timed("text + json", lambda: (render_text(cmp), render_json(cmp))[0])
+        html = None
         if args.html:
             from snapprof.report.compare_html import render_html
-            t0 = time.perf_counter()
-            html = render_html(cmp)
-            t_html = time.perf_counter() - t0
+            html = timed("html", lambda: render_html(cmp))
+
+        # the whole command in a fresh process: imports, loading, statistics and HTML
+        out = Path(tmp) / "compare.html"
+        w0 = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", CLI, *map(str, paths), "-o", str(out)],
+                       check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t_cli = time.perf_counter() - w0
+        cpu_cli = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        rss_cli = after.ru_maxrss / 1024
 
     groups = ", ".join(f"{lab}: {g.n_runs} runs" for lab, g in cmp.groups.items())
     print(f"sources: {', '.join(s.name for s in sources)}")
     print(f"captures: {args.captures} x {args.runs} runs ({size / 2**20:.1f} MiB; built in {t_build:.1f} s)")
     print(f"labels: {groups}")
     print(f"figures compared: {len(cmp.diffs)} rows, {len(cmp.not_comparable)} not comparable")
-    print(f"load frames : {t_load:6.2f} s")
-    print(f"statistics  : {t_stats:6.2f} s")
-    print(f"text + json : {t_text:6.2f} s ({len(text.splitlines())} lines)")
-    if t_html is not None:
-        print(f"html        : {t_html:6.2f} s ({len(html) / 2**20:.1f} MiB)")
-    total = t_load + t_stats + t_text + (t_html or 0)
-    print(f"total       : {total:6.2f} s (compare itself, without building the inputs)")
-    print(f"peak RSS    : {peak_rss_mib():.0f} MiB (after building inputs: {rss_before:.0f} MiB)")
+    print(f"host load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+          "(wall time suffers when other work runs; CPU time is this process's own)")
+    print(f"{'stage':<12} {'wall s':>7} {'cpu s':>7}")
+    for name, wall, cpu in stages:
+        print(f"{name:<12} {wall:7.2f} {cpu:7.2f}")
+    print(f"{'total':<12} {sum(s[1] for s in stages):7.2f} {sum(s[2] for s in stages):7.2f}")
+    if html is not None:
+        print(f"html size: {len(html) / 2**20:.1f} MiB; text: {len(text.splitlines())} lines")
+    print(f"peak RSS (in-process stages): {peak_rss_mib():.0f} MiB (after building inputs: {rss_before:.0f} MiB)")
+    print(f"end to end, new process, -o compare.html: wall {t_cli:.2f} s, cpu {cpu_cli:.2f} s, "
+          f"peak RSS {rss_cli:.0f} MiB")
     return 0
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from snapprof import cli
-from snapprof.analysis.compare import compare, group_captures, parse_threshold
+from snapprof.analysis.compare import compare, group_captures, load_captures, parse_threshold
 from snapprof.analysis.frames import load_capture
 from snapprof.analysis.summary import metric_summary, phase_summary
 from snapprof.capture import CaptureWriter, Run
@@ -309,3 +309,19 @@ def test_text_json_html_outputs(caps, monkeypatch, capsys, tmp_path):
     assert "kernel 6.1 does not count zero pages" in page
     assert _run_cli(monkeypatch, caps["base"], caps["slow"], "-o", html) == 2  # exists: --force
     assert "exists" in capsys.readouterr().err
+
+
+def test_load_captures_equals_load_capture(caps, tmp_path):
+    """The batched loader gives exactly the frames of frames.load_capture, file by file."""
+    import pandas as pd
+    from report_fixtures import write_capture
+
+    odd = write_capture(tmp_path / "odd.snap")  # failed and incomplete runs, a copy phase
+    paths = [caps["base"], odd, caps["slow"]]
+    for path, f in zip(paths, load_captures(paths)):
+        ref = load_capture(path)
+        assert f.meta == ref.meta and f.source == ref.source
+        for attr in ("runs", "metrics", "not_measured", "phases", "events", "tasks", "devices",
+                     "kmsg", "probes"):
+            pd.testing.assert_frame_equal(getattr(f, attr), getattr(ref, attr), obj=attr)
+        pd.testing.assert_frame_equal(f.wide(), ref.wide())

@@ -22,6 +22,7 @@ For every metric (``CaptureFrames.wide()``) and every phase duration
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -29,8 +30,10 @@ import numpy as np
 import pandas as pd
 
 from snapprof import metrics as registry
+from snapprof.capture import COLUMNS, CaptureReader
 from snapprof.analysis import stats
-from snapprof.analysis.frames import CaptureFrames
+from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames)
+from snapprof.analysis.phases import derive_phases
 from snapprof.analysis.phases import PHASE_LABELS, PHASE_ORDER
 from snapprof.analysis.summary import NO_REASON, not_measured_reason, summary_runs
 from snapprof.errors import SnapprofError
@@ -94,6 +97,48 @@ class Comparison:
 
 
 # --------------------------------------------------------------------------- grouping
+
+
+def load_captures(paths) -> list[CaptureFrames]:
+    """``frames.load_capture`` for many captures at once, with the same result.
+
+    ``derive_phases`` works run by run and costs mostly per call, not per row, so the
+    phases of all captures are derived in one call on their events put together (run ids
+    moved apart by capture), then split back. Everything else is ``frames.build_frames``.
+    """
+    loaded, events, metrics = [], [], []
+    for i, path in enumerate(paths):
+        with CaptureReader(path) as reader:
+            meta = reader.meta()
+            probes = pd.DataFrame(reader.probes(), columns=PROBE_COLUMNS)
+            runs = pd.DataFrame(reader.runs(), columns=RUN_COLUMNS)
+            tables = {}
+            for name, cols in COLUMNS.items():
+                order = "run_id, ts_ns" if name == "events" else "run_id"
+                cur = reader.db.execute(f"SELECT {', '.join(cols)} FROM {name} ORDER BY {order}")
+                tables[name] = pd.DataFrame.from_records(cur.fetchall(), columns=list(cols))
+        # build_frames without events and metrics (so it derives no phases), then the two
+        # tables with build_frames' own conversions
+        raw_events, raw_metrics = tables["events"], tables["metrics"]
+        f = build_frames(meta, probes, runs,
+                         {**tables, "events": raw_events.iloc[:0], "metrics": raw_metrics.iloc[:0]},
+                         source=os.path.basename(os.fspath(path)))
+        f.events = raw_events.astype({"ts_ns": "int64"})
+        f.metrics = raw_metrics.astype({"value": "float64"})
+        offset = i << 32
+        events.append(f.events.assign(run_id=f.events["run_id"] + offset))
+        metrics.append(f.metrics.assign(run_id=f.metrics["run_id"] + offset))
+        loaded.append(f)
+    if not loaded:
+        return []
+    phases = derive_phases(pd.concat(events, ignore_index=True), pd.concat(metrics, ignore_index=True))
+    cap = phases["run_id"].to_numpy() >> 32
+    for i, f in enumerate(loaded):
+        part = phases[cap == i]
+        f.phases = part.assign(run_id=part["run_id"] - (i << 32)).reset_index(drop=True)
+    return loaded
+
+
 
 
 def default_label(frames: CaptureFrames) -> str:

@@ -88,28 +88,15 @@ def _check_inputs(args) -> None:
         raise SnapprofError(f"{args.output} exists; use --force to replace it")
 
 
-def load_all(paths: list[str]) -> list:
-    """CaptureFrames of every path, in order; several captures load in parallel processes."""
-    from snapprof.analysis.frames import load_capture
-
-    jobs = min(len(paths), os.cpu_count() or 1)
-    if len(paths) < 4 or jobs < 2:
-        return [load_capture(p) for p in paths]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(load_capture, paths, chunksize=max(1, len(paths) // (4 * jobs))))
-
-
 def run(args) -> int:
     from snapprof.errors import SnapprofError
 
     _check_inputs(args)
-    from snapprof.analysis.compare import check_thresholds, compare, group_captures, parse_threshold
+    from snapprof.analysis.compare import (check_thresholds, compare, group_captures, load_captures,
+                                           parse_threshold)
 
     thresholds = [parse_threshold(e) for e in args.fail_on]  # bad syntax fails before any work
-    frames = load_all(args.captures)
+    frames = load_captures(args.captures)
     cmp = compare(group_captures(frames, args.label))
     results = check_thresholds(cmp, thresholds)
 

@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from snapprof import __version__
 from snapprof import metrics as registry
@@ -84,6 +85,8 @@ def ecdf_figure(cmp: Comparison, items: list[tuple[str, str]], title: str) -> st
         ax.set_title(_short(PHASE_LABELS.get(name, name) if kind == "phase" else name, 40), fontsize=9)
         ax.set_xlabel(unit, fontsize=8)
         ax.set_ylim(0, 1.05)
+        ax.set_yticks([0, 0.5, 1])
+        ax.xaxis.set_major_locator(MaxNLocator(4))  # few ticks: tick layout is most of the cost
         ax.tick_params(labelsize=7)
         ax.xaxis.get_major_formatter().set_useOffset(False)
         ax.grid(alpha=0.3)
@@ -269,12 +272,10 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
 
 
 def render_html(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) -> str:
-    import jinja2
-
+    """The page, rendered with the report's own Jinja2 environment, macros and CSS."""
     from snapprof.paths import reports_dir
+    from snapprof.report import html as report_html
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(reports_dir() / "templates")),
-                             autoescape=True, undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
     css = (reports_dir() / "report.css").read_text(encoding="utf-8")
-    return env.get_template(TEMPLATE).render(css=css, **build_context(cmp, thresholds))
+    template = report_html._environment().get_template(TEMPLATE)
+    return template.render(css=css, **build_context(cmp, thresholds))
