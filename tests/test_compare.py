@@ -108,7 +108,7 @@ def test_verdicts_follow_the_metric_direction(caps):
     assert c.row("metric", "image_pages", "6.12.0-fixture")["verdict"] == "better"
     # a count with no good direction: no better/worse, at most "changed"
     assert c.row("metric", "freeze_user_tasks", "6.12.0-fixture")["verdict"] in (
-        "no clear difference", "higher", "lower")
+        "no clear difference", "changed (higher)", "changed (lower)")
 
 
 def test_same_distribution_gives_no_verdict(caps):
@@ -158,6 +158,26 @@ def test_figures_equal_each_captures_own_report(caps):
                 assert (math.isnan(a) and math.isnan(b)) or a == b, (label, name, col)
         measured = set(own.index[own["n"] > 0])
         assert measured == set(mine.loc["metric"].index)
+
+
+def test_setup_differences_are_said(tmp_path, caps):
+    other = make_capture(tmp_path / "big.snap", release="6.12.0-fixture", seed=9)
+    import sqlite3
+    db = sqlite3.connect(other)
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('mem_total_kb', '4000000')")
+    db.commit()
+    db.close()
+    base = tmp_path / "base-mem.snap"
+    base.write_bytes(caps["base"].read_bytes())
+    db = sqlite3.connect(base)
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('mem_total_kb', '2000000')")
+    db.commit()
+    db.close()
+    c = _cmp(base, other)
+    assert c.setup_notes == ["6.12.0-fixture was recorded with mem_total_kb='4000000', "
+                             "6.1.0-fixture with '2000000': a difference may come from the "
+                             "setup, not the kernel"]
+    assert _cmp(caps["base"], caps["slow"]).setup_notes == []
 
 
 def test_pooling_same_label(caps):

@@ -12,7 +12,8 @@ For every metric (``CaptureFrames.wide()``) and every phase duration
   interval (``stats.shift_ci``; the % interval divides by the baseline median), and the
   two-sided Mann–Whitney p-value (``stats.mann_whitney``: exact permutation distribution
   up to EXACT_MAX_N runs in all, tie-corrected normal approximation beyond);
-* a verdict. "better"/"worse" (or "higher"/"lower" for a metric with no good direction)
+* a verdict. "better"/"worse" (or "changed (higher)"/"changed (lower)" for a metric with
+  no good direction, ``lower_is_better`` None in snapprof.metrics)
   needs the interval to exclude 0 **and** p ≤ 1 - level. When the interval cannot reach the
   level with so few runs (e.g. 3 vs 3 at 95 %), the verdict is "too few runs (n=3 vs 3)",
   never a guess. A metric measured on one side only is "not comparable", with the
@@ -39,6 +40,10 @@ from snapprof.analysis.summary import NO_REASON, not_measured_reason, summary_ru
 from snapprof.errors import SnapprofError
 
 LEVEL = 0.95
+
+#: Capture settings that should match for a comparison to be about the kernel alone.
+SETUP_KEYS = ("machine", "mem_total_kb", "swap_total_kb", "trigger", "pm_test", "power_disk",
+              "image_size", "reserved_size")
 
 #: Metrics that make up the page accounting plot and table ("what the image is made of").
 PAGE_METRICS = ("saveable_pages", "saveable_after_pages", "preallocated_pages",
@@ -88,6 +93,7 @@ class Comparison:
     not_comparable: pd.DataFrame   # NC_COLUMNS
     devices: pd.DataFrame          # per device and label: changes against the baseline
     tasks: pd.DataFrame            # per (stage, comm) and label: changes against the baseline
+    setup_notes: list[str] = field(default_factory=list)  # settings that differ from the baseline
 
     def row(self, kind: str, name: str, label: str) -> dict | None:
         """The diffs row for (kind, name, label), or None."""
@@ -221,8 +227,7 @@ def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
                  .rename("ms").reset_index())
 
     nm = _pooled(frames_list, "not_measured", ["run_id", "name"])
-    differs = sorted(k for k in ("kernel_release", "machine", "mem_total_kb", "trigger", "pm_test",
-                                 "image_size")
+    differs = sorted(k for k in ("kernel_release", *SETUP_KEYS)
                      if len({fr.meta.get(k) for fr in frames_list}) > 1)
     return Group(
         label=label,
@@ -269,7 +274,7 @@ def _verdict(lower_is_better, ci_low, ci_high, p, level, n_base, n) -> str:
     if (ci_low > 0 or ci_high < 0) and p <= 1 - level:
         up = ci_low > 0
         if lower_is_better is None:
-            return "higher" if up else "lower"
+            return "changed (higher)" if up else "changed (lower)"
         return "worse" if up == bool(lower_is_better) else "better"
     return "no clear difference"
 
@@ -340,7 +345,7 @@ def _unit(groups: list[Group], kind: str, name: str) -> str:
 
 
 def _changes(base: pd.DataFrame, cand: pd.DataFrame, keys: list[str], label: str,
-             baseline: str, level: float, n_base: int, n_cand: int) -> pd.DataFrame:
+             baseline: str, level: float) -> pd.DataFrame:
     """Per key (device, or stage+comm): medians over the runs it appears in, and the change."""
     rows = []
     gb = {k: s["ms"].to_numpy() for k, s in base.groupby(keys)} if not base.empty else {}
@@ -456,12 +461,17 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
     dev_rows, task_rows = [], []
     for lab in labels[1:]:
         cand = built[lab]
-        dev_rows.append(_changes(base.devices, cand.devices, ["device"], lab, baseline, level,
-                                 base.n_runs, cand.n_runs))
-        task_rows.append(_changes(base.tasks, cand.tasks, ["stage", "comm"], lab, baseline,
-                                  level, base.n_runs, cand.n_runs))
+        dev_rows.append(_changes(base.devices, cand.devices, ["device"], lab, baseline, level))
+        task_rows.append(_changes(base.tasks, cand.tasks, ["stage", "comm"], lab, baseline, level))
+    setup_notes = []
+    for lab in labels[1:]:
+        for key in SETUP_KEYS:
+            a, b = base.meta.get(key), built[lab].meta.get(key)
+            if a is not None and b is not None and a != b:
+                setup_notes.append(f"{lab} was recorded with {key}={b!r}, {baseline} with {a!r}: "
+                                   "a difference may come from the setup, not the kernel")
     return Comparison(
-        labels=labels, baseline=baseline, groups=built, level=level,
+        labels=labels, baseline=baseline, groups=built, level=level, setup_notes=setup_notes,
         summary=pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS),
         diffs=pd.DataFrame(diff_rows, columns=DIFF_COLUMNS),
         not_comparable=pd.DataFrame(nc_rows, columns=NC_COLUMNS),

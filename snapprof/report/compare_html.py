@@ -8,7 +8,6 @@ per label, page accounting per label, and the devices and tasks that changed mos
 
 from __future__ import annotations
 
-import io
 import math
 import re
 
@@ -27,8 +26,7 @@ from snapprof.report.fmt import number
 TEMPLATE = "compare.html.j2"
 PANEL_COLS = 4
 ECDF_POINTS = 200
-VERDICT_COLORS = {"worse": "#c0392b", "better": "#1e8449", "higher": "#7d3c98",
-                  "lower": "#7d3c98"}
+VERDICT_COLORS = {"worse": "#c0392b", "better": "#1e8449", "changed": "#7d3c98"}
 NEUTRAL = "#95a5a6"
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 
@@ -161,7 +159,7 @@ def changes_figure(cmp: Comparison, frame, keys: list[str], label: str, title: s
     lo = d["ci_low"].to_numpy(dtype=float)
     hi = d["ci_high"].to_numpy(dtype=float)
     err = np.array([np.where(np.isnan(lo), 0, delta - lo), np.where(np.isnan(hi), 0, hi - delta)])
-    colors = [VERDICT_COLORS.get(v, NEUTRAL) for v in d["verdict"]]
+    colors = [VERDICT_COLORS.get(_vclass(v), NEUTRAL) for v in d["verdict"]]
     fig = Figure(figsize=(9, 0.8 + 0.32 * len(d)), layout="constrained")
     ax = fig.subplots()
     ax.barh(range(len(d)), delta, color=colors, xerr=np.clip(err, 0, None),
@@ -262,6 +260,7 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
                     "kernel": cmp.groups[lab].meta.get("kernel_release", ""),
                     "differs": cmp.groups[lab].meta_differs} for lab in cmp.labels],
         "method": ct.method_note(cmp),
+        "setup_notes": cmp.setup_notes,
         "comparisons": comparisons,
         "thresholds": [{"expr": t.threshold.expr, "label": t.label, "status": t.status,
                         "detail": t.detail} for t in thresholds or []],

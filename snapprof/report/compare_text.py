@@ -20,7 +20,7 @@ METHOD_NOTE = (
     "change = median(label) - median(baseline), % of the baseline median. The interval is the "
     "exact distribution-free {level} % interval of the shift (Hodges-Lehmann / Moses); p is the "
     "two-sided Mann-Whitney U test (exact permutation distribution for up to 60 runs in all, "
-    "tie-corrected normal approximation beyond). A verdict (better/worse, or higher/lower for a "
+    "tie-corrected normal approximation beyond). A verdict (better/worse, or 'changed' for a "
     "figure with no good direction) needs the interval to exclude 0 and p <= {alpha}; with too "
     "few runs for a {level} % interval there is no verdict. Only complete runs count.")
 
@@ -92,6 +92,7 @@ def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
         if cmp.groups[lab].meta_differs:
             lines.append(f"  note: captures pooled under {lab} differ in "
                          f"{', '.join(cmp.groups[lab].meta_differs)}")
+    lines += [f"  note: {n}" for n in cmp.setup_notes]
     lines += ["", method_note(cmp)]
     summ = summary_lookup(cmp)
     for lab in cmp.labels[1:]:
@@ -151,6 +152,7 @@ def to_dict(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) ->
         "baseline": cmp.baseline,
         "labels": cmp.labels,
         "method": method_note(cmp),
+        "setup_notes": cmp.setup_notes,
         "groups": {lab: {"captures": g.sources, "complete_runs": g.n_runs,
                          "runs_total": g.runs_total, "excluded": g.excluded,
                          "kernel_release": g.meta.get("kernel_release"),
