@@ -34,7 +34,7 @@ judged (not measured on one side, too few runs) is reported and does not trip.
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "compare", help="compare captures from different kernels (statistics, verdicts, HTML)",
-        description="Compare hibernation captures: per-kernel medians with 95 %% intervals, "
+        description="Compare hibernation captures: per-kernel medians with 95 % intervals, "
                     "the change against the baseline (the first label) with its interval, "
                     "a Mann-Whitney test and a verdict.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
