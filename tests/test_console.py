@@ -36,8 +36,8 @@ done.
 [   49.710100] PM: hibernation: Creating image:
 [   49.750000] PM: hibernation: Need to copy 70111 pages
 [   50.010100] PM: hibernation: Image created (70111 pages copied)
-[   50.100000] Enabling non-boot CPUs ...
-[   50.120000] CPU1 is up
+[   49.715200] Enabling non-boot CPUs ...
+[   49.750000] CPU1 is up
 [   50.300000] PM: Using 1 thread(s) for compression
 [   50.300100] PM: Compressing and saving image data (31531 pages)...
 [   50.310000] PM: Image saving progress:   0%

@@ -24,6 +24,92 @@ LAB_612 = [
 ]
 
 
+# Read from /dev/kmsg around one /dev/snapshot cycle in the lab (tests/lab/kmsg_cycle.py):
+# bookworm 6.1.0-50-amd64 (TSC unstable under TCG: the printk clock stands still in the copy)
+REAL_61 = [
+    (419, 30384404, 6, "Filesystems sync: 0.023 seconds"),
+    (420, 30390302, 6, "Freezing user space processes"),
+    (421, 30392517, 6, "Freezing user space processes completed (elapsed 0.002 seconds)"),
+    (422, 30392803, 6, "OOM killer disabled."),
+    (423, 30437987, 7, "PM: hibernation: Marking nosave pages: [mem 0x00000000-0x00000fff]"),
+    (424, 30438188, 7, "PM: hibernation: Marking nosave pages: [mem 0x0009f000-0x000fffff]"),
+    (425, 30438280, 7, "PM: hibernation: Basic memory bitmaps created"),
+    (426, 30439399, 6, "PM: hibernation: Preallocating image memory"),
+    (427, 35443957, 6, "PM: hibernation: Allocated 42027 pages for snapshot"),
+    (428, 35444300, 6, "PM: hibernation: Allocated 168108 kbytes in 5.00 seconds (33.62 MB/s)"),
+    (429, 35444492, 6, "Freezing remaining freezable tasks"),
+    (430, 35449912, 6, "Freezing remaining freezable tasks completed (elapsed 0.005 seconds)"),
+    (431, 35772104, 6, "Disabling non-boot CPUs ..."),
+    (432, 35813783, 6, "smpboot: CPU 1 is now offline"),
+    (433, 35821516, 6, "PM: hibernation: Creating image:"),
+    (434, 35821516, 6, "PM: hibernation: Need to copy 34915 pages"),
+    (435, 35821516, 7, "PM: hibernation: Normal pages needed: 34915 + 1024, available pages: 489192"),
+    (436, 35821516, 6, "PM: hibernation: Image created (34915 pages copied)"),
+    (437, 35823360, 6, "Enabling non-boot CPUs ..."),
+    (438, 35824344, 6, "x86: Booting SMP configuration:"),
+    (439, 35824508, 6, "smpboot: Booting Node 0 Processor 1 APIC 0x1"),
+    (440, 35854334, 6, "CPU1 is up"),
+    (441, 35924080, 6, "virtio_blk virtio0: 2/0/0 default/read/poll queues"),
+    (442, 35930781, 6, "virtio_blk virtio1: 2/0/0 default/read/poll queues"),
+    (443, 36052523, 6, "Restarting kernel threads ... done."),
+    (444, 36057927, 7, "PM: hibernation: Basic memory bitmaps freed"),
+    (445, 36066732, 6, "OOM killer enabled."),
+    (446, 36066958, 6, "Restarting tasks ... done."),
+]
+# trixie 6.12.117+deb13-amd64 (sched_clock stable: it runs through the copy, and
+# restore_processor_state() rewinds it afterwards: "Enabling non-boot CPUs" is earlier)
+REAL_612 = [
+    (426, 17683272, 6, "Filesystems sync: 0.042 seconds"),
+    (427, 17686367, 6, "Freezing user space processes"),
+    (428, 17686986, 6, "Freezing user space processes completed (elapsed 0.000 seconds)"),
+    (429, 17687190, 6, "OOM killer disabled."),
+    (433, 17689927, 6, "PM: hibernation: Preallocating image memory"),
+    (434, 21471677, 6, "PM: hibernation: Allocated 37601 pages for snapshot"),
+    (435, 21471950, 6, "PM: hibernation: Allocated 150404 kbytes in 3.78 seconds (39.78 MB/s)"),
+    (436, 21472116, 6, "Freezing remaining freezable tasks"),
+    (437, 21475214, 6, "Freezing remaining freezable tasks completed (elapsed 0.003 seconds)"),
+    (438, 22215613, 6, "Disabling non-boot CPUs ..."),
+    (439, 22257769, 6, "smpboot: CPU 1 is now offline"),
+    (440, 22270455, 6, "PM: hibernation: Creating image:"),
+    (441, 22561817, 6, "PM: hibernation: Need to copy 31237 pages"),
+    (442, 22562182, 7, "PM: hibernation: Normal pages needed: 31237 + 1024, available pages: 492856"),
+    (443, 22927004, 6, "PM: hibernation: Image created (27907 pages copied, 3330 zero pages)"),
+    (444, 22275569, 6, "Enabling non-boot CPUs ..."),
+    (446, 22313088, 6, "CPU1 is up"),
+    (450, 22544690, 6, "Restarting kernel threads ... done."),
+    (452, 22570621, 6, "OOM killer enabled."),
+    (453, 22571600, 6, "Restarting tasks ... done."),
+]
+
+
+def test_real_lab_cycles():
+    got = {r[0]: r[1] for r in kernel_figures(REAL_61)}
+    assert got == {"sync_ms": 23, "freeze_user_ms": 2, "preallocated_pages": 42027,
+                   "prealloc_kernel_ms": 5000, "prealloc_kbytes": 168108, "prealloc_mbps": 33.62,
+                   "freeze_kernel_ms": 5, "copy_needed_pages": 34915, "copy_pages": 34915}
+    got = {r[0]: r[1] for r in kernel_figures(REAL_612)}
+    assert got == {"sync_ms": 42, "freeze_user_ms": 0, "preallocated_pages": 37601,
+                   "prealloc_kernel_ms": 3780, "prealloc_kbytes": 150404, "prealloc_mbps": 39.78,
+                   "freeze_kernel_ms": 3, "copy_needed_pages": 31237, "copy_pages": 27907,
+                   "zero_pages": 3330}
+    assert got["prealloc_kbytes"] == 4 * got["preallocated_pages"]
+    assert got["copy_pages"] + got["zero_pages"] == got["copy_needed_pages"]
+    assert kernel_errors(REAL_61) == [] and kernel_errors(REAL_612) == []
+
+
+def test_real_copy_window():
+    # 6.1 under TCG: all four swsusp_save lines carry one timestamp -> no figure
+    assert copy_window_from_printk(REAL_61) is None
+    assert copy_window_from_printk(REAL_61, clock_stable=True) is None
+    # 6.12: 22.927004 - 22.270455 s, despite the rewind that follows
+    row = copy_window_from_printk(REAL_612, clock_stable=True)
+    assert row[1] == pytest.approx(656.549) and "sched_clock stable" in row[4]
+    assert "stability unknown" in copy_window_from_printk(REAL_612)[4]
+    assert copy_window_from_printk(REAL_612, clock_stable=False) is None
+    marked = [(1, 52000, 4, "tsc: Marking TSC unstable due to TSCs unsynchronized")] + REAL_612
+    assert copy_window_from_printk(marked, clock_stable=True) is None
+
+
 def recs(lines, step_us=1000):
     return [(i, i * step_us, 6, text) for i, text in enumerate(lines)]
 

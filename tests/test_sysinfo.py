@@ -158,3 +158,17 @@ def test_hibernation_support(tmp_path):
     assert rows["root"][0] is False and rows["swap"][0] is False
     assert rows["snapshot_device"][0] is False and rows["lockdown"][0] is False
     assert rows["hibernation"][0] is False and "lockdown 'integrity'" in rows["hibernation"][1]
+
+
+def test_sched_clock_stable(tmp_path):
+    header = ("Sched Debug Version: v0.11, 6.12.117+deb13-amd64 #1\n"
+              "ktime                                   : 22613.123456\n"
+              "  .%-30s: %d\n")
+    for value, expect in (("1", True), ("0", False)):
+        root = tree(tmp_path / value, {
+            "/sys/kernel/debug/sched/debug": header % ("sched_clock_stable()", int(value)),
+            "/sys/devices/system/clocksource/clocksource0/current_clocksource": "tsc\n"})
+        assert sysinfo.sched_clock_stable(root) is expect
+        assert sysinfo.collect_meta(root)["clocksource"] == "tsc"
+    assert sysinfo.sched_clock_stable(str(tmp_path / "none")) is None
+    assert "clocksource" not in sysinfo.collect_meta(str(tmp_path / "none"))

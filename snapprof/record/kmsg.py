@@ -377,29 +377,43 @@ def kernel_errors(records: Iterable[Record]) -> list[str]:
 
 _CREATING = re.compile(r"Creating image:")
 _NEED = re.compile(r"Need to copy \d+ pages")
+# Logged at boot (or later) when sched_clock stops being trusted.
+_UNSTABLE = re.compile(r"Marking TSC unstable|sched_clock: Marking unstable|"
+                       r"TSC found unstable after boot")
 
 
-def copy_window_from_printk(records: Iterable[Record]) -> tuple | None:
+def copy_window_from_printk(records: Iterable[Record],
+                            clock_stable: bool | None = None) -> tuple | None:
     """The time swsusp_save() took, from the printk timestamps of its own messages.
 
     Timekeeping is suspended during the atomic copy, but printk timestamps come from
-    sched_clock, which on x86 (TSC) keeps running with interrupts off; it is rewound only
-    by restore_processor_state(), after swsusp_save() returns (hibernation-map §7.1).
+    sched_clock, which with a stable TSC keeps running with interrupts off; it is rewound
+    only by restore_processor_state(), after swsusp_save() returns (hibernation-map §7.1).
+    An *unstable* sched_clock is filtered through the suspended timekeeping clock and
+    stands still: in the 6.1 TCG lab guest ("tsc: Marking TSC unstable") "Creating image:",
+    "Need to copy" and "Image created" all carry the same timestamp.
+
     So the difference between "Creating image:" (or, if missing, "Need to copy N pages")
-    and the next "Image created" is valid when both lines are from the same kernel and
-    the same cycle: the first such pair is used, and the result is None unless
+    and the next "Image created" is returned only when
+      * ``clock_stable`` (``sysinfo.sched_clock_stable()``) is not False and the records
+        do not say the clock was marked unstable,
       * both lines are present (7.x logs them only with pm_debug_messages=1; a restored
         system never has "Image created": its log is the one from before the copy),
       * no boot lies between them (a timestamp going backwards means a new kernel),
-      * the difference is positive (a jiffies-based sched_clock stands still with IRQs off).
-    The window measured is swsusp_save() only: a lower bound of the syscore_suspend..
-    syscore_resume window that the sleep-time method measures. Resolution 1 us.
+      * the difference is positive.
+    With ``clock_stable`` None (unknown) the source says so. The window measured is
+    swsusp_save() only: a lower bound of the syscore_suspend..syscore_resume window that
+    the sleep-time method measures. Resolution 1 us.
     """
+    if clock_stable is False:
+        return None
     start = None
     start_line = ""
     last_ts = None
     for rec in records:
         ts, line = rec[1], _text(rec).strip()
+        if _UNSTABLE.search(line):
+            return None
         if ts is None:
             continue
         if last_ts is not None and ts < last_ts:
@@ -413,7 +427,8 @@ def copy_window_from_printk(records: Iterable[Record]) -> tuple | None:
             delta_us = ts - start
             if delta_us <= 0:
                 return None
+            note = "sched_clock stable" if clock_stable else "sched_clock stability unknown"
             return ("copy_window_ms", delta_us / 1000, "ms", "printk-time",
                     f"[{start / 1e6:.6f}] {start_line} -> [{ts / 1e6:.6f}] {line} "
-                    "[swsusp_save only; 1 us resolution]")
+                    f"[swsusp_save only; 1 us resolution; {note}]")
     return None

@@ -139,6 +139,7 @@ def collect_meta(root: str = "/") -> dict[str, str]:
         put(key, power.get(name))
     put("snapprof_version", __version__)
     put("bcc_version", _bcc_version())
+    put("clocksource", _read(root, CLOCKSOURCE))
     put("python_version", platform.python_version())
     put("recorded_at", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     return meta
@@ -157,6 +158,21 @@ def memory_metrics(root: str = "/") -> list[tuple]:
         if value is not None and value.isdigit():
             out.append((name, float(int(value)), "bytes", "sysfs", f"{POWER}/{file}"))
     return out
+
+
+SCHED_DEBUG = "/sys/kernel/debug/sched/debug"
+CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+
+
+def sched_clock_stable(root: str = "/") -> bool | None:
+    """Whether sched_clock (the printk clock) is stable, from debugfs; None if unknown.
+
+    An unstable sched_clock (e.g. "tsc: Marking TSC unstable" in QEMU TCG guests) is
+    filtered through the timekeeping clock, so it stands still while timekeeping is
+    suspended: printk timestamps inside the atomic copy are then meaningless.
+    """
+    m = re.search(r"sched_clock_stable\(\)\s*:\s*(\d+)", _read(root, SCHED_DEBUG) or "")
+    return None if m is None else m.group(1) != "0"
 
 
 def _swaps(root: str) -> list[str] | None:
