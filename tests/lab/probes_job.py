@@ -1,6 +1,7 @@
-"""Guest-side job for the probe lab tests: attach every probe once, run two /dev/snapshot
-snapshot-and-continue cycles (default image_size: fast path; image_size=0: shrinking),
-collect after each, and print one JSON document.
+"""Guest-side job for the probe lab tests: attach every probe once, run three /dev/snapshot
+snapshot-and-continue cycles (default image_size: fast path; image_size=0: shrinking;
+pm_test=freezer: stops before the devices and the copy), collect after each, and print one
+JSON document.
 
 Run inside a lab guest as root:  python3 tests/lab/probes_job.py [--out FILE]
 
@@ -79,15 +80,19 @@ def snapshot_cycle() -> dict:
         t2 = time.monotonic()
         res["in_suspend"] = flag[0]
         size = array.array("q", [0])
-        fcntl.ioctl(fd, SNAPSHOT_GET_IMAGE_SIZE, size, True)
-        res["image_bytes"] = size[0]
-        nread = 0
-        while True:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            nread += len(chunk)
-        res["read_bytes"] = nread
+        try:
+            fcntl.ioctl(fd, SNAPSHOT_GET_IMAGE_SIZE, size, True)
+        except OSError as exc:  # ENODATA: no image (pm_test=freezer)
+            res["image_errno"] = exc.errno
+        else:
+            res["image_bytes"] = size[0]
+            nread = 0
+            while True:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                nread += len(chunk)
+            res["read_bytes"] = nread
         fcntl.ioctl(fd, SNAPSHOT_FREE)
         fcntl.ioctl(fd, SNAPSHOT_UNFREEZE)
         t3 = time.monotonic()
@@ -117,17 +122,23 @@ def main() -> int:
     doc["cycles"] = []
     # 1: default image_size (2/5 of RAM): the fast path, no shrink_all_memory.
     # 2: image_size 0 ("as small as possible"): the slow path with shrink_all_memory.
-    for label, image_size in (("default", None), ("image_size=0", "0")):
-        saved = read_sysfs("/sys/power/image_size")
-        if image_size is not None:
-            write_sysfs("/sys/power/image_size", image_size)
+    # 3: pm_test=freezer: CREATE_IMAGE stops after freezing kernel threads (5 s), no image.
+    for label, knob, value in (("default", None, None), ("image_size=0", "image_size", "0"),
+                               ("pm_test=freezer", "pm_test", "freezer")):
+        path = f"/sys/power/{knob}" if knob else None
+        saved = read_sysfs(path) if path else None
+        if knob == "pm_test":
+            saved = next(w[1:-1] for w in saved.split() if w.startswith("["))
+        if path:
+            write_sysfs(path, value)
         try:
             kmsg_before = len(kmsg_lines())
             cyc = {"label": label, "cycle": snapshot_cycle()}
             data = ps.collect(timeout_ms=100)
             cyc["kmsg"] = kmsg_lines()[kmsg_before:]
         finally:
-            write_sysfs("/sys/power/image_size", saved)
+            if path:
+                write_sysfs(path, saved)
         cyc["data"] = {k: getattr(data, k) for k in ("events", "tasks", "devices", "metrics",
                                                      "not_measured", "drops", "started", "ended",
                                                      "counters")}
