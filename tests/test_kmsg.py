@@ -9,6 +9,7 @@ import os
 import pytest
 
 from snapprof import metrics
+from snapprof.errors import SnapprofError
 from snapprof.record import kmsg
 from snapprof.record.kmsg import (KmsgReader, copy_window_from_printk, kernel_errors,
                                   kernel_figures, parse_console_line, parse_record)
@@ -379,6 +380,11 @@ def test_reader_folds_fragments(tmp_path, monkeypatch):
     ])
     assert reader.read_new() == [(1, 10, 6, "Restarting tasks ... done."), (3, 12, 6, "next"),
                                  (4, 13, 6, "dangling ")]
+
+
+def test_reader_open_error_is_one_line(tmp_path):
+    with pytest.raises(SnapprofError, match="cannot read the kernel log .*missing"):
+        KmsgReader(str(tmp_path / "missing"))
 
 
 def test_reader_mark_seeks_to_end(tmp_path, monkeypatch):

@@ -22,6 +22,8 @@ import os
 import re
 from typing import Iterable
 
+from snapprof.errors import SnapprofError
+
 Record = tuple  # (seq | None, ts_us, level | None, text)
 
 # A record is at most PRINTKRB_RECORD_MAX (1 KiB) of text, escaped up to 4x, plus the
@@ -107,7 +109,11 @@ class KmsgReader:
         self.lost = 0  # records skipped over (sequence-number gaps)
         self._next_seq: int | None = None
         self._pending: Record | None = None  # an unfinished 'c' fragment
-        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._fd = -1
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise SnapprofError(f"cannot read the kernel log {path}: {e.strerror}") from e
 
     def mark(self) -> None:
         """Skip to the current end of the log."""
