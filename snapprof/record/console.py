@@ -9,8 +9,10 @@ two logs were concatenated):
   decompressing image data (N pages)", "Read N kbytes ...") and jumped into it;
 * **restored**: the image kernel again, after that jump. Its memory, printk buffer and
   printk clock are the writer's from the moment of the copy, so its timestamps continue
-  the writer's, not the boot kernel's. It may print again writer lines that were still
-  waiting for the console at the copy.
+  the writer's, not the boot kernel's (a stable sched_clock is set back to the value
+  saved just before "Creating image:": the lab's 6.12 writer shows the same step back
+  right after "Image created"). It may print again writer lines that were still waiting
+  for the console at the copy.
 
 What happens after the copy (the write, the power-off, the boot kernel's read) is in no
 capture made inside the guest: the restored system's memory is the image. This console
