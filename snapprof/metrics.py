@@ -71,6 +71,8 @@ _ALL = [
     Metric("copy_needed_pages", "pages", "copy", "Pages to copy (kernel log, incl. zero pages)"),
     Metric("timekeeping_suspended_ms", "ms", "copy", "Timekeeping suspended (kernel log)"),
     Metric("create_image_ms", "ms", "cycle", "CREATE_IMAGE ioctl (whole hibernation_snapshot)"),
+    Metric("freeze_ioctl_ms", "ms", "cycle", "FREEZE ioctl (sync + freeze user space)"),
+    Metric("image_read_bytes", "bytes", "copy", "Image bytes read from /dev/snapshot", None),
     # devices and phases
     Metric("device_suspend_ms", "ms", "devices", "Device suspend (prepare..noirq)"),
     Metric("device_resume_ms", "ms", "devices", "Device resume (noirq..complete)"),
