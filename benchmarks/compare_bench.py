@@ -75,6 +75,9 @@ def main() -> int:
     ap.add_argument("--captures", type=int, default=50)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--html", action="store_true", help="also time the HTML report")
+    ap.add_argument("--labels", type=int, default=0,
+                    help="spread the captures over this many labels (default: one label per "
+                         "kernel release, i.e. pooled)")
     args = ap.parse_args()
     sources = [Path(s) for s in (args.source or sorted(glob.glob(str(ROOT / "tests/data/*.snap"))))]
     if not sources:
@@ -105,7 +108,8 @@ def main() -> int:
             return result
 
         frames = timed("load frames", lambda: load_captures(paths))
-        cmp = timed("statistics", lambda: compare(group_captures(frames)))
+        labels = ([f"L{i % args.labels:02d}" for i in range(len(frames))] if args.labels else None)
+        cmp = timed("statistics", lambda: compare(group_captures(frames, labels)))
         text = timed("text + json", lambda: (render_text(cmp), render_json(cmp))[0])
         html = None
         if args.html:
@@ -116,14 +120,17 @@ def main() -> int:
         out = Path(tmp) / "compare.html"
         w0 = time.perf_counter()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-c", CLI, *map(str, paths), "-o", str(out)],
+        label_args = [a for lab in labels for a in ("--label", lab)] if labels else []
+        subprocess.run([sys.executable, "-c", CLI, *map(str, paths), *label_args, "-o", str(out)],
                        check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         t_cli = time.perf_counter() - w0
         cpu_cli = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         rss_cli = after.ru_maxrss / 1024
 
-    groups = ", ".join(f"{lab}: {g.n_runs} runs" for lab, g in cmp.groups.items())
+    groups = ", ".join(f"{lab}: {g.n_runs} runs" for lab, g in list(cmp.groups.items())[:4])
+    if len(cmp.groups) > 4:
+        groups += f", … ({len(cmp.groups)} labels)"
     print(f"sources: {', '.join(s.name for s in sources)}")
     print(f"captures: {args.captures} x {args.runs} runs ({size / 2**20:.1f} MiB; built in {t_build:.1f} s)")
     print(f"labels: {groups}")

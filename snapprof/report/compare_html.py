@@ -26,6 +26,10 @@ from snapprof.report.fmt import number
 TEMPLATE = "compare.html.j2"
 PANEL_COLS = 4
 ECDF_POINTS = 200
+#: Above this many labels, a panel shows each label's median and min–max instead of ECDFs.
+MAX_ECDF_LABELS = 8
+#: Comparisons (labels after the baseline) that get device and task figures; beyond, tables only.
+MAX_CHANGE_FIGURES = 4
 VERDICT_COLORS = {"worse": "#c0392b", "better": "#1e8449", "changed": "#7d3c98"}
 NEUTRAL = "#95a5a6"
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
@@ -52,7 +56,8 @@ def _short(label: str, width: int = 24) -> str:
 
 
 def ecdf_figure(cmp: Comparison, items: list[tuple[str, str]], title: str) -> str | None:
-    """Small multiples: one ECDF panel per (kind, name), one step line per label."""
+    """Small multiples: one ECDF panel per (kind, name), one step line per label (with more
+    than MAX_ECDF_LABELS labels: each label's median and min–max, labels in order)."""
     items = [it for it in items if any(_values(cmp, lab, *it) is not None for lab in cmp.labels)]
     if not items:
         return None
@@ -65,8 +70,12 @@ def ecdf_figure(cmp: Comparison, items: list[tuple[str, str]], title: str) -> st
     fig.subplots_adjust(left=0.06, right=0.98, bottom=1.0 / height, top=1 - 0.65 / height,
                         hspace=0.8, wspace=0.35)
     axes = fig.subplots(rows, cols, squeeze=False)
+    many = len(cmp.labels) > MAX_ECDF_LABELS
     for ax, (kind, name) in zip(axes.flat, items):
         unit = "ms" if kind == "phase" else _unit(cmp, name)
+        if many:
+            _ranges(ax, cmp, kind, name, unit)
+            continue
         for lab in cmp.labels:
             v = _values(cmp, lab, kind, name)
             if v is None:
@@ -95,10 +104,32 @@ def ecdf_figure(cmp: Comparison, items: list[tuple[str, str]], title: str) -> st
         for h, lab in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(lab, h)
     names, handles = list(legend), list(legend.values())
-    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), fontsize=8,
-               frameon=False)
+    if names:
+        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), fontsize=8,
+                   frameon=False)
     fig.suptitle(title, fontsize=11)
     return svg(fig, "ecdf-" + title.split(":")[0])
+
+
+def _ranges(ax, cmp: Comparison, kind: str, name: str, unit: str) -> None:
+    """One panel for many labels: a dot at each label's median, a line from min to max."""
+    idx, med, lo, hi = [], [], [], []
+    for i, lab in enumerate(cmp.labels):
+        v = _values(cmp, lab, kind, name)
+        if v is not None:
+            idx.append(i)
+            med.append(float(np.median(v)))
+            lo.append(float(v.min()))
+            hi.append(float(v.max()))
+    ax.vlines(idx, lo, hi, color="#555555", linewidth=0.8)
+    ax.scatter(idx, med, s=8, color="#1f77b4", zorder=3)
+    ax.set_title(_short(PHASE_LABELS.get(name, name) if kind == "phase" else name, 40), fontsize=9)
+    ax.set_xlabel("label (in order, baseline = 0)", fontsize=8)
+    ax.set_ylabel(unit, fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(4))
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
 
 
 def phases_figure(cmp: Comparison) -> str | None:
@@ -240,7 +271,8 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
     if phase_ecdf:
         distributions.append(phase_ecdf)
     comparisons = []
-    for lab in cmp.labels[1:]:
+    for i, lab in enumerate(cmp.labels[1:]):
+        draw = i < MAX_CHANGE_FIGURES
         comparisons.append({
             "label": lab,
             "rows": _diff_rows(cmp, lab),
@@ -248,9 +280,12 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
             "devices": _change_rows(cmp.devices, lab, ["device"]),
             "tasks": _change_rows(cmp.tasks, lab, ["stage", "comm"]),
             "devices_svg": changes_figure(cmp, cmp.devices, ["device"], lab,
-                                          "devices: PM callback time per run, changed most"),
+                                          "devices: PM callback time per run, changed most")
+            if draw else None,
             "tasks_svg": changes_figure(cmp, cmp.tasks, ["stage", "comm"], lab,
-                                        "tasks: slowest freeze latency per name, changed most"),
+                                        "tasks: slowest freeze latency per name, changed most")
+            if draw else None,
+            "figures_left_out": not draw,
         })
     return {
         "version": __version__,
@@ -261,6 +296,7 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
                     "differs": cmp.groups[lab].meta_differs} for lab in cmp.labels],
         "method": ct.method_note(cmp),
         "setup_notes": cmp.setup_notes,
+        "max_change_figures": MAX_CHANGE_FIGURES,
         "comparisons": comparisons,
         "thresholds": [{"expr": t.threshold.expr, "label": t.label, "status": t.status,
                         "detail": t.detail} for t in thresholds or []],
