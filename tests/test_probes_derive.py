@@ -238,3 +238,19 @@ def test_decode_event_record():
     assert ct.sizeof(EventRecord) == 128
     rec.has_value = 0
     assert decode_event(rec).value is None
+
+
+def test_sleep_time_without_a_copy_is_not_a_copy_window():
+    """pm_test=core stops the clocks for 5 s without any atomic copy."""
+    status, own = all_attached()
+    t = Timeline()
+    t.span(0, 7, "ksys_sync_helper", end_value=0)
+    t.span(8, 13, "freeze_processes", None, 0)
+    t.span(20, 30, "pm:dpm_suspend", 1, 1)
+    t.span(31, 32, "pm:syscore_suspend", 0, 0)
+    t.add(5040, I, "sleep_time", 5_000_000_000)
+    t.span(5041, 5050, "pm:dpm_resume", 0x40, 0x40)
+    t.span(5100, 5101, "thaw_processes")
+    d = derive(t.events, [], [], {}, status, own)
+    assert "copy_window_ms" not in metrics_of(d)
+    assert dict(d.not_measured)["copy_window_ms"].startswith("not reached in this cycle")
