@@ -345,3 +345,17 @@ def test_load_captures_equals_load_capture(caps, tmp_path):
                      "kmsg", "probes"):
             pd.testing.assert_frame_equal(getattr(f, attr), getattr(ref, attr), obj=attr)
         pd.testing.assert_frame_equal(f.wide(), ref.wide())
+
+
+def test_many_labels_html(tmp_path):
+    from snapprof.report.compare_html import MAX_CHANGE_FIGURES, MAX_ECDF_LABELS, render_html
+
+    n_labels = max(MAX_ECDF_LABELS, MAX_CHANGE_FIGURES) + 2
+    paths = [make_capture(tmp_path / f"k{i}.snap", release=f"k{i}", n=3, seed=i)
+             for i in range(n_labels)]
+    c = compare(group_captures(load_captures(paths)))
+    assert c.labels == [f"k{i}" for i in range(n_labels)]
+    assert set(c.diffs["label"]) == set(c.labels[1:])
+    page = render_html(c)
+    assert "label (in order, baseline = 0)" in page  # median/min–max panels, not ECDFs
+    assert page.count("drawn for the first") == n_labels - 1 - MAX_CHANGE_FIGURES
