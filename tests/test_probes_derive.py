@@ -254,3 +254,15 @@ def test_sleep_time_without_a_copy_is_not_a_copy_window():
     d = derive(t.events, [], [], {}, status, own)
     assert "copy_window_ms" not in metrics_of(d)
     assert dict(d.not_measured)["copy_window_ms"].startswith("not reached in this cycle")
+
+
+def test_resumed_image_has_no_copy_figures():
+    """After a real resume the events stop inside swsusp_save; the sleep time is the power-off."""
+    status, own = all_attached()
+    t = snapshot_cycle()
+    t.events = [e for e in t.events if not (e.ts == 508 * MS and (
+        e.name in ("nr_copy_pages", "nr_meta_pages") or (e.name == "swsusp_save" and e.kind == E)))]
+    d = derive(t.events, [], [], {}, status, own)
+    m = metrics_of(d)
+    assert "copy_window_ms" not in m and "copy_pages" not in m
+    assert dict(d.not_measured)["copy_window_ms"].startswith("resumed from the image")

@@ -296,17 +296,22 @@ def _show_speed(f: _Figures, events, page_size: int) -> None:
 
 def _copy(f: _Figures, spans, events) -> None:
     saves = spans.get("swsusp_save") or []
-    save_seen = [e for e in events if e.name == "swsusp_save"]
+    save_begin = [e for e in events if e.name == "swsusp_save" and e.kind == 0]
+    save_end = [e for e in events if e.name == "swsusp_save" and e.kind == 1]
+    copy_metrics = ["copy_pages", "meta_pages", "zero_pages", "image_pages", "copy_window_ms"]
+    if not save_begin and not save_end:
+        f.why(copy_metrics, "not reached in this cycle (no atomic copy: swsusp_save did not run)")
+        return
+    if not save_end:
+        # A real hibernation resumed: memory is the image, taken inside swsusp_save, which
+        # therefore never returns here; the sleep time then spans the whole power-off.
+        f.why(copy_metrics, "resumed from the image: swsusp_save's return is not in this kernel's past")
+        return
     # The clocks also stop without a copy (pm_test=core waits 5 s with timekeeping
-    # suspended): a sleep-time report is the copy window only after swsusp_save ran.
-    sleep = [e for e in events if e.name == "sleep_time" and e.kind == 2
-             and save_seen and e.ts >= save_seen[0].ts]
+    # suspended): a sleep-time report is the copy window only right after swsusp_save.
+    sleep = [e for e in events if e.name == "sleep_time" and e.kind == 2 and e.ts >= save_end[0].ts]
     if sleep:
         f.add("copy_window_ms", sleep[0].value / 1e6, "sleep-time", "tk_debug_account_sleep_time")
-    if not save_seen:
-        f.why(["copy_pages", "meta_pages", "zero_pages", "image_pages", "copy_window_ms"],
-              "not reached in this cycle (no atomic copy: swsusp_save did not run)")
-        return
     statics = {}
     for e in events:
         if e.kind == 2 and e.name in ("nr_copy_pages", "nr_meta_pages", "nr_zero_pages"):
