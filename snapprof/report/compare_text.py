@@ -55,7 +55,7 @@ def median_with_ci(stats: dict | None, unit: str) -> str:
         return "not measured"
     text = number(stats["median"], unit)
     if missing(stats.get("ci_low")):
-        return f"{text} [CI: n={stats['n']}]"
+        return f"{text} [CI: too few runs, n={stats['n']}]"
     return f"{text} [{number(stats['ci_low'], unit)}–{number(stats['ci_high'], unit)}]"
 
 
