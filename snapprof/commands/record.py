@@ -1,0 +1,98 @@
+"""snapprof record: drive (or wait for) hibernation cycles and write a capture.
+
+Standard library only at import time; the recorder and bcc are imported inside run().
+"""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+triggers:
+  snapshot          /dev/snapshot snapshot-and-continue: freeze, preallocate, copy the
+                    image atomically, read it, thaw. Nothing is written; the system keeps
+                    running (default)
+  pm-test:LEVEL     'disk' to /sys/power/state under /sys/power/pm_test=LEVEL (freezer,
+                    devices, platform, processors, core): stops at LEVEL, waits 5 s, thaws.
+                    No atomic copy at any level
+  hibernate         a real hibernation (image to swap, power-off, resume); needs a resume
+                    swap device and --yes
+  none              start nothing: record the cycles someone else starts, until Ctrl-C or
+                    --runs N cycles
+
+examples:
+  snapprof record -o run.snap --runs 5             # five snapshot cycles, system keeps running
+  snapprof record -o small.snap --image-size 0     # force page shrinking (restored afterwards)
+  snapprof record -o freezer.snap --trigger pm-test:freezer --runs 3
+  snapprof record -o laptop.snap --trigger none    # then `systemctl hibernate` elsewhere
+  snapprof record -o real.snap --trigger hibernate --yes
+"""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "record", help="measure hibernation cycles into a capture file",
+        description="Attach snapprof's probes, run or wait for hibernation cycles, and write "
+                    "one run per cycle to a capture (SQLite), each committed when its cycle "
+                    "ends. Needs root. The system is never left frozen: if the recorder dies "
+                    "mid-cycle the kernel thaws when /dev/snapshot is closed.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="capture file to write")
+    p.add_argument("--trigger", default="snapshot", metavar="TRIGGER",
+                   help="snapshot (default), pm-test:LEVEL, hibernate or none")
+    p.add_argument("--runs", type=int, metavar="N",
+                   help="number of cycles (default 1; with --trigger none: until Ctrl-C)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="S",
+                   help="seconds between cycles (default 2)")
+    p.add_argument("--image-size", type=_size, metavar="BYTES",
+                   help="set /sys/power/image_size for the cycles (0 = as small as possible; "
+                        "suffixes K, M, G); restored afterwards")
+    p.add_argument("--save-image", metavar="FILE",
+                   help="keep the image bytes (snapshot trigger; held in memory while frozen, "
+                        "written after the thaw; FILE.N per run when --runs > 1)")
+    p.add_argument("--area", action="append", metavar="AREA",
+                   help="attach only these probe areas: freezer, shrink, copy, devices, io, phases")
+    p.add_argument("--no-probes", action="store_true",
+                   help="attach no probes: record kernel-log, device and recorder figures only")
+    p.add_argument("--cycle-timeout", type=float, default=600.0, metavar="S",
+                   help="kill the recorder if one snapshot cycle takes longer (default 600); "
+                        "closing /dev/snapshot then thaws the system")
+    p.add_argument("-f", "--force", action="store_true", help="replace an existing capture")
+    p.add_argument("--yes", action="store_true", help="confirm --trigger hibernate")
+    p.set_defaults(func=run)
+    return p
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    mult = units.get(t[-1:], 1)
+    try:
+        value = int(t[:-1] if t[-1:] in units else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _areas(values):
+    if not values:
+        return None
+    return [a.strip() for v in values for a in v.split(",") if a.strip()]
+
+
+def run(args) -> int:
+    from snapprof.record.recorder import Options, Recorder
+
+    opts = Options(output=args.output, trigger=args.trigger, runs=args.runs,
+                   interval=args.interval, image_size=args.image_size, force=args.force,
+                   save_image=args.save_image, probes=not args.no_probes,
+                   areas=_areas(args.area), deadline_s=args.cycle_timeout, yes=args.yes)
+    summary = Recorder(opts).run()
+    n = len(summary.runs)
+    done = sum(1 for _, s, _ in summary.runs if s == "complete")
+    print(f"{summary.output}: {n} run{'s' if n != 1 else ''} recorded, {done} complete")
+    if summary.interrupted and opts.trigger.strip() != "none":
+        return 130
+    return 0 if summary.ok else 1

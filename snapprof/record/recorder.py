@@ -1,0 +1,363 @@
+"""The record loop of `snapprof record`: meta, probes, then one committed run per cycle.
+
+Standard library only at import time; bcc is imported by ProbeSet.attach().
+
+For each cycle: mark the kernel log, run the trigger (every other task, the recorder's
+other threads included, is frozen meanwhile), then after the thaw drain the probes, read
+the kernel's log lines of the cycle, merge the figures and write the run with
+CaptureWriter.add_run, which commits it: a crash loses at most the cycle in flight.
+
+Figures are merged with one row per metric name, first come first kept:
+  1. the probes' own (methods probe, tracepoint, sleep-time);
+  2. the kernel's log lines (kernel-log), then the printk-time copy window;
+  3. what /dev/snapshot reported (device: image_bytes, image_pages) and the recorder's
+     clock around the system calls (recorder: create_image_ms, cycle_ms, ...);
+  4. /proc and /sys read just before the cycle (sysfs).
+A metric nobody measured has no row; its reason goes to not_measured.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from snapprof import metrics as registry
+from snapprof.capture import CaptureWriter, Run
+from snapprof.errors import SnapprofError
+from snapprof.record import kmsg, sysinfo
+from snapprof.record import triggers as trg
+
+COPY_METRICS = ("copy_pages", "zero_pages", "meta_pages", "image_pages", "image_bytes",
+                "copy_window_ms", "copy_needed_pages")
+DEVICE_METRICS = ("device_suspend_ms", "device_resume_ms", "device_callbacks", "device_errors")
+# Where each pm_test level stops (hibernation-map.md §5.1): what it does not reach.
+NOT_REACHED = {
+    "freezer": COPY_METRICS + DEVICE_METRICS,
+    "devices": COPY_METRICS,
+    "platform": COPY_METRICS,
+    "processors": COPY_METRICS,
+    "core": COPY_METRICS,
+}
+METHOD_ORDER = ("probe", "tracepoint", "sleep-time", "kernel-log", "printk-time", "device",
+                "recorder", "sysfs")
+
+
+@dataclass
+class Options:
+    output: str
+    trigger: str = "snapshot"
+    runs: int | None = None  # None: 1, or until Ctrl-C for --trigger none
+    interval: float = 2.0
+    image_size: int | None = None
+    force: bool = False
+    save_image: str | None = None
+    probes: bool = True
+    areas: list[str] | None = None
+    deadline_s: float = 600.0
+    yes: bool = False
+
+
+@dataclass
+class Summary:
+    output: str
+    runs: list[tuple] = field(default_factory=list)  # (run_id, status, error)
+    interrupted: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(status == "complete" for _, status, _ in self.runs)
+
+
+# -- merging ------------------------------------------------------------------------------
+
+def merge_metrics(*groups: list[tuple]) -> list[tuple]:
+    """One row per metric name, the first one kept (groups in order of preference)."""
+    out: dict[str, tuple] = {}
+    for rows in groups:
+        for row in rows:
+            name, value = row[0], row[1]
+            if value is None or name in out:
+                continue
+            out[name] = (name, float(value), row[2], row[3], row[4] if len(row) > 4 else None)
+    return list(out.values())
+
+
+def not_measured_rows(measured: set[str], reasons: list[tuple], pm_test: str | None,
+                      extra: dict[str, str] | None = None) -> list[tuple]:
+    """(name, reason) for every metric that has no row, one per name.
+
+    ``reasons`` are the probes' (name, reason); ``pm_test`` (the level the cycle ran under)
+    replaces the reason of what that level does not reach, unless a probe was missing;
+    ``extra`` adds reasons for names nobody else explained.
+    """
+    out: dict[str, str] = {}
+    for name, reason in reasons:
+        if name not in measured:
+            out.setdefault(name, reason)
+    if pm_test and pm_test != "none":
+        for name in NOT_REACHED.get(pm_test, ()):
+            if name in measured or "not attached" in out.get(name, ""):
+                continue
+            out[name] = f"not reached: pm_test={pm_test}"
+    for name, reason in (extra or {}).items():
+        if name not in measured:
+            out.setdefault(name, reason)
+    return sorted(out.items())
+
+
+def build_run(trigger: str, outcome: trg.CycleOutcome, data, records: list[tuple],
+              before: list[tuple], probe_reason: str | None = None,
+              clock_stable: bool | None = None, started_wall: str | None = None) -> Run:
+    """One capture run from what the trigger, the probes (``data``: CycleData or None) and
+    the kernel log (``records``) say about a cycle. Pure: unit tests drive it."""
+    probe_rows = list(data.metrics) if data is not None else []
+    log_rows = kmsg.kernel_figures(records)
+    window = kmsg.copy_window_from_printk(records, clock_stable)
+    if window is not None:
+        log_rows.append(window)
+    dev_rows = [m for m in outcome.metrics if m[3] == "device"]
+    rec_rows = [m for m in outcome.metrics if m[3] != "device"]
+    rows = merge_metrics(probe_rows, log_rows, dev_rows, rec_rows, before)
+
+    measured = {r[0] for r in rows}
+    extra = {}
+    if trigger == "snapshot" and "image_bytes" not in measured:
+        extra["image_bytes"] = "no image (CREATE_IMAGE did not complete)"
+    if data is None:
+        why = probe_reason or "probes not attached"
+        for m in registry.REGISTRY.values():
+            if m.area != "system":
+                extra.setdefault(m.name, why)
+    reasons = list(data.not_measured) if data is not None else []
+    nm = not_measured_rows(measured, reasons, outcome.pm_test, extra)
+
+    status, error = outcome.status, outcome.error
+    errors = kmsg.kernel_errors(records)
+    if status != "complete" and errors:
+        error = f"{error}; kernel: {errors[0]}" if error else f"kernel: {errors[0]}"
+        if outcome.pm_test not in (None, "none", "freezer") and any(
+                "Cannot find swap device" in e for e in errors):
+            error += (" (the kernel went on to write an image: in_suspend was left set by an "
+                      "earlier /dev/snapshot cycle in this boot)")
+    elif status == "complete" and errors:
+        status, error = "failed", f"kernel: {errors[0]}"
+    if status != "complete" and outcome.notes:
+        error = "; ".join([error or status] + outcome.notes)
+
+    started, ended = outcome.started_ns, outcome.ended_ns
+    if data is not None and data.events and (started is None or ended is None):
+        ts = [e[0] for e in data.events]
+        started = started if started is not None else min(ts)
+        ended = ended if ended is not None else max(ts)
+    return Run(
+        trigger=trigger, status=status, error=error, started_ns=started, ended_ns=ended,
+        started_wall=started_wall, ringbuf_drops=data.drops if data is not None else None,
+        events=list(data.events) if data is not None else [],
+        metrics=rows, not_measured=nm,
+        tasks=list(data.tasks) if data is not None else [],
+        devices=list(data.devices) if data is not None else [],
+        kmsg=[tuple(r) for r in records],
+    )
+
+
+# -- the session --------------------------------------------------------------------------
+
+def check_output(path: str, force: bool) -> None:
+    """Refuse early (before attaching probes) what CaptureWriter would refuse."""
+    if os.path.isdir(path):
+        raise SnapprofError(f"{path} is a directory")
+    if os.path.exists(path) and not force:
+        raise SnapprofError(f"{path} exists; use --force to replace it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise SnapprofError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise SnapprofError(f"cannot write {path}: directory {parent} is not writable")
+
+
+def _image_path(base: str, run_no: int, runs: int | None) -> str:
+    return base if runs == 1 else f"{base}.{run_no}"
+
+
+def _summary_line(run_no: int, run: Run) -> str:
+    m = {r[0]: r[1] for r in run.metrics}
+    parts = [f"run {run_no}: {run.status}"]
+    if "cycle_ms" in m:
+        parts.append(f"cycle {m['cycle_ms'] / 1000:.2f} s")
+    if "freeze_user_ms" in m:
+        parts.append(f"freeze user {m['freeze_user_ms']:.1f} ms")
+    if "prealloc_ms" in m:
+        parts.append(f"prealloc {m['prealloc_ms'] / 1000:.2f} s")
+    elif "prealloc_kernel_ms" in m:
+        parts.append(f"prealloc {m['prealloc_kernel_ms'] / 1000:.2f} s")
+    if "shrink_reclaimed_pages" in m:
+        parts.append(f"shrink {m['shrink_reclaimed_pages']:.0f}/{m['shrink_requested_pages']:.0f} pages")
+    if "image_pages" in m:
+        parts.append(f"image {m['image_pages']:.0f} pages")
+    if run.ringbuf_drops:
+        parts.append(f"{run.ringbuf_drops} events dropped")
+    if run.error:
+        parts.append(run.error)
+    return "  ".join(parts)
+
+
+class Recorder:
+    def __init__(self, opts: Options, log=None):
+        self.opts = opts
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    # checks that need no probes and change nothing
+    def preflight(self) -> tuple[str, str | None]:
+        o = self.opts
+        kind, level = trg.parse_trigger(o.trigger)
+        if o.runs is not None and o.runs < 1:
+            raise SnapprofError("--runs must be at least 1")
+        if o.interval < 0:
+            raise SnapprofError("--interval must not be negative")
+        if o.image_size is not None and o.image_size < 0:
+            raise SnapprofError("--image-size must not be negative")
+        if o.save_image and kind != "snapshot":
+            raise SnapprofError("--save-image needs --trigger snapshot (only /dev/snapshot hands "
+                                "the image over)")
+        check_output(o.output, o.force)
+        if o.save_image:
+            check_output(o.save_image, True)
+        sysinfo.check_can_record(o.trigger)
+        swaps = _active_swaps()
+        if kind == "hibernate" and not o.yes:
+            raise SnapprofError("--trigger hibernate really hibernates this machine (image to "
+                                "swap, power-off, resume); add --yes to go ahead")
+        if kind == "pm-test" and level != "freezer" and swaps:
+            raise SnapprofError(
+                f"pm-test:{level} with active swap ({', '.join(swaps)}) can really hibernate: an "
+                "earlier /dev/snapshot cycle leaves in_suspend set, and the kernel then writes an "
+                "image and powers off; swapoff first, or use pm-test:freezer")
+        return kind, level
+
+    def run(self) -> Summary:
+        o = self.opts
+        kind, level = self.preflight()
+        from snapprof.record.probeset import ProbeSet  # noqa: PLC0415 (resolves, no bcc yet)
+
+        summary = Summary(o.output)
+        ps = ProbeSet(areas=o.areas)
+        probe_reason = None
+        if o.probes:
+            t = time.monotonic()
+            ps.attach()
+            self.log(f"snapprof record: {sum(1 for r in ps.status() if r[3])} probes attached "
+                     f"in {time.monotonic() - t:.1f} s")
+        else:
+            probe_reason = "recorded without probes (--no-probes)"
+        settings = trg.PowerSettings()
+        reader = writer = trigger = None
+        try:
+            if o.image_size is not None:
+                settings.set("image_size", str(o.image_size))
+            reader = kmsg.KmsgReader()
+            writer = CaptureWriter(o.output, force=o.force)
+            meta = sysinfo.collect_meta()
+            meta["trigger"] = o.trigger
+            if level:
+                meta["pm_test"] = level
+            if os.environ.get("SNAPPROF_LAB_DISTRO"):
+                meta["lab_distro"] = os.environ["SNAPPROF_LAB_DISTRO"]
+            meta["probes"] = "attached" if o.probes else "off (--no-probes)"
+            if ps.timings:
+                meta["probe_compile_s"] = f"{ps.timings.get('compile_s', 0):.2f}"
+            writer.set_meta(meta)
+            rows = ps.status()
+            if not o.probes:
+                rows = [(n, a, t, False, probe_reason) for n, a, t, _att, _r in rows]
+            writer.set_probes(rows)
+            if kind == "snapshot":
+                trigger = trg.SnapshotTrigger(deadline_s=o.deadline_s, save_image=bool(o.save_image))
+            elif kind in ("pm-test", "hibernate"):
+                trigger = trg.SysfsTrigger(level)
+            else:
+                trigger = trg.WaitTrigger(reader)
+            note = trg.lock_memory()
+            if note:
+                self.log(f"snapprof record: {note}")
+            self._loop(kind, trigger, ps if o.probes else None, reader, writer, summary,
+                       probe_reason)
+        finally:
+            summary.problems += settings.restore()
+            for obj in (trigger, reader, writer):
+                if obj is not None:
+                    obj.close()
+            ps.close()
+        for p in summary.problems:
+            self.log(f"snapprof record: {p}")
+        return summary
+
+    def _loop(self, kind, trigger, ps, reader, writer, summary, probe_reason) -> None:
+        o = self.opts
+        runs = o.runs if o.runs is not None else (None if kind == "none" else 1)
+        clock_stable = sysinfo.sched_clock_stable()
+        if ps is not None:
+            ps.collect()  # drop whatever the probes saw before the first cycle
+        if kind == "none":
+            reader.mark()
+            self.log("snapprof record: waiting for hibernation cycles started elsewhere "
+                     "(Ctrl-C to stop)")
+        n = 0
+        with trg.Interrupts() as intr:
+            while runs is None or n < runs:
+                if intr.received:
+                    break
+                before = sysinfo.memory_metrics()
+                wall = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                if kind != "none":
+                    reader.mark()
+                outcome = trigger.run(intr)
+                if outcome is None:  # none: interrupted while waiting
+                    break
+                data = ps.collect(timeout_ms=100) if ps is not None else None
+                records = outcome.records if outcome.records is not None else reader.read_new()
+                if reader.lost:
+                    outcome.notes.append(f"{reader.lost} kernel log records lost to overruns")
+                run = build_run(trigger.name, outcome, data, records, before, probe_reason,
+                                clock_stable, wall)
+                run_id = writer.add_run(run)
+                n += 1
+                summary.runs.append((run_id, run.status, run.error))
+                self.log(_summary_line(run_id, run))
+                for note in outcome.notes:
+                    self.log(f"  note: {note}")
+                if outcome.image is not None and o.save_image:
+                    path = _image_path(o.save_image, n, runs)
+                    _write_file(path, outcome.image)
+                    self.log(f"  image saved to {path} ({len(outcome.image)} bytes)")
+                if outcome.interrupted:
+                    break
+                if runs is None or n < runs:
+                    deadline = time.monotonic() + o.interval
+                    while time.monotonic() < deadline and not intr.received:
+                        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            if intr.received:
+                summary.interrupted = intr.name
+
+
+def _write_file(path: str, data: bytearray) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise SnapprofError(f"cannot save the image to {path}: {exc.strerror}") from None
+
+
+def _active_swaps() -> list[str]:
+    try:
+        with open("/proc/swaps", encoding="utf-8") as f:
+            return [ln.split()[0] for ln in f.read().splitlines()[1:] if ln.strip()]
+    except OSError:
+        return []
