@@ -1,0 +1,133 @@
+"""snapprof lab: build Debian guest images and run commands in them under QEMU (TCG).
+
+Standard library only at the top level; the lab modules are imported in run().
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+EPILOG = """\
+examples:
+  snapprof lab build                         # the default guest (bookworm), if missing or stale
+  snapprof lab build --distro trixie         # Debian 13 with its 6.12 kernel
+  snapprof lab run -- uname -r               # boot, run, power off; exits with CMD's status
+  snapprof lab run --distro trixie -o out -- python3 -m snapprof --version
+  snapprof lab run --timeout 300 --memory 3G --cpus 2 -- sh -c 'cat /sys/power/state'
+  snapprof lab shell --distro trixie         # interactive root shell; exit to power off
+  snapprof lab status                        # which images are built, where, what they hold
+
+The cache lives in $SNAPPROF_LAB_DIR, else $XDG_CACHE_HOME/snapprof/lab, else
+~/.cache/snapprof/lab. Inside the guest the project tree is /project (read-only, also
+PYTHONPATH and the working directory) and the output folder is /output (read-write).
+"""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "lab",
+        help="build lab guests (Debian kernels + bcc) and run commands in them under QEMU",
+        description="Build Debian guest images with their own kernels and bcc, and run "
+        "commands in them under QEMU's software emulation.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="lab_command", metavar="ACTION")
+    sub.required = True
+
+    def distro_arg(sp):
+        sp.add_argument("--distro", default="bookworm", metavar="SUITE",
+                        help="Debian suite of the guest (tested: bookworm, trixie; default: bookworm)")
+
+    def machine_args(sp):
+        sp.add_argument("--memory", default="2G", help="guest memory, e.g. 2G or 1536M (default: 2G)")
+        sp.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
+        sp.add_argument("--append", action="append", default=[], metavar="ARGS",
+                        help="extra kernel command-line arguments (repeatable)")
+
+    b = sub.add_parser("build", help="build (or reuse) the guest image for a Debian suite",
+                       description="Build the guest image if it is missing or its recipe changed.")
+    distro_arg(b)
+    b.add_argument("--force", action="store_true", help="rebuild even if a current image exists")
+
+    r = sub.add_parser("run", help="boot the guest, run CMD as root, power off; exit with CMD's status",
+                       description="Boot the guest's own kernel, run CMD as root, stream its output, "
+                       "power off and exit with CMD's status.")
+    distro_arg(r)
+    machine_args(r)
+    r.add_argument("--timeout", type=float, default=900, metavar="S",
+                   help="kill the guest after S seconds (default: 900)")
+    r.add_argument("-o", "--output", metavar="DIR",
+                   help="host folder the guest sees read-write at /output (default: a new temporary folder); "
+                   "the serial console log is kept there as console.log")
+    r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command to run in the guest")
+
+    s = sub.add_parser("shell", help="an interactive root shell in the guest",
+                       description="Boot the guest and give an interactive root shell on this terminal.")
+    distro_arg(s)
+    machine_args(s)
+    s.add_argument("-o", "--output", metavar="DIR", help="host folder shared read-write at /output")
+
+    st = sub.add_parser("status", help="list the cached guest images")
+    st.add_argument("--distro", action="append", metavar="SUITE", help="only these suites")
+
+    p.set_defaults(func=run)
+    return p
+
+
+def _progress(msg: str) -> None:
+    print(f"snapprof lab: {msg}", file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    from snapprof.errors import SnapprofError
+    from snapprof.lab import build, host, qemu
+
+    if args.lab_command == "build":
+        t0 = time.monotonic()
+        status = build.image_status(build.validate_distro(args.distro))
+        img = build.ensure_image(args.distro, progress=_progress, force=args.force)
+        if status == "ready" and not args.force:
+            _progress(f"{img.distro} image is up to date ({img.dir}): kernel {img.kernel_release}, "
+                      f"bcc {img.bcc_version} ({time.monotonic() - t0:.1f} s)")
+        return 0
+
+    if args.lab_command == "status":
+        lab = host.lab_dir()
+        names = args.distro or sorted({p.name for p in lab.iterdir() if p.is_dir() and not p.name.startswith(".")}
+                                      | set(build.TESTED_DISTROS)) if lab.exists() or args.distro \
+            else list(build.TESTED_DISTROS)
+        print(f"lab cache: {lab}")
+        for name in names:
+            st = build.image_status(name, lab)
+            img = build.load_image(name, lab)
+            line = f"  {name:10s} {st:8s}"
+            if img:
+                line += (f" kernel {img.kernel_release}, bcc {img.bcc_version}, python {img.python_version}, "
+                         f"built {img.meta.get('built_at', '?')} in {img.meta.get('build_seconds', '?')} s")
+            print(line)
+        return 0
+
+    if args.lab_command == "shell":
+        if not sys.stdin.isatty():
+            raise SnapprofError("lab shell needs a terminal; use `snapprof lab run -- CMD` from scripts")
+        res = qemu.run_guest(args.distro, [], args.output, memory=args.memory, cpus=args.cpus, timeout=None,
+                             extra_append=[a for x in args.append for a in x.split()], interactive=True,
+                             progress=_progress)
+        res.check()
+        return 0
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise SnapprofError("no command to run in the guest: put it after --, e.g. snapprof lab run -- uname -r")
+    res = qemu.run_guest(args.distro, cmd, args.output, memory=args.memory, cpus=args.cpus, timeout=args.timeout,
+                         extra_append=[a for x in args.append for a in x.split()], stream=sys.stdout,
+                         progress=_progress)
+    res.check()
+    _progress(f"{res.distro} ({res.kernel_release}): exit {res.returncode}; booted to CMD in {res.boot_s:.1f} s, "
+              f"{res.duration_s:.1f} s in all; output folder {res.output_dir} (console.log there)")
+    return res.returncode

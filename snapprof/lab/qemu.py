@@ -1,0 +1,436 @@
+"""Boot a lab guest's own kernel under QEMU (TCG) and run one command in it.
+
+    from snapprof.lab.qemu import run_guest
+    res = run_guest("trixie", ["python3", "-m", "snapprof", "--version"], "out/")
+    res.check()          # SnapprofError on timeout, kernel panic or a guest that never ran CMD
+    res.returncode, res.output, res.console_log, res.boot_s, res.duration_s
+
+Inside the guest (see guest-init.sh): CMD runs as root in /project, the project tree
+(snapprof.paths.project_root()) shared read-only over 9p; /output is the host's output
+folder, read-write; proc, sys, devtmpfs, devpts, debugfs, tracefs and bpffs are mounted;
+PYTHONPATH=/project, PYTHONDONTWRITEBYTECODE=1, SNAPPROF_OUTPUT=/output. CMD's stdout and
+stderr (one stream) come back on a second serial port and are streamed to `stream`; the
+kernel console (ttyS0) is kept as <output>/console.log. When CMD ends the guest syncs and
+powers off.
+
+Disks: /dev/vda is the root file system, a qcow2 overlay on the cached base image (the
+base is never written); extra disks follow as /dev/vdb, /dev/vdc... To keep a guest's
+state across two boots (e.g. hibernate to a swap disk, then boot again with
+`resume=/dev/vdb`), pass the same `overlay` path and `extra_disks` to both runs:
+
+    ov = Path("work/root.qcow2")                       # created on first use, then reused
+    swap = create_disk(Path("work/swap.img"), "1G")    # raw, sparse
+    run_guest("bookworm", ["sh", "-c", "mkswap /dev/vdb && swapon /dev/vdb && echo disk > /sys/power/state"],
+              out1, overlay=ov, extra_disks=[swap], extra_append=["resume=/dev/vdb", "no_console_suspend"])
+    run_guest("bookworm", ["true"], out2, overlay=ov, extra_disks=[swap],
+              extra_append=["resume=/dev/vdb", "no_console_suspend"])
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Sequence
+
+from snapprof.errors import SnapprofError
+from snapprof.lab import build, host
+from snapprof.paths import project_root
+
+GUEST_INIT = Path(__file__).with_name("guest-init.sh")
+GUEST_PROJECT = "/project"
+GUEST_OUTPUT = "/output"
+
+# Lines in a console log that mean the guest failed to boot or died.
+BOOT_FAILURES = (
+    re.compile(r"Kernel panic - not syncing: ?(.*)"),
+    re.compile(r"ALERT! +(.*?)(?: Dropping to a shell!)?$"),
+    re.compile(r"snapprof-boot: (cannot mount the job share.*)"),
+    re.compile(r"(Kernel Offset: .*)?VFS: (Unable to mount root fs.*)"),
+)
+START_RE = re.compile(rb"SNAPPROF_START uptime=([0-9.]+)")
+EXIT_RE = re.compile(r"SNAPPROF_EXIT=(\d+)")
+
+
+@dataclass(frozen=True)
+class Disk:
+    """An extra virtio disk. format: 'raw' or 'qcow2'."""
+
+    path: Path
+    format: str = "raw"
+
+
+@dataclass
+class GuestResult:
+    """What one boot did.
+
+    returncode: CMD's exit status; None when CMD never finished (timeout, panic, a guest
+        that hibernated and powered off, a boot that never reached CMD).
+    timed_out: the host killed QEMU after `timeout` seconds.
+    console_log: the kernel console (ttyS0) of this boot.
+    duration_s: host wall time from starting QEMU to its exit.
+    boot_s: host wall time from starting QEMU to CMD starting (None if it never started).
+    guest_uptime_at_start_s: the guest's /proc/uptime when CMD started.
+    output: CMD's stdout+stderr, as streamed.
+    panic: the line that shows the guest died or could not boot, else None.
+    """
+
+    returncode: int | None
+    timed_out: bool
+    console_log: Path
+    duration_s: float
+    boot_s: float | None
+    guest_uptime_at_start_s: float | None
+    output: str
+    panic: str | None
+    qemu_returncode: int | None
+    output_dir: Path
+    distro: str
+    kernel_release: str
+    timeout: float | None = None
+
+    def check(self) -> "GuestResult":
+        """Raise SnapprofError unless CMD ran to the end (its status may be non-zero)."""
+        if self.timed_out:
+            raise SnapprofError(
+                f"the {self.distro} guest did not finish within {self.timeout:g} s; QEMU was killed "
+                f"(console log: {self.console_log}); raise --timeout if the job is just slow",
+                exit_code=124,
+            )
+        if self.panic:
+            raise SnapprofError(
+                f"the {self.distro} guest did not boot or died: {self.panic} (console log: {self.console_log}); "
+                f"rebuild the image with `snapprof lab build --force --distro {self.distro}` if this persists"
+            )
+        if self.returncode is None:
+            raise SnapprofError(
+                f"the {self.distro} guest stopped before the command finished (QEMU exit {self.qemu_returncode}); "
+                f"see the console log {self.console_log}"
+            )
+        return self
+
+
+def find_boot_failure(console_text: str) -> str | None:
+    """The first line of a console log that shows a kernel panic or a failed boot."""
+    for line in console_text.splitlines():
+        line = line.strip()
+        for pat in BOOT_FAILURES:
+            m = pat.search(line)
+            if m:
+                return line[m.start():]
+    return None
+
+
+def find_exit_status(console_text: str) -> int | None:
+    found = EXIT_RE.findall(console_text)
+    return int(found[-1]) if found else None
+
+
+def parse_memory(memory: str | int) -> str:
+    """QEMU's -m value from '2G', '1536M' or a number of MiB; SnapprofError if malformed."""
+    m = re.fullmatch(r"\s*(\d+)\s*([MmGg]?)i?[Bb]?\s*", str(memory))
+    if not m or int(m.group(1)) == 0:
+        raise SnapprofError(f"bad memory size {memory!r}: use e.g. 2G or 1536M")
+    mib = int(m.group(1)) * (1024 if m.group(2).upper() == "G" else 1)
+    if mib < 256:
+        raise SnapprofError(f"memory {memory!r} is too small for a lab guest: give at least 256M")
+    return f"{mib}M"
+
+
+def create_overlay(base: Path, path: Path) -> Path:
+    """A qcow2 file at `path` backed by the raw `base` image (the base stays untouched)."""
+    tools = host.require_tools(["qemu-img"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_run([tools["qemu-img"], "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(Path(base).absolute()),
+                str(path)], "qemu-img create")
+    return path
+
+
+def create_disk(path: Path, size: str, format: str = "raw") -> Disk:
+    """A new empty (sparse) disk for extra_disks, e.g. a swap disk for hibernation."""
+    tools = host.require_tools(["qemu-img"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_run([tools["qemu-img"], "create", "-q", "-f", format, str(path), size], "qemu-img create")
+    return Disk(Path(path), format)
+
+
+def _backing_file(overlay: Path) -> str | None:
+    tools = host.require_tools(["qemu-img"])
+    proc = subprocess.run([tools["qemu-img"], "info", "-U", "--output=json", str(overlay)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SnapprofError(f"cannot read the overlay {overlay}: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout).get("backing-filename")
+
+
+def _check_run(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SnapprofError(f"{what} failed: {last}")
+
+
+def job_script(argv: Sequence[str], env: dict[str, str] | None = None) -> str:
+    """The guest-side script that runs argv with the lab environment."""
+    envs = {
+        "HOME": "/root",
+        "PYTHONPATH": GUEST_PROJECT,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "SNAPPROF_OUTPUT": GUEST_OUTPUT,
+        "SNAPPROF_PROJECT": GUEST_PROJECT,
+        "LC_ALL": "C.UTF-8",
+    }
+    envs.update(env or {})
+    lines = ["# written by snapprof.lab.qemu"]
+    for k, v in envs.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise SnapprofError(f"bad environment variable name {k!r}")
+        lines.append(f"export {k}={shlex.quote(v)}")
+    lines.append(f"cd {GUEST_PROJECT} || exit 125")
+    lines.append("exec " + " ".join(shlex.quote(a) for a in argv))
+    return "\n".join(lines) + "\n"
+
+
+def qemu_command(
+    img: build.Image,
+    qemu: str,
+    overlay: Path,
+    job_dir: Path,
+    output_dir: Path,
+    console_log: Path,
+    job_out: Path | None,
+    memory: str = "2G",
+    cpus: int = 2,
+    extra_disks: Sequence[Disk] = (),
+    extra_append: Sequence[str] = (),
+    project: Path | None = None,
+) -> list[str]:
+    """The qemu-system-x86_64 command line for one boot (job_out None: job port on stdio)."""
+    append = ["root=/dev/vda", "rw", "console=ttyS0", f"init={img.init_path}", "panic=-1", *extra_append]
+    cmd = [
+        qemu, "-accel", "tcg", "-cpu", "max", "-m", parse_memory(memory), "-smp", str(int(cpus)),
+        "-display", "none", "-monitor", "none", "-no-reboot", "-nic", "none",
+        "-kernel", str(img.kernel), "-initrd", str(img.initrd), "-append", " ".join(append),
+        "-drive", f"file={overlay},if=virtio,format=qcow2",
+    ]
+    for d in extra_disks:
+        cmd += ["-drive", f"file={d.path},if=virtio,format={d.format}"]
+    share = "local,security_model=none,path={},mount_tag={}"
+    cmd += ["-virtfs", share.format(job_dir, "snapprof_job")]
+    cmd += ["-virtfs", share.format(project or project_root(), "snapprof_project") + ",readonly=on"]
+    cmd += ["-virtfs", share.format(output_dir, "snapprof_output")]
+    cmd += ["-chardev", f"file,id=console,path={console_log}", "-serial", "chardev:console"]
+    if job_out is None:
+        cmd += ["-chardev", "stdio,id=job,signal=off", "-serial", "chardev:job"]
+    else:
+        cmd += ["-chardev", f"file,id=job,path={job_out}", "-serial", "chardev:job"]
+    return cmd
+
+
+def _as_disk(d) -> Disk:
+    if isinstance(d, Disk):
+        return Disk(Path(d.path).absolute(), d.format)
+    p = Path(d).absolute()
+    try:
+        with open(p, "rb") as f:
+            fmt = "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
+    except OSError as exc:
+        raise SnapprofError(f"cannot open extra disk {p}: {exc.strerror}") from None
+    return Disk(p, fmt)
+
+
+def run_guest(
+    distro: str | build.Image,
+    argv: Sequence[str],
+    output_dir: str | os.PathLike | None = None,
+    memory: str | int = "2G",
+    cpus: int = 2,
+    timeout: float | None = 900,
+    extra_disks: Sequence[str | os.PathLike | Disk] | None = None,
+    overlay: str | os.PathLike | None = None,
+    extra_append: Sequence[str] | str | None = None,
+    stream: IO[str] | None = sys.stdout,
+    env: dict[str, str] | None = None,
+    interactive: bool = False,
+    progress=None,
+) -> GuestResult:
+    """Boot the `distro` lab guest (building its image first if needed), run `argv` in it
+    and return a GuestResult. Does not raise for the guest's own failures: call
+    .check() for that. Raises SnapprofError for bad arguments or a missing host tool.
+
+    output_dir: host folder shared read-write at /output (created; default: a new
+        temporary folder); console.log is written there.
+    timeout: seconds before QEMU is killed (None: no limit).
+    overlay: a qcow2 root-disk overlay to create (if missing) or reuse (if present), kept
+        after the run; default: a throw-away overlay.
+    extra_disks: paths (raw or qcow2, detected) or Disk objects: /dev/vdb, /dev/vdc...
+    extra_append: extra kernel command-line arguments (list, or one string).
+    stream: where CMD's output is written as it arrives (None: only collected).
+    env: extra environment variables for CMD.
+    interactive: connect the job port to this terminal and run a login shell (argv ignored).
+    """
+    img = distro if isinstance(distro, build.Image) else build.ensure_image(distro, progress=progress)
+    tools = host.require_tools(host.RUN_TOOLS)
+    if not interactive and not argv:
+        raise SnapprofError("no command given to run in the guest (put it after --)")
+    if int(cpus) < 1:
+        raise SnapprofError(f"bad --cpus {cpus}: give 1 or more")
+    if timeout is not None and timeout <= 0:
+        raise SnapprofError(f"bad timeout {timeout}: give a number of seconds > 0")
+    if isinstance(extra_append, str):
+        extra_append = extra_append.split()
+    disks = [_as_disk(d) for d in (extra_disks or [])]
+    memory = parse_memory(memory)
+
+    out = Path(output_dir).absolute() if output_dir else Path(tempfile.mkdtemp(prefix="snapprof-lab-"))
+    out.mkdir(parents=True, exist_ok=True)
+    console_log = out / "console.log"
+    work = Path(tempfile.mkdtemp(prefix="snapprof-run-"))
+    try:
+        if overlay is None:
+            ov = create_overlay(img.disk, work / "root.qcow2")
+        else:
+            ov = Path(overlay).absolute()
+            if not ov.exists():
+                create_overlay(img.disk, ov)
+            elif Path(_backing_file(ov) or "") != img.disk.absolute():
+                raise SnapprofError(f"overlay {ov} is not backed by the {img.distro} image {img.disk}; "
+                                    f"use a new overlay path")
+        job_dir = work / "job"
+        job_dir.mkdir()
+        shutil.copyfile(GUEST_INIT, job_dir / "guest-init.sh")
+        conf = {"MODE": "shell" if interactive else "run"}
+        if interactive and sys.stdout.isatty():
+            size = shutil.get_terminal_size()
+            conf.update(ROWS=str(size.lines), COLS=str(size.columns))
+        (job_dir / "job.conf").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in conf.items()))
+        (job_dir / "job.sh").write_text(job_script(argv if not interactive else ["true"], env))
+        job_out = None if interactive else work / "job.out"
+        if job_out:
+            job_out.touch()
+        console_log.write_bytes(b"")
+        cmd = qemu_command(img, tools["qemu-system-x86_64"], ov, job_dir, out, console_log, job_out,
+                           memory, cpus, disks, list(extra_append or ()))
+        result = _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, interactive)
+        status_file = job_dir / "exit-status"
+        if result.returncode is None and status_file.exists():
+            try:
+                result.returncode = int(status_file.read_text().strip())
+            except ValueError:
+                pass
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, interactive) -> GuestResult:
+    qemu_err = work / "qemu.stderr"
+    t0 = time.monotonic()
+    deadline = None if timeout is None else t0 + timeout
+    with open(qemu_err, "wb") as err:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=None if interactive else subprocess.DEVNULL,
+            stdout=None if interactive else subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=not interactive,
+        )
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    collected: list[str] = []
+    job_f = open(job_out, "rb") if job_out else None
+    con_f = open(console_log, "rb")
+    console = bytearray()
+    boot_s = uptime = None
+    panic = None
+    panic_seen_at = None
+    timed_out = False
+
+    def pump() -> None:
+        nonlocal boot_s, uptime, panic, panic_seen_at
+        if job_f:
+            chunk = job_f.read()
+            if chunk:
+                text = decoder.decode(chunk)
+                collected.append(text)
+                if stream is not None:
+                    stream.write(text)
+                    stream.flush()
+        chunk = con_f.read()
+        if chunk:
+            console.extend(chunk)
+            if boot_s is None:
+                m = START_RE.search(console)
+                if m:
+                    boot_s = time.monotonic() - t0
+                    uptime = float(m.group(1))
+            if panic is None and EXIT_RE.search(console.decode("utf-8", "replace")) is None:
+                panic = find_boot_failure(console.decode("utf-8", "replace"))
+                if panic:
+                    panic_seen_at = time.monotonic()
+
+    try:
+        while proc.poll() is None:
+            pump()
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                timed_out = True
+                break
+            if panic_seen_at is not None and now - panic_seen_at > 3:
+                break  # give the kernel 3 s to print the trace, then stop the guest
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+        pump()
+        if job_f:
+            job_f.close()
+        con_f.close()
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            collected.append(tail)
+            if stream is not None:
+                stream.write(tail)
+                stream.flush()
+    duration = time.monotonic() - t0
+    text = console.decode("utf-8", "replace")
+    rc = find_exit_status(text)
+    if rc is not None:
+        panic = None
+    elif proc.returncode not in (0, None) and not timed_out and not panic and boot_s is None:
+        qerr = qemu_err.read_text(errors="replace").strip().splitlines()
+        raise SnapprofError(f"qemu-system-x86_64 failed (exit {proc.returncode}): "
+                            f"{qerr[-1] if qerr else 'no message'}")
+    return GuestResult(
+        returncode=rc,
+        timed_out=timed_out,
+        console_log=console_log,
+        duration_s=round(duration, 2),
+        boot_s=None if boot_s is None else round(boot_s, 2),
+        guest_uptime_at_start_s=uptime,
+        output="".join(collected),
+        panic=panic,
+        qemu_returncode=proc.returncode,
+        output_dir=out,
+        distro=img.distro,
+        kernel_release=img.kernel_release,
+        timeout=timeout,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
