@@ -40,8 +40,8 @@ NOT_REACHED = {
     "processors": COPY_METRICS,
     "core": COPY_METRICS,
 }
-METHOD_ORDER = ("probe", "tracepoint", "sleep-time", "kernel-log", "printk-time", "device",
-                "recorder", "sysfs")
+AFTER_COPY = ("write_ms", "write_kbytes", "write_mbps", "write_pages", "write_compressed_kbytes",
+              "read_ms", "read_kbytes", "read_mbps", "read_pages")
 
 
 @dataclass
@@ -126,12 +126,20 @@ def build_run(trigger: str, outcome: trg.CycleOutcome, data, records: list[tuple
     extra = {}
     if trigger == "snapshot" and "image_bytes" not in measured:
         extra["image_bytes"] = "no image (CREATE_IMAGE did not complete)"
+    if trigger == "hibernate":
+        # The restored system's memory (BPF maps, printk buffer) is the image taken at the
+        # atomic copy: what came after (write, power-off, the boot kernel's read) is gone.
+        for name in AFTER_COPY:
+            extra[name] = ("after the atomic copy: rolled back by the restore, not visible to "
+                           "the restored system (see the serial console log)")
     if data is None:
         why = probe_reason or "probes not attached"
         for m in registry.REGISTRY.values():
             if m.area != "system":
                 extra.setdefault(m.name, why)
     reasons = list(data.not_measured) if data is not None else []
+    if trigger == "hibernate":
+        reasons = [r for r in reasons if r[0] not in AFTER_COPY]
     nm = not_measured_rows(measured, reasons, outcome.pm_test, extra)
 
     status, error = outcome.status, outcome.error
@@ -282,6 +290,9 @@ class Recorder:
             note = trg.lock_memory()
             if note:
                 self.log(f"snapprof record: {note}")
+            mem = trg.self_memory_kb()
+            writer.set_meta({"recorder_rss_kb": mem.get("VmRSS"), "recorder_locked_kb": mem.get("VmLck"),
+                             "recorder_peak_rss_kb": mem.get("VmHWM")})
             self._loop(kind, trigger, ps if o.probes else None, reader, writer, summary,
                        probe_reason)
         finally:

@@ -33,6 +33,7 @@ import array
 import ctypes
 import errno
 import fcntl
+import gc
 import os
 import re
 import signal
@@ -56,6 +57,20 @@ TRIGGERS = ("snapshot", "hibernate", "none") + tuple(f"pm-test:{lv}" for lv in P
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 PAGE = os.sysconf("SC_PAGE_SIZE")
 READ_PAGES = 64  # pages per readv(): snapshot_read() returns at most one page per iovec
+
+
+def self_memory_kb() -> dict[str, int]:
+    """The recorder's own VmRSS / VmLck / VmHWM (kB), from /proc/self/status."""
+    out = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmLck", "VmHWM"):
+                    out[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
 
 
 def now_ns() -> int:
@@ -156,6 +171,11 @@ def lock_memory() -> str | None:
     very image being measured. Returns None, or a note if only a weaker lock was possible.
     """
     libc = ctypes.CDLL(None, use_errno=True)
+    gc.collect()
+    try:
+        libc.malloc_trim(0)  # hand back the heap bcc's compiler freed: not worth locking
+    except AttributeError:
+        pass
     if libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0:
         return None
     err = ctypes.get_errno()

@@ -1,0 +1,141 @@
+"""Guest job for the record lab tests: run `snapprof record` the ways a user would, in one
+boot, and leave the captures plus a JSON summary in OUTDIR for the host-side asserts.
+
+    python3 tests/lab/record_job.py OUTDIR [STEP ...]
+
+Steps (all by default, in this order):
+  snapshot   --runs 3: three /dev/snapshot cycles (default image_size: the fast path)
+  shrink     --image-size 100M: a cycle that must shrink to about 25,600 pages
+  freezer    --trigger pm-test:freezer: freezer and preallocation, no copy
+  none       --trigger none --runs 1 in the background; another process
+             (`snapprof record --no-probes`) runs the cycle
+  kill       --runs 3 in the background; after its first run is committed, RLIMIT_CPU
+             makes the kernel SIGKILL it during the next cycle's CREATE_IMAGE; then a
+             new cycle proves the system runs and /dev/snapshot was released
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TREE = os.path.abspath(os.path.join(HERE, "..", ".."))
+ENV = dict(os.environ, PYTHONPATH=TREE, PYTHONUNBUFFERED="1")
+
+
+def record(out: str, *args: str, timeout: float = 900) -> dict:
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "snapprof", "record", "-o", out, *args],
+                       capture_output=True, text=True, env=ENV, cwd=TREE, timeout=timeout)
+    return {"args": list(args), "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr,
+            "wall_s": time.monotonic() - t}
+
+
+def spawn(out: str, *args: str, log: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "snapprof", "record", "-o", out, *args],
+                            stdout=open(log + ".out", "w"), stderr=open(log, "w"), env=ENV,
+                            cwd=TREE)
+
+
+def wait_for(pred, timeout: float, step: float = 0.2) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def runs_in(path: str) -> int:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT count(*) FROM runs").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def step_none(outdir: str) -> dict:
+    log = os.path.join(outdir, "none.log")
+    p = spawn(os.path.join(outdir, "none.snap"), "--trigger", "none", "--runs", "1", log=log)
+    ready = wait_for(lambda: "waiting for hibernation cycles" in open(log).read(), 300)
+    other = record(os.path.join(outdir, "none-other.snap"), "--no-probes", "--runs", "1")
+    try:
+        rc = p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = "timeout"
+    return {"ready": ready, "rc": rc, "stderr": open(log).read(), "other": other}
+
+
+def step_kill(outdir: str) -> dict:
+    path = os.path.join(outdir, "kill.snap")
+    log = os.path.join(outdir, "kill.log")
+    p = spawn(path, "--runs", "3", "--interval", "4", log=log)
+    res: dict = {"first_run": wait_for(lambda: runs_in(path) >= 1 or p.poll() is not None, 600)}
+    if p.poll() is None:
+        used = cpu_seconds(p.pid)
+        limit = int(used) + 2
+        resource.prlimit(p.pid, resource.RLIMIT_CPU, (limit, limit))
+        res.update(cpu_used_s=used, cpu_limit_s=limit)
+    t = time.monotonic()
+    try:
+        res["rc"] = p.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        res["rc"] = "timeout"
+    res["died_after_s"] = time.monotonic() - t
+    res["stderr"] = open(log).read()
+    res["runs_after_kill"] = runs_in(path)
+    # the system runs on and /dev/snapshot is free again: one more cycle
+    res["after"] = record(os.path.join(outdir, "after-kill.snap"), "--no-probes", "--runs", "1")
+    return res
+
+
+def main() -> int:
+    outdir = sys.argv[1]
+    steps = sys.argv[2:] or ["snapshot", "shrink", "freezer", "none", "kill"]
+    os.makedirs(outdir, exist_ok=True)
+    doc: dict = {"release": os.uname().release, "steps": {}}
+    for step in steps:
+        t = time.monotonic()
+        snap = os.path.join(outdir, f"{step}.snap")
+        if step == "snapshot":
+            res = record(snap, "--runs", "3", "--interval", "1")
+        elif step == "shrink":
+            res = record(snap, "--runs", "1", "--image-size", "100M")
+        elif step == "freezer":
+            res = record(snap, "--trigger", "pm-test:freezer", "--runs", "1")
+        elif step == "none":
+            res = step_none(outdir)
+        elif step == "kill":
+            res = step_kill(outdir)
+        else:
+            raise SystemExit(f"unknown step {step}")
+        res["step_s"] = time.monotonic() - t
+        with open("/sys/power/pm_test") as f, open("/sys/power/image_size") as g:
+            res["power_after"] = {"pm_test": f.read().strip(), "image_size": g.read().strip()}
+        doc["steps"][step] = res
+        print(f"step {step}: {res.get('rc')} in {res['step_s']:.1f} s", flush=True)
+        with open(os.path.join(outdir, "record_job.json"), "w") as f:
+            json.dump(doc, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
