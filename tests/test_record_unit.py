@@ -230,3 +230,40 @@ def test_deadline_is_disarmed():
     with trg.Deadline(30):
         assert signal.getitimer(signal.ITIMER_REAL)[0] > 0
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_sysfs_trigger_sets_and_restores_pm_test(tmp_path):
+    root = power_tree(tmp_path)
+    state = tmp_path / "sys" / "power" / "state"
+    state.write_text("freeze mem disk\n")
+    out = trg.SysfsTrigger("freezer", root).run(trg.Interrupts())
+    assert out.status == "complete" and out.pm_test == "freezer"
+    assert state.read_text() == "disk"  # what was written to /sys/power/state
+    assert trg.read_power("pm_test", root) == "none"
+    assert by_name(out.metrics)["cycle_ms"][3] == "recorder"
+
+
+def test_sysfs_trigger_failure_still_restores(tmp_path):
+    root = power_tree(tmp_path, pm_test="none core processors platform devices [freezer]")
+    out = trg.SysfsTrigger("core", root).run(trg.Interrupts())  # no state file: write fails
+    assert out.status == "failed" and "writing 'disk' to /sys/power/state" in out.error
+    assert trg.read_power("pm_test", root) == "freezer"  # the user's own setting is back
+
+
+def test_hibernate_run_explains_what_the_restore_rolled_back():
+    o = trg.CycleOutcome(status="complete", started_ns=1, ended_ns=2, pm_test="none")
+    data = probe_data(not_measured=[("write_ms", "no image written in this cycle")])
+    recs = [r for r in RECORDS if "Image created" not in r[3]]  # a restored log has no such line
+    run = build_run("hibernate", o, data, recs, [])
+    nm = dict(run.not_measured)
+    assert nm["write_ms"].startswith("after the atomic copy: rolled back by the restore")
+    assert nm["read_ms"].startswith("after the atomic copy")
+    assert run.status == "complete"
+
+
+def test_not_measured_rows_never_list_measured_names():
+    rows = not_measured_rows({"a"}, [("a", "x"), ("b", "y"), ("b", "z")], "core", {"c": "w", "a": "v"})
+    d = dict(rows)
+    assert "a" not in d and d["b"] == "y" and d["c"] == "w"
+    assert d["copy_pages"] == "not reached: pm_test=core"
+    assert "device_suspend_ms" not in d  # the core level does suspend devices
