@@ -177,27 +177,27 @@ def ensure_image(
     host.require_root(f"building the {distro} lab image")
     tools = host.require_tools(host.BUILD_TOOLS)
     lab.mkdir(parents=True, exist_ok=True)
-    with _lock(lab / f".{distro}.lock"):
+    progress = progress or (lambda _m: None)
+    with _lock(lab / f".{distro}.lock", progress):
         if not force:
             img = load_image(distro, lab, want)  # another process may have built it
             if img:
                 return img
         host.require_free_space(lab, NEED_FREE_BYTES, f"building the {distro} lab image")
-        return _build(distro, rec, want, lab, tools, progress or (lambda _m: None))
+        return _build(distro, rec, want, lab, tools, progress)
 
 
 class _lock:
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, progress: Progress):
+        self.path, self.progress = path, progress
 
     def __enter__(self):
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SnapprofError(
-                f"another process is building this lab image (lock {self.path}); wait for it to finish"
-            ) from None
+            self.progress(f"another process is building this image (lock {self.path}); waiting for it")
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
