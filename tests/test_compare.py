@@ -359,3 +359,16 @@ def test_many_labels_html(tmp_path):
     page = render_html(c)
     assert "label (in order, baseline = 0)" in page  # median/min–max panels, not ECDFs
     assert page.count("drawn for the first") == n_labels - 1 - MAX_CHANGE_FIGURES
+
+
+def test_level_option(caps, monkeypatch, capsys):
+    # 3 vs 3 runs: no 95 % interval, but a 90 % one (best two-sided p = 2/20)
+    assert _run_cli(monkeypatch, caps["few_a"], caps["few_b"], "--level", "0.9",
+                    "--fail-on", "freeze_user_ms>+10%") == 1
+    out = capsys.readouterr().out
+    assert "90% CI of change" in out and "worse" in out
+    for bad in ("1.5", "95", "x"):
+        with pytest.raises(SystemExit) as exc:
+            _run_cli(monkeypatch, caps["base"], caps["slow"], "--level", bad)
+        assert exc.value.code == 2
+        assert "--level" in capsys.readouterr().err

@@ -18,7 +18,7 @@ examples:
 
 The first label is the baseline; every other label is compared against it. Captures with
 the same label (default: the kernel release in the capture) are pooled. Only complete runs
-count. change = median(label) - median(baseline); its interval is the exact 95 %
+count. change = median(label) - median(baseline); its interval is the exact 95 % (--level)
 distribution-free interval of the shift (Hodges-Lehmann), p the Mann-Whitney U test. A
 verdict needs the interval to exclude 0 and p <= 0.05; with too few runs there is none.
 
@@ -49,9 +49,23 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fail-on", action="append", default=[], metavar="EXPR",
                    help="exit 1 when EXPR is crossed with confidence, e.g. 'image_pages>+5%%', "
                         "'copy_window_ms>+50', 'write_mbps<-10%%' (repeatable)")
+    p.add_argument("--level", type=_level, default=0.95, metavar="P",
+                   help="confidence level of the intervals and verdicts (default 0.95; with 3 runs "
+                        "per kernel only 0.90 or less can give a verdict)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
     return p
+
+
+def _level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.5 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a confidence level between 0.5 and 1 "
+                                         "(e.g. 0.95)")
+    return value
 
 
 def _format(args) -> str:
@@ -97,7 +111,7 @@ def run(args) -> int:
 
     thresholds = [parse_threshold(e) for e in args.fail_on]  # bad syntax fails before any work
     frames = load_captures(args.captures)
-    cmp = compare(group_captures(frames, args.label))
+    cmp = compare(group_captures(frames, args.label), level=args.level)
     results = check_thresholds(cmp, thresholds)
 
     fmt = _format(args)

@@ -174,7 +174,7 @@ def pages_figure(cmp: Comparison) -> str | None:
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(names))],
                   [_short(f"{registry.get(n).label} ({n})", 60) for n in names], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("pages (median, 95 % CI of the median where there are enough runs)")
+    ax.set_xlabel(f"pages (median, {cmp.level * 100:g} % CI of the median where there are enough runs)")
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return svg(fig, "pages")
@@ -296,6 +296,7 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
                     "differs": cmp.groups[lab].meta_differs} for lab in cmp.labels],
         "method": ct.method_note(cmp),
         "setup_notes": cmp.setup_notes,
+        "level": f"{cmp.level * 100:g}",
         "max_change_figures": MAX_CHANGE_FIGURES,
         "comparisons": comparisons,
         "thresholds": [{"expr": t.threshold.expr, "label": t.label, "status": t.status,

@@ -112,8 +112,8 @@ def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
                 r["verdict"] + (f"  [{r['note']}]" if r["note"] else ""),
             ])
         if rows:
-            lines.append(table(["figure", "n", f"{cmp.baseline} median [95% CI]",
-                                f"{lab} median [95% CI]", "change",
+            lines.append(table(["figure", "n", f"{cmp.baseline} median [{_pct_level(cmp)}% CI]",
+                                f"{lab} median [{_pct_level(cmp)}% CI]", "change",
                                 f"{_pct_level(cmp)}% CI of change", "p", "verdict"], rows))
         nc = cmp.not_comparable[cmp.not_comparable["label"] == lab]
         if not nc.empty:
