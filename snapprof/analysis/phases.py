@@ -6,9 +6,17 @@ A phase is a span between a ``begin`` and an ``end`` event of one kernel functio
 wins (the order in ``PHASES``).
 
 The atomic copy is special: every BPF clock stands still between ``syscore_suspend`` and
-``syscore_resume``, so its *position* on the timeline is [end of syscore_suspend, begin of
-syscore_resume] but its *duration* is the ``copy_window_ms`` metric, with that metric's
-method (sleep-time or printk-time). Without the metric the copy's duration is NaN.
+``syscore_resume``, so its *duration* is the ``copy_window_ms`` metric, with that metric's
+method (sleep-time or printk-time); without the metric it is NaN. Its *position* starts at
+the end of syscore_suspend (where the clocks froze) and ends where CLOCK_BOOTTIME resumed:
+at the ``sleep_time`` instant event when there is one (timekeeping_resume, inside
+syscore_resume, injects the sleep time into BOOTTIME there), else at the begin of
+syscore_resume.
+
+That injection also lands inside the span of whatever phase is open at that moment
+(syscore_resume): the duration of a phase whose span contains a ``sleep_time`` event is its
+clock difference less the injected sleep time (exact: it is the same number), and its
+method says so ("tracepoint, less sleep-time").
 """
 
 from __future__ import annotations
@@ -59,6 +67,9 @@ PHASE_LABELS: dict[str, str] = {p.name: p.label for p in PHASES}
 
 #: Span of the shrink step inside ``prealloc`` (drawn nested on the timeline, not a phase).
 SHRINK_EVENT = "shrink_all_memory"
+#: Instant event: the sleep time (ns, in ``value``) the kernel injected into CLOCK_BOOTTIME.
+SLEEP_EVENT = "sleep_time"
+LESS_SLEEP = ", less sleep-time"
 
 
 def _method(source: str) -> str:
@@ -113,6 +124,7 @@ def derive_phases(events: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     frame = (pd.concat(parts, ignore_index=True) if parts
              else pd.DataFrame(columns=["run_id", "name", "start_ns", "end_ns", "phase", "method"]))
     frame["duration_ms"] = (frame["end_ns"] - frame["start_ns"]) / 1e6
+    frame = _less_sleep(frame, events)
     copy = _copy_phase(frame, events, metrics)
     frame = pd.concat([frame, copy], ignore_index=True) if not copy.empty else frame
     frame["order"] = frame["phase"].map({n: i for i, n in enumerate(PHASE_ORDER)})
@@ -122,6 +134,27 @@ def derive_phases(events: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     for col in ("start_ns", "end_ns", "duration_ms"):
         out[col] = out[col].astype("float64")
     return out
+
+
+def _sleeps(events: pd.DataFrame) -> pd.DataFrame:
+    ev = events[(events["name"] == SLEEP_EVENT) & (events["kind"] == "instant")]
+    return ev[["run_id", "ts_ns", "value"]].dropna()
+
+
+def _less_sleep(frame: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Subtract the injected sleep time from the phases whose span contains its event."""
+    sleeps = _sleeps(events)
+    if sleeps.empty or frame.empty:
+        return frame
+    frame = frame.reset_index(drop=True)
+    j = frame.reset_index().merge(sleeps, on="run_id")
+    j = j[(j["ts_ns"] >= j["start_ns"]) & (j["ts_ns"] <= j["end_ns"])]
+    if j.empty:
+        return frame
+    slept = j.groupby("index")["value"].sum()
+    frame.loc[slept.index, "duration_ms"] -= slept.astype("float64") / 1e6
+    frame.loc[slept.index, "method"] = frame.loc[slept.index, "method"] + LESS_SLEEP
+    return frame
 
 
 #: Events that show a run reached the atomic copy (pm_test=core stops before it).
@@ -144,6 +177,9 @@ def _copy_phase(frame: pd.DataFrame, events: pd.DataFrame, metrics: pd.DataFrame
     out = pd.DataFrame({"run_id": runs.values})
     out = out.merge(sus, on="run_id", how="left").merge(res, on="run_id", how="left")
     out = out.merge(cw, on="run_id", how="left").rename(columns={"value": "duration_ms"})
+    resumed = _sleeps(events).groupby("run_id")["ts_ns"].min()
+    has = out["run_id"].isin(resumed.index)
+    out.loc[has, "end_ns"] = out.loc[has, "run_id"].map(resumed).astype("float64")
     out["phase"] = "copy"
     out["method"] = out["method"].where(out["method"].notna(), None)
     # A syscore_resume that begins before syscore_suspend ended would be a broken record.

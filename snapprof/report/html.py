@@ -60,7 +60,7 @@ def _memory(model: dict) -> tuple[str | None, str]:
 def _callbacks(rows: list[dict], salt: str) -> str | None:
     if not rows:
         return None
-    items = [(f"{d['device']} [{d['driver'] or '?'}] {d['stage']}", d["median_ms"], d["max_ms"])
+    items = [(f"{d['device']} [{d['driver'] or 'no driver'}] {d['stage']}", d["median_ms"], d["max_ms"])
              for d in rows]
     return plots.hbars(items, "ms", salt, "#9467bd")
 

@@ -31,6 +31,14 @@ META_HEADER = ("kernel_release", "kernel_version", "distro", "lab_distro", "mach
                "power_disk", "pm_test", "image_size", "reserved_size", "recorded_at",
                "snapprof_version", "bcc_version", "python_version")
 TOP = 15
+CHOICE_KEYS = ("pm_test", "power_disk")  # /sys/power files that list choices, "[current]" marked
+
+
+def _selected(value: str | None) -> str | None:
+    """The bracketed current choice of a /sys/power choice list ("[none] core" → "none")."""
+    if value and "[" in value and "]" in value:
+        return value[value.index("[") + 1:value.index("]")]
+    return value
 
 
 def clean(value):
@@ -93,7 +101,8 @@ def _header(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
                            "reason": "; ".join(dict.fromkeys(group["reason"].astype(str)))})
     drops = frames.runs["ringbuf_drops"].fillna(0)
     return {
-        "meta": {k: frames.meta.get(k) for k in META_HEADER},
+        "meta": {k: _selected(frames.meta.get(k)) if k in CHOICE_KEYS else frames.meta.get(k)
+                 for k in META_HEADER},
         "meta_other": {k: v for k, v in sorted(frames.meta.items()) if k not in META_HEADER},
         "runs_total": int(len(frames.runs)),
         "runs_by_status": {s: int(status.get(s, 0)) for s in ("complete", "failed", "incomplete")},
@@ -277,6 +286,7 @@ def _kernel_log(frames: CaptureFrames, wide: pd.DataFrame, max_runs: int = 20) -
             "label": m.label if m else EXTRA_LABELS.get(row.name, row.name),
             "unit": row.unit, "kernel": clean(row.value), "text": row.text,
             "measured": clean(measured["value"]) if measured is not None else None,
+            "has_metric": m is not None,
             "method": measured["method"] if measured is not None else None,
             "source": clean(measured["source"]) if measured is not None else None,
         })

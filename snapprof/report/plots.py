@@ -18,6 +18,8 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from snapprof.analysis.phases import LESS_SLEEP
+
 GROUP_COLORS = {
     "sync": "#8c8c8c", "freeze_user": "#1f77b4", "prealloc": "#ff7f0e", "freeze_kernel": "#17becf",
     "dpm_prepare": "#9467bd", "dpm_suspend": "#9467bd", "dpm_suspend_late": "#b19cd9",
@@ -27,7 +29,8 @@ GROUP_COLORS = {
     "dpm_complete": "#98df8a", "thaw": "#e377c2", "image_write": "#8c564b",
     "image_read": "#c49c94", "restore": "#dbdb8d",
 }
-COPY_NOTE = "length from the kernel's sleep-time report: BPF clocks stop during the copy"
+COPY_NOTE = ("length from the kernel's sleep-time report: the clocks stand still during the copy "
+             "and CLOCK_BOOTTIME jumps by that much when they restart (hatched)")
 
 
 def _t(text) -> str:
@@ -87,7 +90,7 @@ def timeline(run: dict) -> str:
             ax.plot([start / div], [y], marker="D", color=color, markersize=6)
             length = (f"{_fmt_ms(p['duration_ms'])} ({p['method']})" if p["duration_ms"] is not None
                       else "length not measured")
-            ax.annotate(f"copy {length}*", (start / div, y), xytext=(8, 0),
+            ax.annotate(f"copy {length}*", ((start + max(gap, 0)) / div, y), xytext=(8, 0),
                         textcoords="offset points", va="center", fontsize=7.5, color=color)
             continue
         end = p["end_ms"]
@@ -97,6 +100,8 @@ def timeline(run: dict) -> str:
             ax.annotate("no end recorded", (start / div, y), xytext=(4, 0),
                         textcoords="offset points", va="center", fontsize=7.5, color="#d62728")
             continue
+        if p["method"].endswith(LESS_SLEEP) and p["duration_ms"] is not None:
+            start = end - p["duration_ms"]  # its span holds the injected sleep time: draw the rest
         ax.barh(y, max(end - start, 0) / div, left=start / div, color=color, height=0.6)
         ax.plot([start / div], [y], marker="|", color=color, markersize=9)
         ax.annotate(f"{_fmt_ms(p['duration_ms'])} ({p['method']})", (end / div, y), xytext=(4, 0),

@@ -121,7 +121,8 @@ def render_text(model: dict) -> str:
     out += ["", "Kernel log beside the measured figures"]
     out.append(table(["run", "figure", "kernel log", "measured", "method", "log line"], [
         [str(c["run_id"]), c["label"], number(c["kernel"], c["unit"]),
-         number(c["measured"], c["unit"], NOT_MEASURED), c["method"] or "", c["text"]]
+         number(c["measured"], c["unit"], NOT_MEASURED if c["has_metric"] else "–"),
+         c["method"] or "", c["text"]]
         for c in kl["checks"] if c["run_id"] in kl["runs_shown"]]))
 
     out += ["", "Not measured (no complete run has the figure)"]
