@@ -54,7 +54,6 @@ POWER = "/sys/power"
 PM_TEST_LEVELS = ("freezer", "devices", "platform", "processors", "core")
 TRIGGERS = ("snapshot", "hibernate", "none") + tuple(f"pm-test:{lv}" for lv in PM_TEST_LEVELS)
 
-MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 PAGE = os.sysconf("SC_PAGE_SIZE")
 READ_PAGES = 64  # pages per readv(): snapshot_read() returns at most one page per iovec
 
@@ -163,25 +162,49 @@ class PowerSettings:
 
 # -- safety -------------------------------------------------------------------------------
 
-def lock_memory() -> str | None:
-    """mlockall as userland-swsusp.rst asks, so the cycle needs no page-in while frozen.
+# Mappings the cycle never runs: bcc's compiler. Locking their resident pages would make
+# them unreclaimable and raise the minimum image size the kernel can shrink to.
+_COMPILER_LIBS = re.compile(r"/lib(?:LLVM|clang|bcc)[-.\w]*\.so")
+MLOCK_ONFAULT = 1
 
-    MCL_ONFAULT locks the pages the recorder has touched (and will touch) without faulting
-    in every mapped file (bcc's LLVM alone is ~100 MB): that would add its pages to the
-    very image being measured. Returns None, or a note if only a weaker lock was possible.
+
+def lock_memory() -> str | None:
+    """Keep the pages the cycle needs resident, so nothing is paged in while frozen
+    (userland-swsusp.rst asks for mlockall).
+
+    Every mapping but bcc's compiler libraries is locked with MLOCK_ONFAULT: the pages
+    resident now and any faulted in later stay, nothing is faulted in just to be locked.
+    mlockall would also pin LLVM (~100 MB resident after compiling the probes), and locked
+    pages count against the minimum image size: the very shrinking being measured. Freed
+    heap is handed back first (malloc_trim). Returns None, or a note on what went wrong.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     gc.collect()
     try:
-        libc.malloc_trim(0)  # hand back the heap bcc's compiler freed: not worth locking
+        libc.malloc_trim(0)
     except AttributeError:
         pass
-    if libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0:
-        return None
-    err = ctypes.get_errno()
-    if err == errno.EINVAL and libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0:
-        return "mlockall without MCL_ONFAULT"
-    return f"mlockall failed: {os.strerror(ctypes.get_errno() or err)}"
+    try:
+        mlock2 = libc.mlock2
+    except AttributeError:
+        return "mlock2 unavailable (glibc < 2.27): memory not locked"
+    mlock2.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    failed = 0
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+        maps = f.read().splitlines()
+    for line in maps:
+        parts = line.split(None, 5)
+        path = parts[5] if len(parts) > 5 else ""
+        if _COMPILER_LIBS.search(path) or path in ("[vvar]", "[vsyscall]", "[vdso]", "[vvar_vclock]"):
+            continue
+        if parts[1].startswith("---"):
+            continue  # guard pages
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        if mlock2(lo, hi - lo, MLOCK_ONFAULT) != 0:
+            failed += 1
+    if failed:
+        return f"mlock2 failed for {failed} of {len(maps)} mappings"
+    return None
 
 
 class Deadline:
