@@ -18,6 +18,8 @@ examples:
   snapprof lab run --timeout 300 --memory 3G --cpus 2 -- sh -c 'cat /sys/power/state'
   snapprof lab shell --distro trixie         # interactive root shell; exit to power off
   snapprof lab status                        # which images are built, where, what they hold
+  snapprof lab compare --distro bookworm --distro trixie --runs 5 -o cmp
+                                             # record each kernel, report each, compare them
 
 The cache lives in $SNAPPROF_LAB_DIR, else $XDG_CACHE_HOME/snapprof/lab, else
 ~/.cache/snapprof/lab. Inside the guest the project tree is /project (read-only, also
@@ -70,6 +72,25 @@ def register(subparsers) -> argparse.ArgumentParser:
     machine_args(s)
     s.add_argument("-o", "--output", metavar="DIR", help="host folder shared read-write at /output")
 
+    c = sub.add_parser("compare", help="record kernels in their guests, report each, compare them",
+                       description="For each --distro: boot its guest, run `snapprof record --runs N` "
+                       "inside, bring the capture back and write its report; then compare the kernels "
+                       "(DIR/compare.html, .txt, .json) and print the headline table. Guests run one "
+                       "at a time so that they do not skew each other's timings.")
+    c.add_argument("--distro", action="append", required=True, metavar="SUITE",
+                   help="a Debian suite to record (give two or more; the first is the baseline)")
+    c.add_argument("--runs", type=int, default=5, help="cycles recorded per kernel (default: 5)")
+    c.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="folder for the captures, reports and comparison")
+    c.add_argument("--memory", default="2G", help="guest memory (default: 2G)")
+    c.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
+    c.add_argument("--timeout", type=float, default=1800, metavar="S",
+                   help="kill a guest after S seconds (default: 1800)")
+    c.add_argument("--record-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for `snapprof record` in the guests (repeatable), "
+                   "e.g. --record-arg=--image-size=0")
+    c.add_argument("--force", action="store_true", help="reuse a non-empty output folder")
+
     st = sub.add_parser("status", help="list the cached guest images")
     st.add_argument("--distro", action="append", metavar="SUITE", help="only these suites")
 
@@ -92,6 +113,21 @@ def run(args) -> int:
         if status == "ready" and not args.force:
             _progress(f"{img.distro} image is up to date ({img.dir}): kernel {img.kernel_release}, "
                       f"bcc {img.bcc_version} ({time.monotonic() - t0:.1f} s)")
+        return 0
+
+    if args.lab_command == "compare":
+        from pathlib import Path
+
+        from snapprof.lab.compare import headline_table, lab_compare
+
+        kernels, cmp = lab_compare(args.distro, args.runs, Path(args.output), memory=args.memory,
+                                   cpus=args.cpus, timeout=args.timeout, record_args=args.record_arg,
+                                   force=args.force)
+        print(f"\nHeadline: median [95 % CI] over complete runs; change vs {cmp.baseline}")
+        print(headline_table(cmp))
+        for k in kernels:
+            print(f"  {k.distro}: capture {k.capture}, report {k.report}")
+        print(f"  comparison: {Path(args.output) / 'compare.html'}")
         return 0
 
     if args.lab_command == "status":
