@@ -372,3 +372,22 @@ def test_level_option(caps, monkeypatch, capsys):
             _run_cli(monkeypatch, caps["base"], caps["slow"], "--level", bad)
         assert exc.value.code == 2
         assert "--level" in capsys.readouterr().err
+
+
+def test_load_captures_in_worker_processes(caps, tmp_path):
+    """From PARALLEL_FROM captures on, workers read them: same frames, same one-line errors."""
+    import pandas as pd
+
+    from snapprof.analysis.compare import PARALLEL_FROM
+
+    paths = [caps["base"], caps["slow"]] * (PARALLEL_FROM // 2 + 1)
+    par = load_captures(paths, jobs=2)
+    seq = load_captures(paths, jobs=1)
+    assert [f.source for f in par] == [p.name for p in paths]
+    for a, b in zip(par, seq):
+        for attr in ("runs", "metrics", "phases", "devices", "tasks"):
+            pd.testing.assert_frame_equal(getattr(a, attr), getattr(b, attr), obj=attr)
+    bad = tmp_path / "bad.snap"
+    bad.write_text("not a capture")
+    with pytest.raises(SnapprofError, match="bad.snap: not a snapprof capture"):
+        load_captures(paths + [bad], jobs=2)

@@ -76,6 +76,8 @@ class Group:
     methods: dict[str, str]              # metric or phase -> method(s), ", "-joined
     frames: list[CaptureFrames]
     nm_names: set[str]                   # metrics with a not_measured row in a complete run
+    nm_reasons: dict                     # (capture position, metric) -> the recorder's reasons
+    complete: list[list[int]]            # complete run ids of each capture
     devices: pd.DataFrame                # cap, run_id, device, driver, ms (callbacks of the run summed)
     tasks: pd.DataFrame                  # cap, run_id, stage, comm, ms (slowest task of that name)
     meta_differs: list[str] = field(default_factory=list)  # meta keys that differ within the group
@@ -108,46 +110,61 @@ class Comparison:
 # --------------------------------------------------------------------------- grouping
 
 
-def load_captures(paths) -> list[CaptureFrames]:
+#: From this many captures on, they are read by worker processes (one per CPU).
+PARALLEL_FROM = 8
+
+
+def _read_frames(path) -> CaptureFrames:
+    """Frames of one capture with its phases left empty (derived later, for all at once)."""
+    with CaptureReader(path) as reader:
+        meta = reader.meta()
+        probes = pd.DataFrame(reader.probes(), columns=PROBE_COLUMNS)
+        runs = pd.DataFrame(reader.runs(), columns=RUN_COLUMNS)
+        tables = {}
+        for name, cols in COLUMNS.items():
+            order = "run_id, ts_ns" if name == "events" else "run_id"
+            cur = reader.db.execute(f"SELECT {', '.join(cols)} FROM {name} ORDER BY {order}")
+            tables[name] = pd.DataFrame.from_records(cur.fetchall(), columns=list(cols))
+    # build_frames without events and metrics (so it derives no phases), then the two
+    # tables with build_frames' own conversions
+    raw_events, raw_metrics = tables["events"], tables["metrics"]
+    f = build_frames(meta, probes, runs,
+                     {**tables, "events": raw_events.iloc[:0], "metrics": raw_metrics.iloc[:0]},
+                     source=os.path.basename(os.fspath(path)))
+    f.events = raw_events.astype({"ts_ns": "int64"})
+    f.metrics = raw_metrics.astype({"value": "float64"})
+    return f
+
+
+def load_captures(paths, jobs: int | None = None) -> list[CaptureFrames]:
     """``frames.load_capture`` for many captures at once, with the same result.
 
     ``derive_phases`` works run by run and costs mostly per call, not per row, so the
     phases of all captures are derived in one call on their events put together (run ids
     moved apart by capture), then split back. Everything else is ``frames.build_frames``.
+    From PARALLEL_FROM captures on, the files are read by ``jobs`` worker processes
+    (default: one per CPU). Errors (not a capture, ...) are raised for the first bad path.
     """
-    loaded, events, metrics = [], [], []
-    for i, path in enumerate(paths):
-        with CaptureReader(path) as reader:
-            meta = reader.meta()
-            probes = pd.DataFrame(reader.probes(), columns=PROBE_COLUMNS)
-            runs = pd.DataFrame(reader.runs(), columns=RUN_COLUMNS)
-            tables = {}
-            for name, cols in COLUMNS.items():
-                order = "run_id, ts_ns" if name == "events" else "run_id"
-                cur = reader.db.execute(f"SELECT {', '.join(cols)} FROM {name} ORDER BY {order}")
-                tables[name] = pd.DataFrame.from_records(cur.fetchall(), columns=list(cols))
-        # build_frames without events and metrics (so it derives no phases), then the two
-        # tables with build_frames' own conversions
-        raw_events, raw_metrics = tables["events"], tables["metrics"]
-        f = build_frames(meta, probes, runs,
-                         {**tables, "events": raw_events.iloc[:0], "metrics": raw_metrics.iloc[:0]},
-                         source=os.path.basename(os.fspath(path)))
-        f.events = raw_events.astype({"ts_ns": "int64"})
-        f.metrics = raw_metrics.astype({"value": "float64"})
-        offset = i << 32
-        events.append(f.events.assign(run_id=f.events["run_id"] + offset))
-        metrics.append(f.metrics.assign(run_id=f.metrics["run_id"] + offset))
-        loaded.append(f)
+    paths = list(paths)
+    jobs = jobs or os.cpu_count() or 1
+    if len(paths) >= PARALLEL_FROM and jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            loaded = list(pool.map(_read_frames, paths, chunksize=max(1, len(paths) // (2 * jobs))))
+    else:
+        loaded = [_read_frames(p) for p in paths]
     if not loaded:
         return []
+    events = [f.events.assign(run_id=f.events["run_id"] + (i << 32)) for i, f in enumerate(loaded)]
+    metrics = [f.metrics.assign(run_id=f.metrics["run_id"] + (i << 32)) for i, f in enumerate(loaded)]
     phases = derive_phases(pd.concat(events, ignore_index=True), pd.concat(metrics, ignore_index=True))
     cap = phases["run_id"].to_numpy() >> 32
     for i, f in enumerate(loaded):
         part = phases[cap == i]
         f.phases = part.assign(run_id=part["run_id"] - (i << 32)).reset_index(drop=True)
     return loaded
-
-
 
 
 def default_label(frames: CaptureFrames) -> str:
@@ -166,20 +183,30 @@ def _status_counts(frames: CaptureFrames) -> dict[str, int]:
 def group_reason(group: "Group", name: str) -> str:
     """Why metric ``name`` has no value in the group: the per-capture reasons of ``snapprof
     report`` (summary.not_measured_reason), distinct, "; "-joined."""
-    reasons = [not_measured_reason(f, name, summary_runs(f) or None) for f in group.frames]
+    reasons = []
+    for i, f in enumerate(group.frames):
+        own = group.nm_reasons.get((i, name))
+        # the recorder's reasons are taken from the pooled table; without any, the report's
+        # own fallback (an unattached probe of the same area) applies
+        reasons.append("; ".join(own) if own else
+                       not_measured_reason(f, name, group.complete[i] or None))
     uniq = [r for r in dict.fromkeys(reasons) if r != NO_REASON]
     return "; ".join(uniq) if uniq else NO_REASON
 
 
-def _pooled(frames_list: list[CaptureFrames], attr: str, cols: list[str]) -> pd.DataFrame:
+def _pooled(frames_list: list[CaptureFrames], complete: list[list[int]], attr: str,
+            cols: list[str]) -> pd.DataFrame:
     """Rows of one frame table from every capture, complete runs only, with a ``cap`` column
     (the capture's position in the group) so run ids of different captures stay apart."""
     parts = []
-    for i, f in enumerate(frames_list):
-        df = getattr(f, attr)
-        sub = df.loc[df["run_id"].isin(summary_runs(f)), cols]
-        parts.append(sub.assign(cap=i))
-    return pd.concat(parts, ignore_index=True)
+    for f, runs in zip(frames_list, complete):
+        df = getattr(f, attr)[cols]
+        if len(runs) != len(f.runs):
+            df = df[df["run_id"].isin(runs).to_numpy()]
+        parts.append(df)
+    out = pd.concat(parts, ignore_index=True)
+    out["cap"] = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+    return out
 
 
 def _wide(long: pd.DataFrame, index: pd.MultiIndex, columns: str, values: str) -> pd.DataFrame:
@@ -193,7 +220,8 @@ def _wide(long: pd.DataFrame, index: pd.MultiIndex, columns: str, values: str) -
 
 
 def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
-    keys = [(i, r) for i, f in enumerate(frames_list) for r in summary_runs(f)]
+    complete = [summary_runs(f) for f in frames_list]
+    keys = [(i, r) for i, runs in enumerate(complete) for r in runs]
     index = pd.MultiIndex.from_arrays([[k[0] for k in keys], [k[1] for k in keys]],
                                       names=["cap", "run_id"])
     excluded: dict[str, int] = {}
@@ -201,9 +229,9 @@ def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
         for status, count in _status_counts(f).items():
             excluded[status] = excluded.get(status, 0) + count
 
-    metrics = _pooled(frames_list, "metrics", ["run_id", "name", "value", "unit", "method"])
+    metrics = _pooled(frames_list, complete, "metrics", ["run_id", "name", "value", "unit", "method"])
     values = _wide(metrics, index, "name", "value")
-    phases_long = _pooled(frames_list, "phases", ["run_id", "phase", "duration_ms", "method"])
+    phases_long = _pooled(frames_list, complete, "phases", ["run_id", "phase", "duration_ms", "method"])
     phases = _wide(phases_long, index, "phase", "duration_ms")
     phases = phases[[p for p in PHASE_ORDER if p in phases.columns]
                     + sorted(p for p in phases.columns if p not in PHASE_ORDER)]
@@ -214,14 +242,14 @@ def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
     methods.update({("phase", n): ", ".join(sorted(set(m.dropna())))
                     for n, m in measured.groupby("phase")["method"]})
 
-    dev = _pooled(frames_list, "devices", ["run_id", "device", "driver", "duration_ms"])
+    dev = _pooled(frames_list, complete, "devices", ["run_id", "device", "driver", "duration_ms"])
     if dev.empty:
         devices = pd.DataFrame(columns=["cap", "run_id", "device", "driver", "ms"])
     else:
         g = dev.groupby(["cap", "run_id", "device"])
         devices = pd.DataFrame({"driver": g["driver"].first(),
                                 "ms": g["duration_ms"].sum(min_count=1)}).reset_index()
-    tk = _pooled(frames_list, "tasks", ["run_id", "stage", "comm", "freeze_latency_ms"])
+    tk = _pooled(frames_list, complete, "tasks", ["run_id", "stage", "comm", "freeze_latency_ms"])
     if tk.empty:
         tasks = pd.DataFrame(columns=["cap", "run_id", "stage", "comm", "ms"])
     else:
@@ -229,7 +257,9 @@ def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
         tasks = (tk.groupby(["cap", "run_id", "stage", "comm"])["freeze_latency_ms"].max()
                  .rename("ms").reset_index())
 
-    nm = _pooled(frames_list, "not_measured", ["run_id", "name"])
+    nm = _pooled(frames_list, complete, "not_measured", ["run_id", "name", "reason"])
+    nm_reasons = {key: list(dict.fromkeys(r.astype(str)))
+                  for key, r in nm.groupby(["cap", "name"], sort=False)["reason"]}
     differs = sorted(k for k in ("kernel_release", *SETUP_KEYS)
                      if len({fr.meta.get(k) for fr in frames_list}) > 1)
     return Group(
@@ -244,6 +274,8 @@ def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
         methods=methods,
         frames=list(frames_list),
         nm_names=set(nm["name"]),
+        nm_reasons=nm_reasons,
+        complete=complete,
         devices=devices,
         tasks=tasks,
         meta_differs=differs,
