@@ -58,7 +58,7 @@ def _short(label: str, width: int = 24) -> str:
 def ecdf_figure(cmp: Comparison, items: list[tuple[str, str]], title: str) -> str | None:
     """Small multiples: one ECDF panel per (kind, name), one step line per label (with more
     than MAX_ECDF_LABELS labels: each label's median and min–max, labels in order)."""
-    items = [it for it in items if any(_values(cmp, lab, *it) is not None for lab in cmp.labels)]
+    items = [it for it in items if not _constant(cmp, *it)]
     if not items:
         return None
     colors = _colors(cmp.labels)
@@ -109,6 +109,18 @@ def ecdf_figure(cmp: Comparison, items: list[tuple[str, str]], title: str) -> st
                    frameon=False)
     fig.suptitle(title, fontsize=11)
     return svg(fig, "ecdf-" + title.split(":")[0])
+
+
+def _constant(cmp: Comparison, kind: str, name: str) -> bool:
+    """True when every measured run of every label has the same value (nothing to draw)."""
+    seen = set()
+    for lab in cmp.labels:
+        v = _values(cmp, lab, kind, name)
+        if v is not None:
+            seen.update(np.unique(v).tolist())
+        if len(seen) > 1:
+            return False
+    return True
 
 
 def _ranges(ax, cmp: Comparison, kind: str, name: str, unit: str) -> None:
