@@ -1,8 +1,9 @@
 """UNIT-TEST FIXTURES ONLY: small synthetic captures written with CaptureWriter.
 
-The figures below are invented to exercise code paths (a complete run, a failed run, a
-run that stopped half-way, hostile names); they are not measurements and never appear in
-the product or its documentation. Real captures from the lab live in tests/data/*.snap.
+The figures below are invented to exercise code paths the real captures do not have (a
+failed run, a run that stopped half-way); they are not measurements and never appear in
+the product or its documentation. Real captures from the lab live in tests/data/*.snap;
+``copy_with_hostile_names`` derives a capture from one of them with hostile names.
 """
 
 from __future__ import annotations
@@ -147,3 +148,29 @@ def write_capture(path, n_complete: int = 3, failed: bool = True, incomplete: bo
         if incomplete:
             w.add_run(incomplete_run())
     return path
+
+
+def copy_with_hostile_names(source, dest):
+    """A copy of a real capture whose slowest task and slowest suspend callback of run 1 are
+    renamed to HOSTILE (every figure stays the recorded one)."""
+    from snapprof.capture import COLUMNS, CaptureReader
+
+    with CaptureReader(source) as r:
+        meta, probes, runs = r.meta(), r.probes(), r.runs()
+        tables = {t: r.table(t) for t in COLUMNS}
+    tasks = [t for t in tables["tasks"] if t["run_id"] == 1 and t["freeze_latency_ns"]]
+    devs = [d for d in tables["devices"] if d["run_id"] == 1 and d["stage"] == "suspend"]
+    max(tasks, key=lambda t: t["freeze_latency_ns"])["comm"] = HOSTILE
+    max(devs, key=lambda d: d["duration_ns"])["device"] = HOSTILE
+    with CaptureWriter(dest) as w:
+        w.set_meta(meta)
+        w.set_probes([(p["name"], p["area"], p["target"], p["attached"], p["reason"])
+                      for p in probes])
+        for src in runs:
+            run = Run(**{k: src[k] for k in ("trigger", "status", "error", "started_ns",
+                                             "ended_ns", "started_wall", "ringbuf_drops")})
+            for t, cols in COLUMNS.items():
+                setattr(run, t, [tuple(row[c] for c in cols[1:]) for row in tables[t]
+                                 if row["run_id"] == src["run_id"]])
+            w.add_run(run)
+    return dest

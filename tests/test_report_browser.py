@@ -1,6 +1,9 @@
 """The HTML report in headless Chromium, network off: no console error, no request beyond the
 file itself, every section present, hostile task/device names shown as text and never run.
 
+Two pages: the real 6.12 lab capture with its slowest task and device renamed to
+``<script>alert(1)</script>``, and the synthetic capture with a failed and an incomplete run.
+
 Chromium is driven over the DevTools protocol through --remote-debugging-pipe (fds 3/4,
 NUL-separated JSON), standard library only. The network is off twice over: Chromium runs in
 a new network namespace when `unshare -n` is allowed (root), and the page is emulated
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from report_fixtures import HOSTILE, write_capture
+from report_fixtures import HOSTILE, copy_with_hostile_names, write_capture
 from snapprof.analysis.frames import load_capture
 from snapprof.report.html import render_html
 from snapprof.report.model import build_model
@@ -137,11 +140,19 @@ def _can_unshare() -> bool:
     return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    """Load a report of a synthetic capture with hostile names; collect what the page did."""
+REAL = Path(__file__).parent / "data" / "trixie-6.12-snapshot.snap"
+
+
+@pytest.fixture(scope="module", params=["real-6.12", "fixture-failed-incomplete"])
+def page(request, tmp_path_factory):
+    """Load a report in Chromium; collect what the page did."""
     tmp = tmp_path_factory.mktemp("browser")
-    cap = write_capture(tmp / "hostile.snap", hostile=True)
+    if request.param == "real-6.12":
+        if not REAL.exists():
+            pytest.skip(f"{REAL} missing")
+        cap = copy_with_hostile_names(REAL, tmp / "hostile.snap")
+    else:
+        cap = write_capture(tmp / "hostile.snap", hostile=True)
     html_path = tmp / "report.html"
     html_path.write_text(render_html(build_model(load_capture(cap))), encoding="utf-8")
     url = html_path.resolve().as_uri()
@@ -181,8 +192,9 @@ def page(tmp_path_factory):
             keep = os.environ.get("SNAPPROF_SCREENSHOT_DIR")
             if keep:
                 Path(keep).mkdir(parents=True, exist_ok=True)
-                shutil.copy(png, Path(keep) / "report-browser.png")
-            found.update(events=list(b.events), url=url, png=png, netns=b.netns)
+                shutil.copy(png, Path(keep) / f"report-{request.param}.png")
+            found.update(events=list(b.events), url=url, png=png, netns=b.netns,
+                         kind=request.param)
         finally:
             b.close()
     return found
@@ -211,6 +223,15 @@ def test_no_request_but_the_file_itself(page):
 def test_hostile_names_are_text_and_run_nothing(page):
     assert HOSTILE in page["text"]  # shown literally, as text
     assert page["scripts"] == 0  # and no <script> element came out of it
+
+
+def test_run_statuses_shown(page):
+    if page["kind"] == "real-6.12":
+        assert "3: 3 complete, 0 failed, 0 incomplete" in page["text"]
+    else:  # a failed and a stopped run are shown as such, with why
+        assert "5: 3 complete, 1 failed, 1 incomplete" in page["text"]
+        assert "freeze_processes returned -16 (EBUSY)" in page["text"]
+        assert "(no end recorded)" in page["text"]
 
 
 def test_screenshot_saved(page):

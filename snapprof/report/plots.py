@@ -29,7 +29,7 @@ GROUP_COLORS = {
     "dpm_complete": "#98df8a", "thaw": "#e377c2", "image_write": "#8c564b",
     "image_read": "#c49c94", "restore": "#dbdb8d",
 }
-COPY_NOTE = ("length from the kernel's sleep-time report: the clocks stand still during the copy "
+COPY_NOTE = ("copy length from the kernel's sleep-time report: the clocks stand still during the copy\n"
              "and CLOCK_BOOTTIME jumps by that much when they restart (hatched)")
 
 
@@ -47,6 +47,17 @@ def _svg(fig: Figure, salt: str) -> str:
     text = text[text.index("<svg"):]
     # the RDF metadata block only names vocabularies; a report page does not need it
     return re.sub(r"\s*<metadata>.*?</metadata>", "", text, count=1, flags=re.S)
+
+
+def _margins(fig: Figure, labels, right: float = 0.2, top: float = 0.3,
+             bottom: float = 0.55) -> None:
+    """Fixed margins in inches (left from the longest y label): one draw per figure instead
+    of the two a constrained layout needs."""
+    width, height = fig.get_size_inches()
+    longest = max((len(str(x)) for x in labels), default=4)
+    left = min(0.5 * width, 0.3 + 0.085 * longest)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height,
+                        bottom=bottom / height)
 
 
 def _scale(max_ms: float) -> tuple[float, str]:
@@ -70,8 +81,8 @@ def timeline(run: dict) -> str:
     known = [x for p in phases for x in (p["start_ms"], p["end_ms"]) if x is not None]
     horizon = max(known) if known else 1.0
     div, unit = _scale(horizon)
-    height = 1.1 + 0.26 * max(len(phases), 1)
-    fig = Figure(figsize=(11, height), layout="constrained")
+    height = 1.4 + 0.26 * max(len(phases), 1)
+    fig = Figure(figsize=(11, height))
     ax = fig.add_subplot()
     ylabels = []
     for y, p in enumerate(phases):
@@ -123,6 +134,7 @@ def timeline(run: dict) -> str:
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(_t(f"Run {run['run_id']} ({run['status']})"), fontsize=10, loc="left")
+    _margins(fig, ylabels, right=1.6, bottom=0.4 + 0.18 * (xlabel.count("\n") + 1))
     return _svg(fig, f"timeline-{run['run_id']}")
 
 
@@ -131,7 +143,7 @@ def stacked(rows: list[tuple[str, dict]], order: list[str], labels: dict[str, st
     totals = [sum(v for v in d.values() if v is not None) for _, d in rows]
     div, unit = _scale(max(totals) if totals else 1.0)
     height = max(1.4 + 0.3 * len(rows), 0.6 + 0.16 * len(order))  # room for the legend
-    fig = Figure(figsize=(9.5, height), layout="constrained")
+    fig = Figure(figsize=(9.5, height))
     ax = fig.add_subplot()
     for y, (_, durs) in enumerate(rows):
         left = 0.0
@@ -150,7 +162,9 @@ def stacked(rows: list[tuple[str, dict]], order: list[str], labels: dict[str, st
     handles = [Patch(facecolor="white" if p == "copy" else GROUP_COLORS.get(p, "#999"),
                      edgecolor=GROUP_COLORS.get(p, "#999"), hatch="////" if p == "copy" else None,
                      label=labels.get(p, p)) for p in order]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7, frameon=False)
+    _margins(fig, [name for name, _ in rows], right=2.0, top=0.15)
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1 - 1.9 / 9.5, 1 - 0.1 / height),
+               fontsize=7, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return _svg(fig, "stacked")
 
@@ -158,7 +172,7 @@ def stacked(rows: list[tuple[str, dict]], order: list[str], labels: dict[str, st
 def hbars(items: list[tuple[str, float, float | None]], xlabel: str, salt: str,
           color: str = "#1f77b4") -> str:
     """Horizontal bars (label, value, optional max drawn as a tick), largest first."""
-    fig = Figure(figsize=(9.5, 1.0 + 0.3 * max(len(items), 1)), layout="constrained")
+    fig = Figure(figsize=(9.5, 1.0 + 0.3 * max(len(items), 1)))
     ax = fig.add_subplot()
     ys = range(len(items))
     ax.barh(list(ys), [v for _, v, _ in items], color=color, height=0.6)
@@ -171,4 +185,5 @@ def hbars(items: list[tuple[str, float, float | None]], xlabel: str, salt: str,
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
+    _margins(fig, [label for label, _, _ in items], top=0.15)
     return _svg(fig, salt)
