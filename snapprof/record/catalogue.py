@@ -3,7 +3,7 @@
 Standard library only. The catalogue is data: for each measurement its area, the probes it
 needs (kernel functions with alternatives across kernel versions, tracepoints, kernel
 statics), what each probe reads, and the metrics it yields. This module loads and checks
-it; snapprof/record/kprobe_env.py resolves it against the running kernel.
+it; snapprof/record/resolve.py resolves it against the running kernel.
 """
 
 from __future__ import annotations

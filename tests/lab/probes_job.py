@@ -4,6 +4,7 @@ pm_test=freezer: stops before the devices and the copy), collect after each, and
 JSON document.
 
 Run inside a lab guest as root:  python3 tests/lab/probes_job.py [--out FILE]
+(without --out the JSON goes to stdout). tests/lab/test_probes_lab.py runs it.
 
 The cycle (hibernation-map.md §2.4): FREEZE -> CREATE_IMAGE -> GET_IMAGE_SIZE -> read the
 image -> FREE -> UNFREEZE -> close. Everything the cycle needs is opened and imported
@@ -17,6 +18,7 @@ from __future__ import annotations
 import array
 import ctypes
 import fcntl
+import glob
 import json
 import os
 import sys
@@ -133,7 +135,8 @@ def main() -> int:
             write_sysfs(path, value)
         try:
             kmsg_before = len(kmsg_lines())
-            cyc = {"label": label, "cycle": snapshot_cycle()}
+            threads = len(glob.glob("/proc/[0-9]*/task/[0-9]*"))
+            cyc = {"label": label, "threads_before": threads, "cycle": snapshot_cycle()}
             data = ps.collect(timeout_ms=100)
             cyc["kmsg"] = kmsg_lines()[kmsg_before:]
         finally:
@@ -153,9 +156,11 @@ def main() -> int:
     if out_path:
         with open(out_path, "w") as f:
             f.write(text)
-    print("SNAPPROF-JSON-BEGIN")
-    print(text)
-    print("SNAPPROF-JSON-END")
+        print(f"attach {doc['attach_wall_s']:.1f} s; " + "; ".join(
+            f"{c['label']}: {len(c['data']['events'])} events, {len(c['data']['devices'])} device "
+            f"callbacks, drops {c['data']['drops']}" for c in doc["cycles"]))
+    else:
+        print(text)
     return 0
 
 

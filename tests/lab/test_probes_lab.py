@@ -1,0 +1,221 @@
+"""The probes on real Debian kernels (bookworm 6.1, trixie 6.12), checked against the kernel's
+own log lines. One guest boot per distro (tests/lab/probes_job.py): compile and attach
+once, then three /dev/snapshot cycles:
+  default        image_size default: the fast path (no shrink_all_memory)
+  image_size=0   the slow path: shrink_all_memory and a second count_data_pages
+  pm_test=freezer  stops after freezing kernel threads: no devices, no atomic copy
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+DISTROS = {"bookworm": (6, 1), "trixie": (6, 12)}
+
+
+@pytest.fixture(scope="module", params=sorted(DISTROS))
+def lab(request, tmp_path_factory):
+    from snapprof.lab.qemu import run_guest
+
+    distro = request.param
+    out = tmp_path_factory.mktemp(f"probes-{distro}")
+    res = run_guest(distro, ["python3", "tests/lab/probes_job.py", "--out", "/output/probes.json"],
+                    out, stream=None, timeout=1800)  # ~2 min on an idle host; TCG slows a lot under load
+    res.check()
+    assert res.returncode == 0, res.output[-3000:]
+    doc = json.loads((out / "probes.json").read_text())
+    doc["distro"] = distro
+    doc["version"] = DISTROS[distro]
+    doc["boot_s"] = res.boot_s
+    doc["vm_s"] = res.duration_s
+    return doc
+
+
+def cycle(doc, label):
+    return next(c for c in doc["cycles"] if c["label"] == label)
+
+
+def metrics(c):
+    return {m[0]: m for m in c["data"]["metrics"]}
+
+
+def not_measured(c):
+    return dict(c["data"]["not_measured"])
+
+
+def kmsg(c, pattern):
+    """The groups of the first kernel log line of the cycle matching pattern, else None."""
+    for line in c["kmsg"]:
+        m = re.search(pattern, line)
+        if m:
+            return m.groups()
+    return None
+
+
+def events(c, name, kind=None):
+    return [e for e in c["data"]["events"] if e[5] == name and (kind is None or e[4] == kind)]
+
+
+def span_ms(c, name):
+    b = events(c, name, "begin")[0]
+    e = [x for x in events(c, name, "end") if x[0] >= b[0]][0]
+    return (e[0] - b[0]) / 1e6
+
+
+def test_report_figures(lab):
+    """Benchmark-style print of what the lab measured (no assertion on time)."""
+    t = lab["timings"]
+    print(f"\n{lab['distro']} {lab['release']}: boot {lab['boot_s']:.1f} s, VM {lab['vm_s']:.1f} s, "
+          f"compile {t['compile_s']:.1f} s, attach {t['attach_s']:.2f} s ({t['hooks']:.0f} hooks)")
+    for c in lab["cycles"]:
+        m = {k: v[1] for k, v in metrics(c).items()}
+        print(f"  {c['label']}: drops {c['data']['drops']}, events {len(c['data']['events'])}, "
+              f"devices {len(c['data']['devices'])}, tasks {len(c['data']['tasks'])}")
+        print("    " + ", ".join(f"{k}={v:g}" for k, v in sorted(m.items())))
+        for line in c["kmsg"]:
+            if re.search(r"Allocated|Need to copy|Image created|completed \(elapsed|Filesystems sync", line):
+                print("    kernel: " + line)
+
+
+def test_everything_attaches(lab):
+    status = {s[0]: s for s in lab["status"]}
+    missing = {n: s[4] for n, s in status.items() if not s[3]}
+    if lab["version"] < (6, 6):
+        assert set(missing) == {"zero_pages"}
+        assert "only 6.6 and later" in missing["zero_pages"]
+    else:
+        assert missing == {}
+    compressed = status["save_image_compressed"][2]
+    assert compressed == ("save_image_lzo" if lab["version"] < (6, 9) else "save_compressed_image")
+    assert lab["timings"]["compile_s"] > 0 and lab["timings"]["hooks"] >= 40
+
+
+def test_nothing_dropped_and_state_resets(lab):
+    for c in lab["cycles"]:
+        assert c["data"]["drops"] == 0, c["label"]
+        assert c["data"]["counters"] == {"event_drops": 0, "devcall_drops": 0, "tasks_full": 0,
+                                         "dev_unpaired": 0}
+        assert c["data"]["started"] and c["data"]["ended"]
+    assert lab["second_collect"] == {"events": 0, "tasks": 0, "devices": 0, "metrics": 0,
+                                     "started": False}
+
+
+@pytest.mark.parametrize("label", ["default", "image_size=0"])
+def test_image_figures_match_the_kernel_log(lab, label):
+    c = cycle(lab, label)
+    m = metrics(c)
+    allocated = int(kmsg(c, r"Allocated (\d+) pages for snapshot")[0])
+    assert m["preallocated_pages"][1] == allocated
+    kb, sec, centi = kmsg(c, r"Allocated (\d+) kbytes in (\d+)\.(\d+) seconds")
+    assert allocated * 4 == int(kb)
+    # the kernel's own ns measure, printed truncated to centiseconds
+    speed = [e for e in events(c, "swsusp_show_speed") if e[7].startswith("Allocated ")][0]
+    ns = int(speed[7].split("ns=")[1])
+    assert ns // 10_000_000 == int(sec) * 100 + int(centi)
+    assert m["prealloc_ms"][1] >= ns / 1e6
+    need = int(kmsg(c, r"Need to copy (\d+) pages")[0])
+    third = [e for e in events(c, "count_data_pages", "end") if e[7] == "swsusp_save pages to copy"]
+    assert [e[6] for e in third] == [need]
+    copied, zero = kmsg(c, r"Image created \((\d+) pages copied(?:, (\d+) zero pages)?\)")
+    assert m["copy_pages"][1] == int(copied)
+    if lab["version"] >= (6, 6):
+        assert m["zero_pages"][1] == int(zero)
+        assert int(copied) + int(zero) == need
+    else:
+        assert zero is None and "zero_pages" not in m
+        assert int(copied) == need
+    assert m["image_pages"][1] == m["copy_pages"][1] + m["meta_pages"][1] + 1
+    assert m["image_pages"][1] * 4096 == c["cycle"]["image_bytes"] == c["cycle"]["read_bytes"]
+
+
+def test_fast_and_slow_path(lab):
+    fast, slow = cycle(lab, "default"), cycle(lab, "image_size=0")
+    nm = not_measured(fast)
+    for name in ("shrink_requested_pages", "shrink_reclaimed_pages", "shrink_ms"):
+        assert name not in metrics(fast)
+        assert nm[name] == "fast path: shrink_all_memory not called"
+    m = metrics(slow)
+    assert m["shrink_requested_pages"][1] > 0
+    assert 0 <= m["shrink_reclaimed_pages"][1]
+    assert 0 < m["shrink_ms"][1] < m["prealloc_ms"][1]
+    # on the slow path the second count is what is left after preallocation: the kernel's "Allocated"
+    assert m["saveable_after_pages"][1] == int(kmsg(slow, r"Allocated (\d+) pages for snapshot")[0])
+    assert m["prealloc_got_pages"][1] <= m["prealloc_requested_pages"][1]
+    assert m["saveable_pages"][1] >= m["saveable_after_pages"][1]
+
+
+def test_freezer_matches_the_kernel_log(lab):
+    for c in lab["cycles"]:
+        m = metrics(c)
+        for stage, pattern in (("user", r"Freezing user space processes completed \(elapsed (\d+)\.(\d+)"),
+                               ("kernel", r"Freezing remaining freezable tasks completed \(elapsed (\d+)\.(\d+)")):
+            s, ms = kmsg(c, pattern)
+            kernel_ms = int(s) * 1000 + int(ms)  # truncated to the ms by the kernel
+            ends = [e for e in events(c, "try_to_freeze_tasks", "end") if f"stage={stage}" in e[7]]
+            begin = [e for e in events(c, "try_to_freeze_tasks", "begin") if e[0] < ends[0][0]][-1]
+            probe_ms = (ends[0][0] - begin[0]) / 1e6
+            assert kernel_ms <= probe_ms < kernel_ms + 1 + 50, (c["label"], stage)
+            swept = int(re.search(r"swept=(\d+)", ends[0][7]).group(1))
+            # one sweep looks at every thread but the freezing one
+            assert abs(swept - (c["threads_before"] - 1)) <= 3, (swept, c["threads_before"])
+            assert m[f"freeze_{stage}_passes"][1] >= 1
+        assert m["freeze_user_ms"][1] >= span_ms(c, "try_to_freeze_tasks")
+        s, ms = kmsg(c, r"Filesystems sync: (\d+)\.(\d+) seconds")
+        assert m["sync_ms"][1] >= int(s) * 1000 + int(ms)
+        assert m["freeze_failed_tasks"][1] == 0
+
+
+def test_tasks(lab):
+    for c in lab["cycles"]:
+        rows = c["data"]["tasks"]
+        kernel = [r for r in rows if r[4] == "kernel"]
+        user = [r for r in rows if r[4] == "user"]
+        assert kernel and all(r[3] == 1 for r in kernel)
+        assert user and all(r[3] == 0 for r in user)
+        assert all(r[6] == 1 for r in rows)
+        lat = [r[5] for r in rows if r[5] is not None]
+        assert lat and all(0 < x < 1_000_000_000 for x in lat)
+        assert len(kernel) == metrics(c)["freeze_kernel_tasks"][1]
+
+
+def test_copy_window_is_sleep_time_not_timestamps(lab):
+    c = cycle(lab, "default")
+    m = metrics(c)
+    assert m["copy_window_ms"][3] == "sleep-time" and m["copy_window_ms"][1] > 0
+    b, e = events(c, "swsusp_save", "begin")[0], events(c, "swsusp_save", "end")[0]
+    assert b[0] == e[0]  # the clocks stood still
+
+
+def test_phases_and_devices(lab):
+    c = cycle(lab, "default")
+    names = [e[5] for e in c["data"]["events"] if e[5].startswith("pm:") and e[4] == "begin"]
+    order = ["pm:dpm_prepare", "pm:dpm_suspend", "pm:dpm_suspend_late", "pm:dpm_suspend_noirq",
+             "pm:syscore_suspend", "pm:machine_suspend", "pm:syscore_resume",
+             "pm:dpm_resume_noirq", "pm:dpm_resume_early", "pm:dpm_resume", "pm:dpm_complete",
+             "pm:thaw_processes"]
+    assert [n for n in names if n in order] == order
+    devs = c["data"]["devices"]
+    m = metrics(c)
+    assert m["device_callbacks"][1] == len(devs) > 100
+    assert m["device_errors"][1] == 0
+    stages = {d[4] for d in devs}
+    assert {"prepare", "suspend", "resume", "complete"} <= stages
+    assert {d[3] for d in devs} == {"freeze", "thaw"}
+    assert all(d[6] >= 0 for d in devs)
+
+
+def test_pm_test_freezer_says_what_was_not_reached(lab):
+    c = cycle(lab, "pm_test=freezer")
+    m, nm = metrics(c), not_measured(c)
+    assert c["cycle"]["image_errno"] == 61  # ENODATA: no image
+    assert "prealloc_ms" in m and "freeze_kernel_ms" in m
+    for name in ("copy_pages", "image_pages", "copy_window_ms"):
+        assert name not in m and nm[name].startswith("not reached in this cycle")
+    for name in ("device_callbacks", "device_suspend_ms"):
+        assert name not in m and nm[name].startswith("not reached in this cycle")
+    assert c["data"]["devices"] == []
