@@ -10,6 +10,7 @@ Standard library at import time; bcc is imported lazily by ProbeSet.attach().
     data = ps.collect()               # after thaw: drains the buffers, resets per-cycle state
     ps.close()
 
+After attach(), ps.timings = {"compile_s", "attach_s", "hooks"} (for the capture's meta).
 Nothing is read while a cycle runs (the recorder is frozen): events go to BPF ring buffers
 sized for a whole cycle and per-task freezer data to a map; collect() reads them after
 thaw and reports ring-buffer drops. collect() yields metrics only for what the probes
