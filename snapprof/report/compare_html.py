@@ -187,7 +187,7 @@ def pages_figure(cmp: Comparison) -> str | None:
                   [_short(f"{registry.get(n).label} ({n})", 60) for n in names], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"pages (median, {cmp.level * 100:g} % CI of the median where there are enough runs)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     return svg(fig, "pages")
 
@@ -243,8 +243,8 @@ def _diff_rows(cmp: Comparison, label: str) -> list[dict]:
         out.append({
             "kind": r["kind"], "name": r["name"], "title": r["title"],
             "n": f"{r['n_base']} / {r['n']}",
-            "base": ct.median_with_ci(summ.get((r["kind"], r["name"], cmp.baseline)), u),
-            "cand": ct.median_with_ci(summ.get((r["kind"], r["name"], label)), u),
+            "base": _median(summ.get((r["kind"], r["name"], cmp.baseline)), u),
+            "cand": _median(summ.get((r["kind"], r["name"], label)), u),
             "change": f"{ct.signed(r['delta'], u)} ({ct.pct(r['delta_pct'])})",
             "ci": ct.interval(r["ci_low"], r["ci_high"], u),
             "ci_pct": ("" if math.isnan(r["ci_low_pct"]) else
@@ -253,6 +253,16 @@ def _diff_rows(cmp: Comparison, label: str) -> list[dict]:
             "verdict": r["verdict"], "vclass": _vclass(r["verdict"]), "note": r["note"],
         })
     return out
+
+
+def _median(stats: dict | None, unit: str) -> dict:
+    """The median and, on its own line, its CI (or why there is none)."""
+    if not stats or not stats.get("n"):
+        return {"median": "not measured", "ci": ""}
+    if math.isnan(stats["ci_low"]):
+        return {"median": number(stats["median"], unit), "ci": f"CI: too few runs (n={stats['n']})"}
+    return {"median": number(stats["median"], unit),
+            "ci": f"{number(stats['ci_low'], unit)} – {number(stats['ci_high'], unit)}"}
 
 
 def _vclass(verdict: str) -> str:
