@@ -405,3 +405,28 @@ def test_cli_missing_qemu_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "missing host tools: qemu-system-x86_64 (Debian package qemu-system-x86)" in err
     assert err.count("\n") == 1
+
+
+def test_cli_status_and_up_to_date_build(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SNAPPROF_LAB_DIR", str(tmp_path))
+    fake_image(tmp_path, "bookworm")
+    fake_image(tmp_path, "trixie", recipe_hash="0" * 16)
+    assert cli.main(["lab", "status"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"lab cache: {tmp_path}"
+    assert out[1].split()[:2] == ["bookworm", "ready"] and "kernel 6.1.0-50-amd64" in out[1]
+    assert out[2].split()[:2] == ["trixie", "stale"]
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # a current image needs no root
+    assert cli.main(["lab", "build"]) == 0
+    assert "bookworm image is up to date" in capsys.readouterr().err
+    assert cli.main(["lab", "build", "--distro", "trixie"]) == 2  # stale: a rebuild needs root
+    assert "needs root" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["guest-init.sh", "guest-boot.sh"])
+def test_guest_scripts_are_valid_posix_sh(script):
+    sh = shutil.which("dash") or shutil.which("sh")
+    path = Path(build.__file__).with_name(script)
+    import subprocess
+    proc = subprocess.run([sh, "-n", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -132,9 +132,11 @@ def run(args) -> int:
 
     if args.lab_command == "status":
         lab = host.lab_dir()
-        names = args.distro or sorted({p.name for p in lab.iterdir() if p.is_dir() and not p.name.startswith(".")}
-                                      | set(build.TESTED_DISTROS)) if lab.exists() or args.distro \
-            else list(build.TESTED_DISTROS)
+        names = args.distro
+        if not names:
+            cached = {p.name for p in lab.iterdir() if p.is_dir() and not p.name.startswith(".")} \
+                if lab.is_dir() else set()
+            names = sorted(cached | set(build.TESTED_DISTROS))
         print(f"lab cache: {lab}")
         for name in names:
             st = build.image_status(name, lab)
@@ -152,8 +154,7 @@ def run(args) -> int:
         res = qemu.run_guest(args.distro, [], args.output, memory=args.memory, cpus=args.cpus, timeout=None,
                              extra_append=[a for x in args.append for a in x.split()], interactive=True,
                              progress=_progress)
-        res.check()
-        return 0
+        return res.check().returncode
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":

@@ -34,17 +34,20 @@ printf '\nSNAPPROF_START uptime=%s\n' "$(cut -d' ' -f1 /proc/uptime)" > /dev/tty
 if [ "$MODE" = shell ]; then
     [ -n "$ROWS" ] && stty -F /dev/ttyS1 rows "$ROWS" cols "$COLS"
     echo "snapprof lab shell: root on $(uname -r); project at /project (read-only), output at /output; exit to power off" > /dev/ttyS1
-    setsid -c /bin/bash -l <> /dev/ttyS1 >&0 2>&1
+    setsid -c /bin/sh "$JOB/job.sh" <> /dev/ttyS1 >&0 2>&1  # job.sh: exec bash -l
     rc=$?
 else
     stty -F /dev/ttyS1 raw -echo
     /bin/sh "$JOB/job.sh" < /dev/null > /dev/ttyS1 2>&1
     rc=$?
 fi
-echo "$rc" > "$JOB/exit-status"
+# The console marker is what the host reads. Everything after it must not block: after a
+# hibernation and resume (a new QEMU) the 9p shares are dead -- virtio-9p has no PM
+# restore -- and any access to them hangs; so no umount, and the status file (a fallback
+# for the host) is written in the background.
 printf '\nSNAPPROF_EXIT=%s\n' "$rc" > /dev/ttyS0
-sync
-umount /output 2>/dev/null
+( echo "$rc" > "$JOB/exit-status" ) 2>/dev/null &
+sync -f /
 echo o > /proc/sysrq-trigger
 # Wait for the power-off with shell builtins only: nothing may touch the disk now.
 while :; do :; done
