@@ -267,3 +267,13 @@ def test_not_measured_rows_never_list_measured_names():
     assert "a" not in d and d["b"] == "y" and d["c"] == "w"
     assert d["copy_pages"] == "not reached: pm_test=core"
     assert "device_suspend_ms" not in d  # the core level does suspend devices
+
+
+def test_hibernate_trigger_without_pm_test_file(tmp_path):
+    """A kernel without CONFIG_PM_DEBUG has no pm_test: a real hibernation needs none."""
+    p = tmp_path / "sys" / "power"
+    p.mkdir(parents=True)
+    (p / "state").write_text("freeze mem disk\n")
+    out = trg.SysfsTrigger(None, str(tmp_path)).run(trg.Interrupts())
+    assert out.status == "complete", out.error
+    assert (p / "state").read_text() == "disk" and not (p / "pm_test").exists()

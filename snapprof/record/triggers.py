@@ -424,6 +424,7 @@ class _Stop(Exception):
 
 
 def _current_pm_test(root: str = "/") -> str | None:
+    """The selected /sys/power/pm_test level; None without CONFIG_PM_DEBUG."""
     return selected(read_power("pm_test", root))
 
 
@@ -442,7 +443,9 @@ class SysfsTrigger:
         out = CycleOutcome(pm_test=self.level)
         settings = PowerSettings(self.root)
         try:
-            settings.set("pm_test", self.level or "none")
+            current = _current_pm_test(self.root)
+            if self.level or current not in (None, "none"):  # no pm_test file: nothing to set
+                settings.set("pm_test", self.level or "none")
         except SnapprofError as exc:
             out.status, out.error = "failed", str(exc)
             return out
