@@ -1,0 +1,118 @@
+"""The record loop end to end on this host, with a scripted trigger and kernel log in
+place of /dev/snapshot (the lab tests run the real one): one committed run per cycle,
+meta and probe rows, a crash mid-session keeps the finished runs, Ctrl-C stops cleanly."""
+
+import signal
+
+import pytest
+
+from snapprof.capture import CaptureReader
+from snapprof.record import kmsg, recorder, sysinfo
+from snapprof.record import triggers as trg
+
+LOG = [(1, 10, 6, "Filesystems sync: 0.010 seconds"),
+       (2, 20, 6, "Freezing user space processes"),
+       (3, 30, 6, "Freezing user space processes completed (elapsed 0.004 seconds)"),
+       (4, 40, 6, "PM: hibernation: Allocated 1000 pages for snapshot"),
+       (5, 50, 6, "PM: hibernation: Image created (900 pages copied)"),
+       (6, 60, 6, "Restarting tasks ... done.")]
+
+
+class FakeReader:
+    lost = 0
+
+    def __init__(self, *a, **k):
+        self.marks = 0
+
+    def mark(self):
+        self.marks += 1
+
+    def read_new(self):
+        return list(LOG)
+
+    def close(self):
+        pass
+
+
+class ScriptedTrigger:
+    """Plays a list of actions, one per cycle: "ok", "fail", "raise", "interrupt"."""
+
+    name = "snapshot"
+    script: list = []
+
+    def __init__(self, *a, **k):
+        self.n = 0
+
+    def run(self, intr):
+        action = self.script[self.n]
+        self.n += 1
+        if action == "raise":
+            raise RuntimeError("recorder bug mid-session")
+        out = trg.CycleOutcome(started_ns=self.n * 100, ended_ns=self.n * 100 + 50, pm_test="none")
+        if action == "ok":
+            out.status = "complete"
+            out.metric("image_bytes", 901 * 4096 + 4096, "bytes", "device", "SNAPSHOT_GET_IMAGE_SIZE")
+        elif action == "fail":
+            out.status, out.error = "failed", "SNAPSHOT_CREATE_IMAGE failed: Device or resource busy (EBUSY)"
+        elif action == "interrupt":
+            intr.received = signal.SIGINT
+            out.status, out.error, out.interrupted = "incomplete", "interrupted (SIGINT) after FREEZE", "SIGINT"
+        return out
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def fake_kernel(monkeypatch):
+    monkeypatch.setattr(sysinfo, "check_can_record", lambda trigger: None)
+    monkeypatch.setattr(kmsg, "KmsgReader", FakeReader)
+    monkeypatch.setattr(trg, "SnapshotTrigger", ScriptedTrigger)
+    monkeypatch.setattr(trg, "lock_memory", lambda: None)
+    return ScriptedTrigger
+
+
+def record(tmp_path, script, fake, **kw):
+    fake.script = script
+    opts = recorder.Options(output=str(tmp_path / "r.snap"), probes=False, interval=0, **kw)
+    logs = []
+    return recorder.Recorder(opts, log=logs.append).run(), logs, tmp_path / "r.snap"
+
+
+def test_one_committed_run_per_cycle(tmp_path, fake_kernel):
+    summary, logs, path = record(tmp_path, ["ok", "fail", "ok"], fake_kernel, runs=3)
+    assert [s for _, s, _ in summary.runs] == ["complete", "failed", "complete"]
+    assert not summary.ok
+    with CaptureReader(path) as r:
+        meta = r.meta()
+        assert meta["trigger"] == "snapshot" and meta["probes"] == "off (--no-probes)"
+        runs = r.runs()
+        assert [x["status"] for x in runs] == ["complete", "failed", "complete"]
+        assert "EBUSY" in runs[1]["error"]
+        assert len(r.table("kmsg")) == 3 * len(LOG)
+        m = [x for x in r.table("metrics") if x["run_id"] == 1]
+        byname = {x["name"]: x for x in m}
+        assert byname["copy_pages"]["value"] == 900 and byname["copy_pages"]["method"] == "kernel-log"
+        assert byname["image_bytes"]["method"] == "device"
+        nm = {x["name"]: x["reason"] for x in r.table("not_measured") if x["run_id"] == 1}
+        assert nm["prealloc_ms"] == "recorded without probes (--no-probes)"
+        probes = r.probes()
+        assert probes and all(p["attached"] == 0 and "--no-probes" in p["reason"] for p in probes)
+    assert any(line.startswith("run 2: failed") for line in logs)
+
+
+def test_crash_mid_session_keeps_finished_runs(tmp_path, fake_kernel):
+    with pytest.raises(RuntimeError):
+        record(tmp_path, ["ok", "ok", "raise"], fake_kernel, runs=5)
+    with CaptureReader(tmp_path / "r.snap") as r:
+        assert [x["status"] for x in r.runs()] == ["complete", "complete"]
+
+
+def test_interrupt_stops_after_the_cycle(tmp_path, fake_kernel):
+    summary, _, path = record(tmp_path, ["ok", "interrupt", "ok"], fake_kernel, runs=3)
+    assert summary.interrupted == "SIGINT"
+    with CaptureReader(path) as r:
+        assert [(x["status"], x["error"]) for x in r.runs()] == [
+            ("complete", None), ("incomplete", "interrupted (SIGINT) after FREEZE")]
+    # the usual handlers are back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
