@@ -102,9 +102,17 @@ def _progress(msg: str) -> None:
     print(f"snapprof lab: {msg}", file=sys.stderr, flush=True)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # unwind: stop QEMU or debootstrap, remove a partial build
+
+
 def run(args) -> int:
+    import signal
+
     from snapprof.errors import SnapprofError
     from snapprof.lab import build, host, qemu
+
+    signal.signal(signal.SIGTERM, _terminated)
 
     if args.lab_command == "build":
         t0 = time.monotonic()

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -305,8 +306,9 @@ def _debootstrap(distro, rootfs, debs, log_path, exe, progress, t0) -> None:
     feeder = DebootstrapProgress(progress, t0)
     with open(log_path, "w", buffering=1) as log:
         log.write("$ " + " ".join(cmd) + "\n")
+        # Its own process group, so that an interruption stops dpkg & co. too.
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", env=env)
+                                errors="replace", env=env, start_new_session=True)
 
         def reader():
             for line in proc.stdout:
@@ -324,7 +326,10 @@ def _debootstrap(distro, rootfs, debs, log_path, exe, progress, t0) -> None:
                     feeder.heartbeat()
             thread.join()
         except BaseException:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             proc.wait()
             raise
         finally:
