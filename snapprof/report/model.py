@@ -117,12 +117,10 @@ def _header(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
 
 
 def _runs(frames: CaptureFrames, wide: pd.DataFrame) -> list[dict]:
-    last = {}
-    for run_id, group in frames.phases.groupby("run_id"):
-        started = group[group["start_ns"].notna()]
-        if not started.empty:
-            tail = started.iloc[-1]
-            last[int(run_id)] = {"phase": tail["phase"], "ended": bool(pd.notna(tail["end_ns"]))}
+    started = frames.phases[frames.phases["start_ns"].notna()]
+    tails = started.groupby("run_id").tail(1).set_index("run_id")
+    last = {int(rid): {"phase": ph, "ended": bool(pd.notna(end))}
+            for rid, ph, end in zip(tails.index, tails["phase"], tails["end_ns"])}
     out = []
     for row in records(frames.runs):
         rid = row["run_id"]
@@ -246,19 +244,26 @@ def _memory(frames: CaptureFrames, msum: pd.DataFrame, wide: pd.DataFrame) -> di
 RESUME_VERBS = ("resume", "thaw", "restore", "recover", "on")
 
 
-def _device_table(d: pd.DataFrame, resume: bool) -> list[dict]:
-    """Slowest callbacks of one direction; a callback with no stage goes by its PM verb."""
-    stages = RESUME_STAGES if resume else SUSPEND_STAGES
-    by_verb = d["stage"].isna() & (d["event"].isin(RESUME_VERBS) == resume)
-    part = d[(d["stage"].isin(stages) | by_verb) & d["duration_ms"].notna()]
+def _device_tables(d: pd.DataFrame) -> dict[str, list[dict]]:
+    """The slowest callbacks per direction (suspend, resume): per device, driver, PM verb
+    and stage, the number of runs, median and max. A callback with no stage goes by its
+    PM verb."""
+    keys = ["device", "driver", "event", "stage"]
+    part = d.loc[d["duration_ms"].notna(), keys + ["duration_ms"]]
+    resume = part["stage"].isin(RESUME_STAGES) | (
+        part["stage"].isna() & part["event"].isin(RESUME_VERBS))
+    known = part["stage"].isin(SUSPEND_STAGES + RESUME_STAGES) | part["stage"].isna()
+    part = part[known].assign(resume=resume[known], stage=part["stage"].fillna("?"),
+                              driver=part["driver"].fillna(""), event=part["event"].fillna(""))
+    out = {"suspend": [], "resume": []}
     if part.empty:
-        return []
-    part = part.assign(stage=part["stage"].fillna("?"), driver=part["driver"].fillna(""),
-                       event=part["event"].fillna(""))
-    g = part.groupby(["device", "driver", "event", "stage"])["duration_ms"]
-    agg = g.agg(["count", "median", "max"]).reset_index()
-    agg = agg.sort_values(["median", "max"], ascending=False).head(TOP)
-    return records(agg.rename(columns={"count": "n", "median": "median_ms", "max": "max_ms"}))
+        return out
+    agg = part.groupby(["resume", *keys])["duration_ms"].agg(["count", "median", "max"])
+    agg = agg.reset_index().rename(columns={"count": "n", "median": "median_ms", "max": "max_ms"})
+    for direction, flag in (("suspend", False), ("resume", True)):
+        top = agg[agg["resume"] == flag].sort_values(["median_ms", "max_ms"], ascending=False)
+        out[direction] = records(top.drop(columns="resume").head(TOP))
+    return out
 
 
 def _devices(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
@@ -267,29 +272,22 @@ def _devices(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
     return {
         "metrics": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] == "devices"],
         "callbacks_recorded": int(len(d)),
-        "suspend": _device_table(d, resume=False),
-        "resume": _device_table(d, resume=True),
+        **_device_tables(d),
         "errors": records(errors[["run_id", "device", "driver", "event", "stage", "error"]]),
     }
 
 
 def _kernel_log(frames: CaptureFrames, wide: pd.DataFrame, max_runs: int = 20) -> dict:
     figs = kernel_figures(frames.kmsg)
-    metrics = frames.metrics.set_index(["run_id", "name"])
-    checks = []
-    for row in figs.itertuples(index=False):
-        key = (row.run_id, row.name)
-        measured = metrics.loc[key] if key in metrics.index else None
-        m = registry.REGISTRY.get(row.name)
-        checks.append({
-            "run_id": int(row.run_id), "name": row.name,
-            "label": m.label if m else EXTRA_LABELS.get(row.name, row.name),
-            "unit": row.unit, "kernel": clean(row.value), "text": row.text,
-            "measured": clean(measured["value"]) if measured is not None else None,
-            "has_metric": m is not None,
-            "method": measured["method"] if measured is not None else None,
-            "source": clean(measured["source"]) if measured is not None else None,
-        })
+    measured = frames.metrics[["run_id", "name", "value", "method", "source"]].rename(
+        columns={"value": "measured"})
+    figs = figs.merge(measured, on=["run_id", "name"], how="left")
+    labels = {n: (registry.REGISTRY[n].label if n in registry.REGISTRY
+                  else EXTRA_LABELS.get(n, n)) for n in figs["name"].unique()}
+    figs = figs.assign(label=figs["name"].map(labels), has_metric=figs["name"].isin(
+        list(registry.REGISTRY)), kernel=figs["value"])
+    checks = records(figs[["run_id", "name", "label", "unit", "kernel", "text", "measured",
+                           "has_metric", "method", "source"]])
     run_ids = sorted({c["run_id"] for c in checks})
     shown = set(run_ids[:max_runs])
     lines = {}
