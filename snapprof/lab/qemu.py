@@ -268,7 +268,7 @@ def run_guest(
     extra_disks: Sequence[str | os.PathLike | Disk] | None = None,
     overlay: str | os.PathLike | None = None,
     extra_append: Sequence[str] | str | None = None,
-    stream: IO[str] | None = sys.stdout,
+    stream: IO[str] | None | str = "stdout",
     env: dict[str, str] | None = None,
     interactive: bool = False,
     progress=None,
@@ -284,10 +284,13 @@ def run_guest(
         after the run; default: a throw-away overlay.
     extra_disks: paths (raw or qcow2, detected) or Disk objects: /dev/vdb, /dev/vdc...
     extra_append: extra kernel command-line arguments (list, or one string).
-    stream: where CMD's output is written as it arrives (None: only collected).
+    stream: where CMD's output is written as it arrives (default: sys.stdout at call
+        time; None: only collected in GuestResult.output).
     env: extra environment variables for CMD.
     interactive: connect the job port to this terminal and run a login shell (argv ignored).
     """
+    if stream == "stdout":
+        stream = sys.stdout
     img = distro if isinstance(distro, build.Image) else build.ensure_image(distro, progress=progress)
     tools = host.require_tools(host.RUN_TOOLS)
     if not interactive and not argv:
