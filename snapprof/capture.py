@@ -162,7 +162,22 @@ class Run:
         self.not_measured.append((name, reason))
 
 
-class CaptureWriter:
+class _Database:
+    """Closes its SQLite connection on close() or at the end of a with-block."""
+
+    db: sqlite3.Connection
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class CaptureWriter(_Database):
     """Creates a capture and appends runs to it, one committed transaction per run."""
 
     def __init__(self, path: str | os.PathLike, force: bool = False):
@@ -238,15 +253,6 @@ class CaptureWriter:
     def _txn(self):
         return _Transaction(self.db)
 
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 class _Transaction:
     def __init__(self, db: sqlite3.Connection):
@@ -260,7 +266,7 @@ class _Transaction:
         return False
 
 
-class CaptureReader:
+class CaptureReader(_Database):
     """Opens a capture read-only after checking that it is one, of a version this snapprof knows.
 
     Every command that reads captures goes through this class.
@@ -315,11 +321,3 @@ class CaptureReader:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
