@@ -44,20 +44,18 @@ def kernel_figures(kmsg: pd.DataFrame) -> pd.DataFrame:
     When a line appears twice in a run (it should not), the first occurrence is kept.
     """
     rows = []
-    texts = kmsg["text"].astype(str)
-    for pattern, fields in _PATTERNS:
-        matches = texts.str.extract(pattern)
-        hit = matches.notna().any(axis=1)
-        if not hit.any():
+    seen = set()
+    for run_id, text in zip(kmsg["run_id"], kmsg["text"]):
+        if run_id is None or pd.isna(run_id) or not isinstance(text, str):
             continue
-        for name, group, scale, unit in fields:
-            vals = pd.to_numeric(matches.loc[hit, group - 1], errors="coerce") * scale
-            part = pd.DataFrame({"run_id": kmsg.loc[hit, "run_id"], "name": name,
-                                 "value": vals, "unit": unit, "text": texts[hit]})
-            rows.append(part[part["value"].notna()])
-    if not rows:
-        return pd.DataFrame(columns=KERNEL_FIGURE_COLUMNS)
-    out = pd.concat(rows, ignore_index=True)
-    out = out[out["run_id"].notna()]
-    out["run_id"] = out["run_id"].astype("int64")
-    return out.drop_duplicates(["run_id", "name"], keep="first")[KERNEL_FIGURE_COLUMNS]
+        for pattern, fields in _PATTERNS:
+            m = pattern.search(text)
+            if m is None:
+                continue
+            for name, group, scale, unit in fields:
+                raw = m.group(group)
+                if raw is None or (run_id, name) in seen:
+                    continue
+                seen.add((run_id, name))
+                rows.append((int(run_id), name, float(raw) * scale, unit, text))
+    return pd.DataFrame(rows, columns=KERNEL_FIGURE_COLUMNS)
