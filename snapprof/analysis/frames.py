@@ -85,10 +85,9 @@ class CaptureFrames:
 
 
 def _read(reader: CaptureReader, table: str) -> pd.DataFrame:
-    # A run's rows are written in one transaction, runs one after the other, so rowid order
-    # is run order (and needs no sort of a table without a run_id index); events by time.
+    # the order of CaptureReader.table
     cols = COLUMNS[table]
-    order = "run_id, ts_ns" if table == "events" else "rowid"
+    order = "run_id, ts_ns" if table == "events" else "run_id"
     cur = reader.db.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}")
     return pd.DataFrame.from_records(cur.fetchall(), columns=list(cols))
 
