@@ -107,6 +107,12 @@ def test_real_copy_window():
     assert row[1] == pytest.approx(656.549) and "sched_clock stable" in row[4]
     assert "stability unknown" in copy_window_from_printk(REAL_612)[4]
     assert copy_window_from_printk(REAL_612, clock_stable=False) is None
+    # a second 6.1 lab run: the clock advanced 0.966 ms after "Creating image:", then stood
+    # still; without the stability flag the pair must still be refused
+    stalled = [(10, 102469599, 6, "PM: hibernation: Creating image:"),
+               (11, 102470565, 6, "PM: hibernation: Need to copy 36105 pages"),
+               (12, 102470565, 6, "PM: hibernation: Image created (36105 pages copied)")]
+    assert copy_window_from_printk(stalled) is None
     marked = [(1, 52000, 4, "tsc: Marking TSC unstable due to TSCs unsynchronized")] + REAL_612
     assert copy_window_from_printk(marked, clock_stable=True) is None
 

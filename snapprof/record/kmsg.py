@@ -406,7 +406,10 @@ def copy_window_from_printk(records: Iterable[Record],
       * both lines are present (7.x logs them only with pm_debug_messages=1; a restored
         system never has "Image created": its log is the one from before the copy),
       * no boot lies between them (a timestamp going backwards means a new kernel),
-      * the difference is positive.
+      * the difference is positive, and "Image created" is not stamped with the very
+        time of "Need to copy N pages" (copying N pages takes more than 0 us: a clock
+        that advanced a little and then stood still, as seen on 6.1 under TCG, gives
+        such a pair and a meaningless difference).
     With ``clock_stable`` None (unknown) the source says so. The window measured is
     swsusp_save() only: a lower bound of the syscore_suspend..syscore_resume window that
     the sleep-time method measures. Resolution 1 us.
@@ -416,6 +419,7 @@ def copy_window_from_printk(records: Iterable[Record],
     start = None
     start_line = ""
     last_ts = None
+    need_ts = None
     for rec in records:
         ts, line = rec[1], _text(rec).strip()
         if _UNSTABLE.search(line):
@@ -423,15 +427,17 @@ def copy_window_from_printk(records: Iterable[Record],
         if ts is None:
             continue
         if last_ts is not None and ts < last_ts:
-            start = None  # the clock went back: a new boot (or a rewound clock)
+            start = need_ts = None  # the clock went back: a new boot (or a rewound clock)
         last_ts = ts
         if _CREATING.search(line):
-            start, start_line = ts, line
-        elif _NEED.search(line) and start is None:
-            start, start_line = ts, line
+            start, start_line, need_ts = ts, line, None
+        elif _NEED.search(line):
+            need_ts = ts
+            if start is None:
+                start, start_line = ts, line
         elif start is not None and _CREATED.search(line):
             delta_us = ts - start
-            if delta_us <= 0:
+            if delta_us <= 0 or ts == need_ts:
                 return None
             note = "sched_clock stable" if clock_stable else "sched_clock stability unknown"
             return ("copy_window_ms", delta_us / 1000, "ms", "printk-time",

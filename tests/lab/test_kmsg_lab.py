@@ -9,27 +9,22 @@ import math
 
 import pytest
 
+from conftest import LAB_DISTROS
 from snapprof.record.console import console_records
 
 pytestmark = pytest.mark.lab
 
-DISTROS = ("bookworm", "trixie")
 
-
-@pytest.fixture(scope="module", params=DISTROS)
-def cycle(request, tmp_path_factory):
-    if "lab" not in (request.config.option.markexpr or ""):
-        pytest.skip("boots a lab guest: select with -m lab")
-    from snapprof.lab.qemu import run_guest
-
+@pytest.fixture(scope="module", params=LAB_DISTROS)
+def cycle(request, lab_guest, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"kmsg-{request.param}")
-    res = run_guest(request.param, [
-        "sh", "-c", "mount -t securityfs securityfs /sys/kernel/security 2>/dev/null; "
-        "exec python3 tests/lab/kmsg_cycle.py /output/kmsg_cycle.json"], out, timeout=600,
-        stream=None)
+    run = lab_guest(request.param)
+    res = run(["sh", "-c", "mount -t securityfs securityfs /sys/kernel/security 2>/dev/null; "
+               "exec python3 tests/lab/kmsg_cycle.py"], out, timeout=600)
     res.check()
     assert res.returncode == 0, res.output
-    data = json.loads((out / "kmsg_cycle.json").read_text())
+    line = next(x for x in res.output.splitlines() if x.startswith("KMSG_CYCLE_JSON "))
+    data = json.loads(line.split(" ", 1)[1])
     data["distro_name"] = request.param
     data["kernel_release_host_view"] = res.kernel_release
     data["console"] = res.console_log.read_text(errors="replace")
