@@ -291,7 +291,7 @@ class Recorder:
             if note:
                 self.log(f"snapprof record: {note}")
             mem = trg.self_memory_kb()
-            writer.set_meta({"recorder_rss_kb": mem.get("VmRSS"), "recorder_locked_kb": mem.get("VmLck"),
+            writer.set_meta({"recorder_rss_kb": mem.get("VmRSS"), "recorder_locked_kb": mem.get("Locked"),
                              "recorder_peak_rss_kb": mem.get("VmHWM")})
             self._loop(kind, trigger, ps if o.probes else None, reader, writer, summary,
                        probe_reason)

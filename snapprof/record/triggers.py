@@ -59,16 +59,19 @@ READ_PAGES = 64  # pages per readv(): snapshot_read() returns at most one page p
 
 
 def self_memory_kb() -> dict[str, int]:
-    """The recorder's own VmRSS / VmLck / VmHWM (kB), from /proc/self/status."""
+    """The recorder's own memory (kB): VmRSS and VmHWM from /proc/self/status, and Locked
+    (resident pages that are locked) from /proc/self/smaps_rollup."""
     out = {}
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmLck", "VmHWM"):
-                    out[key] = int(rest.split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
+    for path, keys in (("/proc/self/status", ("VmRSS", "VmHWM")),
+                       ("/proc/self/smaps_rollup", ("Locked",))):
+        try:
+            with open(path, encoding="ascii") as f:
+                for line in f:
+                    key, _, rest = line.partition(":")
+                    if key in keys:
+                        out[key] = int(rest.split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
     return out
 
 

@@ -27,7 +27,16 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TREE = os.path.abspath(os.path.join(HERE, "..", ".."))
-ENV = dict(os.environ, PYTHONPATH=TREE, PYTHONUNBUFFERED="1")
+sys.path.insert(0, TREE)
+
+from snapprof.record.kmsg import KmsgReader  # noqa: E402
+def _codename() -> str:
+    with open("/etc/os-release") as f:
+        return next((ln.split("=", 1)[1].strip().strip('"') for ln in f
+                     if ln.startswith("VERSION_CODENAME=")), "")
+
+
+ENV = dict(os.environ, PYTHONPATH=TREE, PYTHONUNBUFFERED="1", SNAPPROF_LAB_DISTRO=_codename())
 
 
 def record(out: str, *args: str, timeout: float = 900) -> dict:
@@ -88,6 +97,8 @@ def step_kill(outdir: str) -> dict:
     log = os.path.join(outdir, "kill.log")
     p = spawn(path, "--runs", "3", "--interval", "4", log=log)
     res: dict = {"first_run": wait_for(lambda: runs_in(path) >= 1 or p.poll() is not None, 600)}
+    reader = KmsgReader()
+    reader.mark()  # the kernel's log of the cycle the recorder dies in
     if p.poll() is None:
         used = cpu_seconds(p.pid)
         limit = int(used) + 2
@@ -100,6 +111,9 @@ def step_kill(outdir: str) -> dict:
         p.kill()
         res["rc"] = "timeout"
     res["died_after_s"] = time.monotonic() - t
+    time.sleep(1)
+    res["killed_cycle_log"] = [rec[3] for rec in reader.read_new()]
+    reader.close()
     res["stderr"] = open(log).read()
     res["runs_after_kill"] = runs_in(path)
     # the system runs on and /dev/snapshot is free again: one more cycle

@@ -226,6 +226,10 @@ def test_recorder_killed_mid_cycle(job):
     assert res["first_run"]
     assert res["rc"] == -9, res["stderr"][-2000:]  # SIGKILL (RLIMIT_CPU) during a cycle
     assert res["runs_after_kill"] == 1
+    # it died mid-cycle (user space had been frozen) and closing /dev/snapshot thawed
+    log = res["killed_cycle_log"]
+    assert any("Freezing user space processes" in line for line in log), log
+    assert any(re.search(r"Restarting tasks(?: \.\.\.|:) [Dd]one", line) for line in log), log
     _, runs = capture(job, "kill")  # readable, the completed run intact
     assert len(runs) == 1 and runs[0]["status"] == "complete"
     assert value(runs[0], "copy_pages") > 0
