@@ -34,6 +34,7 @@ from snapprof import metrics as registry
 from snapprof.capture import COLUMNS, CaptureReader
 from snapprof.analysis import stats
 from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames)
+from snapprof.analysis import frames as frames_module
 from snapprof.analysis.phases import derive_phases
 from snapprof.analysis.phases import PHASE_LABELS, PHASE_ORDER
 from snapprof.analysis.summary import NO_REASON, not_measured_reason, summary_runs
@@ -120,11 +121,8 @@ def _read_frames(path) -> CaptureFrames:
         meta = reader.meta()
         probes = pd.DataFrame(reader.probes(), columns=PROBE_COLUMNS)
         runs = pd.DataFrame(reader.runs(), columns=RUN_COLUMNS)
-        tables = {}
-        for name, cols in COLUMNS.items():
-            order = "run_id, ts_ns" if name == "events" else "run_id"
-            cur = reader.db.execute(f"SELECT {', '.join(cols)} FROM {name} ORDER BY {order}")
-            tables[name] = pd.DataFrame.from_records(cur.fetchall(), columns=list(cols))
+        # the same reading as frames.load_capture
+        tables = {name: frames_module._read(reader, name) for name in COLUMNS}
     # build_frames without events and metrics (so it derives no phases), then the two
     # tables with build_frames' own conversions
     raw_events, raw_metrics = tables["events"], tables["metrics"]
