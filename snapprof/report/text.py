@@ -80,11 +80,13 @@ def render_text(model: dict) -> str:
     out += ["", "Where the time goes: phase durations (ms, complete runs)"]
     rows = []
     for p in model["phases"]["summary"]:
-        note = "length from the sleep-time report (clocks stop)" if p["phase"] == "copy" else ""
+        note = ("length from the sleep-time report (clocks stop)" if p["phase"] == "copy" else
+                "the copy's jump of CLOCK_BOOTTIME taken out" if "less sleep-time" in p["method"]
+                else "")
         rows.append([p["label"], number(p["median"], "ms"), number(p["min"], "ms"),
                      number(p["max"], "ms"), number(p["p95"], "ms"), str(p["n"]),
                      p["method"] or NOT_MEASURED, note])
-    out.append(table(["phase", "median", "min", "max", "p95", "n", "method", ""], rows))
+    out.append(table(["phase", "median", "min", "max", "p95", "n", "method", "note"], rows))
 
     fz = model["freezer"]
     out += ["", "Freezer", table(STAT_HEADERS, _stat_rows(fz["metrics"])),
