@@ -27,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+
+import offline  # noqa: E402
 
 FIGURES = [  # (label, metric, methods accepted in both halves)
     ("freeze user space (ms)", "freeze_user_ms", ("kernel-log",)),
@@ -38,17 +41,27 @@ FIGURES = [  # (label, metric, methods accepted in both halves)
 ]
 
 
-def guest(outdir: str, pairs: int) -> int:
-    """Runs in the lab guest: PAIRS x (with probes, without), one recorder process each."""
+def guest(outdir: str, pairs: int, device: str) -> int:
+    """Runs in the lab guest: PAIRS x (with probes, without), one recorder process each.
+    The 9p shares die at the first cycle (tests/lab/offline.py): run from a copy of the
+    tree on tmpfs and hand the results back as a tar on DEVICE."""
+    tree = offline.relocate(str(ROOT))
     os.makedirs(outdir, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        return _guest_pairs(outdir, pairs, tree)
+    finally:
+        offline.pack(outdir, device)
+
+
+def _guest_pairs(outdir: str, pairs: int, tree: str) -> int:
+    env = dict(os.environ, PYTHONPATH=tree)
     rows = []
     for i in range(pairs):
         for mode in (("with", []), ("without", ["--no-probes"])):
             out = os.path.join(outdir, f"{mode[0]}-{i}.snap")
             t = time.monotonic()
             p = subprocess.Popen([sys.executable, "-m", "snapprof", "record", "-o", out, "--runs", "1",
-                                  *mode[1]], env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL,
+                                  *mode[1]], env=env, cwd=tree, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
             _, status, usage = os.wait4(p.pid, 0)
             rows.append({"mode": mode[0], "pair": i, "capture": os.path.basename(out),
@@ -85,23 +98,27 @@ def main() -> int:
     ap.add_argument("--distro", default="bookworm")
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--guest", metavar="OUTDIR", help=argparse.SUPPRESS)
+    ap.add_argument("--pack", default="/dev/vdb", help=argparse.SUPPRESS)
     ap.add_argument("--out", metavar="DIR", help="keep the guest's captures here")
     ap.add_argument("--from", dest="source", metavar="DIR",
                     help="only summarise a guest run already made (its overhead.json folder)")
     args = ap.parse_args()
     if args.guest:
-        return guest(args.guest, args.pairs)
+        return guest(args.guest, args.pairs, args.pack)
 
     if args.source:
         ov, release = Path(args.source), "guest output " + args.source
     else:
-        from snapprof.lab.qemu import run_guest
+        from snapprof.lab.qemu import create_disk, run_guest
 
         out = Path(args.out or f"/tmp/snapprof-overhead-{args.distro}")
-        res = run_guest(args.distro, ["python3", "benchmarks/overhead.py", "--guest", "/output/ov",
-                                      "--pairs", str(args.pairs)], out, stream=None,
-                        timeout=300 + 150 * args.pairs)
+        out.mkdir(parents=True, exist_ok=True)
+        disk = create_disk(out / "results.img", "64M")
+        res = run_guest(args.distro, ["python3", "benchmarks/overhead.py", "--guest", "/tmp/ov",
+                                      "--pairs", str(args.pairs)], out, extra_disks=[disk],
+                        stream=None, timeout=600 + 300 * args.pairs)
         res.check()
+        offline.unpack(str(disk.path), str(out / "ov"))
         ov, release = out / "ov", res.kernel_release
     rows = json.loads((ov / "overhead.json").read_text())
     per: dict[str, dict[str, list[float]]] = {"with": {}, "without": {}}

@@ -1,7 +1,11 @@
 """Guest job for the record lab tests: run `snapprof record` the ways a user would, in one
 boot, and leave the captures plus a JSON summary in OUTDIR for the host-side asserts.
 
-    python3 tests/lab/record_job.py OUTDIR [STEP ...]
+    python3 tests/lab/record_job.py [--pack DEVICE] OUTDIR [STEP ...]
+
+With --pack (how the lab test runs it; see offline.py): the tree is first copied to the
+guest's tmpfs and run from there, OUTDIR should be on tmpfs too, and at the end OUTDIR is
+written as a tar onto DEVICE (an extra raw disk): the 9p shares die at the first cycle.
 
 Steps (all by default, in this order):
   snapshot   --runs 3: three /dev/snapshot cycles (default image_size: the fast path)
@@ -28,8 +32,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TREE = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, TREE)
+sys.path.insert(0, HERE)
 
+import offline  # noqa: E402
 from snapprof.record.kmsg import KmsgReader  # noqa: E402
+from snapprof.record.triggers import read_power  # noqa: E402
 def _codename() -> str:
     with open("/etc/os-release") as f:
         return next((ln.split("=", 1)[1].strip().strip('"') for ln in f
@@ -122,9 +129,23 @@ def step_kill(outdir: str) -> dict:
 
 
 def main() -> int:
-    outdir = sys.argv[1]
-    steps = sys.argv[2:] or ["snapshot", "shrink", "freezer", "none", "kill"]
+    global TREE
+    args = sys.argv[1:]
+    device = None
+    if args[:1] == ["--pack"]:
+        device, args = args[1], args[2:]
+        TREE = offline.relocate(TREE)
+        ENV["PYTHONPATH"] = TREE
+    outdir, steps = args[0], args[1:] or ["snapshot", "shrink", "freezer", "none", "kill"]
     os.makedirs(outdir, exist_ok=True)
+    try:
+        return run_steps(outdir, steps)
+    finally:
+        if device:
+            print(f"packed {offline.pack(outdir, device)} bytes onto {device}", flush=True)
+
+
+def run_steps(outdir: str, steps: list[str]) -> int:
     doc: dict = {"release": os.uname().release, "steps": {}}
     for step in steps:
         t = time.monotonic()
@@ -142,8 +163,7 @@ def main() -> int:
         else:
             raise SystemExit(f"unknown step {step}")
         res["step_s"] = time.monotonic() - t
-        with open("/sys/power/pm_test") as f, open("/sys/power/image_size") as g:
-            res["power_after"] = {"pm_test": f.read().strip(), "image_size": g.read().strip()}
+        res["power_after"] = {n: read_power(n) for n in ("pm_test", "image_size")}
         doc["steps"][step] = res
         print(f"step {step}: {res.get('rc')} in {res['step_s']:.1f} s", flush=True)
         with open(os.path.join(outdir, "record_job.json"), "w") as f:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,14 +24,20 @@ PAGE = 4096
 
 @pytest.fixture(scope="module", params=sorted(DISTROS))
 def job(request, tmp_path_factory):
-    from snapprof.lab.qemu import run_guest
+    from snapprof.lab.qemu import create_disk, run_guest
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from offline import unpack
 
     distro = request.param
     out = tmp_path_factory.mktemp(f"record-{distro}")
-    res = run_guest(distro, ["python3", "tests/lab/record_job.py", "/output/rec"], out,
-                    stream=None, timeout=2400)
+    # results come back on a raw disk: the 9p shares die at the first snapshot cycle
+    disk = create_disk(out / "results.img", "64M")
+    res = run_guest(distro, ["python3", "tests/lab/record_job.py", "--pack", "/dev/vdb", "/tmp/rec"],
+                    out, extra_disks=[disk], stream=None, timeout=2400)
     res.check()
     assert res.returncode == 0, res.output[-3000:]
+    unpack(str(disk.path), str(out / "rec"))
     doc = json.loads((out / "rec" / "record_job.json").read_text())
     doc.update(distro=distro, version=DISTROS[distro], dir=out / "rec", vm_s=res.duration_s)
     return doc
