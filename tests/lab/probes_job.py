@@ -4,7 +4,9 @@ pm_test=freezer: stops before the devices and the copy), collect after each, and
 JSON document.
 
 Run inside a lab guest as root:  python3 tests/lab/probes_job.py [--out FILE]
-(without --out the JSON goes to stdout). tests/lab/test_probes_lab.py runs it.
+The JSON goes to stdout on one line "PROBES_JOB_JSON {...}" (and to FILE if given: not a
+9p path in the lab, whose virtio-9p shares hang after a snapshot cycle). Every module is
+imported before the first cycle. tests/lab/test_probes_lab.py runs it.
 
 The cycle (hibernation-map.md §2.4): FREEZE -> CREATE_IMAGE -> GET_IMAGE_SIZE -> read the
 image -> FREE -> UNFREEZE -> close. Everything the cycle needs is opened and imported
@@ -156,11 +158,9 @@ def main() -> int:
     if out_path:
         with open(out_path, "w") as f:
             f.write(text)
-        print(f"attach {doc['attach_wall_s']:.1f} s; " + "; ".join(
-            f"{c['label']}: {len(c['data']['events'])} events, {len(c['data']['devices'])} device "
-            f"callbacks, drops {c['data']['drops']}" for c in doc["cycles"]))
-    else:
-        print(text)
+    # stdout is a serial port in the lab; /output (9p) hangs after a snapshot cycle
+    sys.stdout.write("PROBES_JOB_JSON " + text + "\n")
+    sys.stdout.flush()
     return 0
 
 

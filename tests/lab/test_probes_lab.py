@@ -15,22 +15,23 @@ import pytest
 
 pytestmark = pytest.mark.lab
 
-DISTROS = {"bookworm": (6, 1), "trixie": (6, 12)}
+from conftest import LAB_DISTROS
+
+VERSIONS = {"bookworm": (6, 1), "trixie": (6, 12)}
 
 
-@pytest.fixture(scope="module", params=sorted(DISTROS))
-def lab(request, tmp_path_factory):
-    from snapprof.lab.qemu import run_guest
-
+@pytest.fixture(scope="module", params=LAB_DISTROS)
+def lab(request, lab_guest):
     distro = request.param
-    out = tmp_path_factory.mktemp(f"probes-{distro}")
-    res = run_guest(distro, ["python3", "tests/lab/probes_job.py", "--out", "/output/probes.json"],
-                    out, stream=None, timeout=1800)  # ~2 min on an idle host; TCG slows a lot under load
+    run = lab_guest(distro)
+    # ~2 min on an idle host; TCG slows down a lot on a loaded one
+    res = run(["python3", "tests/lab/probes_job.py"], timeout=1800)
     res.check()
     assert res.returncode == 0, res.output[-3000:]
-    doc = json.loads((out / "probes.json").read_text())
+    line = next(x for x in res.output.splitlines() if x.startswith("PROBES_JOB_JSON "))
+    doc = json.loads(line.split(" ", 1)[1])
     doc["distro"] = distro
-    doc["version"] = DISTROS[distro]
+    doc["version"] = VERSIONS[distro]
     doc["boot_s"] = res.boot_s
     doc["vm_s"] = res.duration_s
     return doc
