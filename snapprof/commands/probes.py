@@ -120,7 +120,7 @@ def render_text(rep: dict, missing_only: bool = False) -> str:
             else:
                 state = "no"
                 tail = m["reason"]
-            lines.append(f"  {state:<6}{m['name']:<{wname}}{m['target']:<{wtarget}}{tail}")
+            lines.append(f"  {state:<6}{m['name']:<{wname}}{m['target']:<{wtarget}} {tail}")
     s = rep["summary"]
     lines.append("")
     lines.append(f"{s['available']} of {s['measurements']} measurements are possible on this kernel.")
