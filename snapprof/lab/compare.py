@@ -6,7 +6,7 @@ take the capture back through the output share, then on the host write that kern
 report; finally write the comparison and print a headline table.
 
 Output folder layout:
-    DIR/<distro>/            the guest's output share: <distro>.snap, console.log, record.log
+    DIR/<distro>/            <distro>.snap (the capture) and console.log (the guest's serial console)
     DIR/<distro>.html        that kernel's report
     DIR/compare.html         the comparison (also compare.txt and compare.json)
 """
@@ -40,19 +40,28 @@ class KernelRun:
 def record_in_guest(distro: str, runs: int, out_dir: Path, *, memory: str, cpus: int,
                     timeout: float, record_args: Sequence[str] = (),
                     stream: IO[str] | None = sys.stdout) -> tuple[Path, "object"]:
-    """Boot `distro`, run `snapprof record --runs N` in it; return (capture path, GuestResult)."""
-    from snapprof.lab.qemu import run_guest
+    """Boot `distro`, run `snapprof record --runs N` in it; return (capture path, GuestResult).
+
+    The 9p shares die at the first snapshot cycle, so the recorder runs from a tmpfs copy
+    of the tree and its capture comes back on a raw results disk (snapprof.lab.offline).
+    """
+    from snapprof.lab.offline import unpack
+    from snapprof.lab.qemu import create_disk, run_guest
 
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{distro}.snap"
-    stale = out_dir / name
-    if stale.exists():
-        stale.unlink()
-    argv = ["python3", "-m", "snapprof", "record", "-o", f"/output/{name}",
-            "--runs", str(runs), *record_args]
-    res = run_guest(distro, argv, out_dir, memory=memory, cpus=cpus, timeout=timeout,
-                    stream=stream).check()
     capture = out_dir / name
+    if capture.exists():
+        capture.unlink()
+    results = create_disk(out_dir / "results.img", "256M")
+    argv = ["python3", "-m", "snapprof.lab.offline", "--pack", "/dev/vdb", "--out", "/tmp/out",
+            "--", "record", "-o", f"/tmp/out/{name}", "--runs", str(runs), *record_args]
+    res = run_guest(distro, argv, out_dir, memory=memory, cpus=cpus, timeout=timeout,
+                    extra_disks=[results], stream=stream).check()
+    try:
+        unpack(results.path, out_dir)
+    finally:
+        results.path.unlink(missing_ok=True)
     if res.returncode != 0:
         kept = f"; the runs it completed are in {capture}" if capture.exists() else ""
         raise SnapprofError(f"snapprof record failed in the {distro} guest (exit "

@@ -8,6 +8,7 @@ JOB=/run/snapprof-job
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 MODE=run
+OUTBOX_DEV=
 ROWS=
 COLS=
 . "$JOB/job.conf"
@@ -28,6 +29,9 @@ OPTS=trans=virtio,version=9p2000.L,msize=262144
 mount -t 9p -o "$OPTS,ro" snapprof_project /project || say "cannot mount the project tree"
 mount -t 9p -o "$OPTS" snapprof_output /output || say "cannot mount the output folder"
 hostname snapprof-lab
+# The outbox: a tmpfs folder (so it is in a hibernation image), packed onto the last
+# virtio disk when CMD ends; the host unpacks it into the output folder.
+mkdir -p /run/snapprof-outbox
 ln -sf /proc/self/fd /dev/fd 2>/dev/null
 
 printf '\nSNAPPROF_START uptime=%s\n' "$(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
@@ -45,6 +49,10 @@ fi
 # hibernation and resume (a new QEMU) the 9p shares are dead -- virtio-9p has no PM
 # restore -- and any access to them hangs; so no umount, and the status file (a fallback
 # for the host) is written in the background.
+if [ -n "$OUTBOX_DEV" ] && [ -n "$(ls -A /run/snapprof-outbox)" ]; then
+    tar -cf "$OUTBOX_DEV" -C /run/snapprof-outbox . && sync "$OUTBOX_DEV" \
+        || say "cannot write the outbox to $OUTBOX_DEV"
+fi
 printf '\nSNAPPROF_EXIT=%s\n' "$rc" > /dev/ttyS0
 ( echo "$rc" > "$JOB/exit-status" ) 2>/dev/null &
 sync -f /

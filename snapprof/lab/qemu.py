@@ -31,8 +31,14 @@ arrives on the second run's stream and its exit status in the second run's retur
 (the SNAPPROF_EXIT marker on the console). But the 9p shares do not survive the resume
 (virtio-9p has no PM restore, so any access to /project or /output after it hangs): a
 job that hibernates must import everything it needs before, and after the resume report
-through stdout or an extra disk (e.g. `tar -cf /dev/vdc ...`, read on the host with
-tarfile), not through /output.
+through stdout or the outbox, not through /output.
+
+The outbox survives all of that: files CMD writes to $SNAPPROF_OUTBOX (/run/snapprof-outbox,
+a tmpfs, so it is part of a hibernation image) are packed by the guest init, when CMD
+ends, onto one more virtio disk (after the extra disks), and unpacked by the host into
+the output folder. Use it for results produced after a /dev/snapshot cycle or a resume:
+any freeze/thaw of devices kills the 9p shares (virtio-9p has no PM callbacks), so /output
+and /project hang from then on. The outbox disk is 256 MiB unless `outbox_size` says more.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
 
@@ -59,6 +65,7 @@ from snapprof.paths import project_root
 GUEST_INIT = Path(__file__).with_name("guest-init.sh")
 GUEST_PROJECT = "/project"
 GUEST_OUTPUT = "/output"
+GUEST_OUTBOX = "/run/snapprof-outbox"
 
 # Lines in a console log that mean the guest failed to boot or died.
 BOOT_FAILURES = (
@@ -91,6 +98,7 @@ class GuestResult:
     boot_s: host wall time from starting QEMU to CMD starting (None if it never started).
     guest_uptime_at_start_s: the guest's /proc/uptime when CMD started.
     output: CMD's stdout+stderr, as streamed.
+    outbox_files: files CMD left in $SNAPPROF_OUTBOX, now in output_dir.
     panic: the line that shows the guest died or could not boot, else None.
     """
 
@@ -107,6 +115,7 @@ class GuestResult:
     distro: str
     kernel_release: str
     timeout: float | None = None
+    outbox_files: list[str] = field(default_factory=list)
 
     def check(self) -> "GuestResult":
         """Raise SnapprofError unless CMD ran to the end (its status may be non-zero)."""
@@ -182,6 +191,24 @@ def _backing_file(overlay: Path) -> str | None:
     return json.loads(proc.stdout).get("backing-filename")
 
 
+def unpack_outbox(disk: Path, output_dir: Path) -> list[str]:
+    """Extract the tar the guest init wrote on the outbox disk into output_dir; the names
+    extracted (none if the guest wrote nothing)."""
+    import tarfile
+
+    with open(disk, "rb") as f:
+        head = f.read(512)
+    if not head.strip(b"\0"):
+        return []
+    try:
+        with tarfile.open(disk, "r:") as tar:
+            members = [m for m in tar.getmembers() if m.name not in (".", "./")]
+            tar.extractall(output_dir, members=members, filter="data")
+            return sorted(m.name.removeprefix("./") for m in members if m.isfile())
+    except (tarfile.TarError, OSError) as exc:
+        raise SnapprofError(f"cannot unpack the guest's outbox into {output_dir}: {exc}") from None
+
+
 def _check_run(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -197,6 +224,7 @@ def job_script(argv: Sequence[str], env: dict[str, str] | None = None) -> str:
         "PYTHONDONTWRITEBYTECODE": "1",
         "SNAPPROF_OUTPUT": GUEST_OUTPUT,
         "SNAPPROF_PROJECT": GUEST_PROJECT,
+        "SNAPPROF_OUTBOX": GUEST_OUTBOX,
         "LC_ALL": "C.UTF-8",
     }
     envs.update(env or {})
@@ -272,6 +300,7 @@ def run_guest(
     env: dict[str, str] | None = None,
     interactive: bool = False,
     progress=None,
+    outbox_size: str = "256M",
 ) -> GuestResult:
     """Boot the `distro` lab guest (building its image first if needed), run `argv` in it
     and return a GuestResult. Does not raise for the guest's own failures: call
@@ -288,6 +317,7 @@ def run_guest(
         time; None: only collected in GuestResult.output).
     env: extra environment variables for CMD.
     interactive: connect the job port to this terminal and run a login shell (argv ignored).
+    outbox_size: size of the outbox disk (see the module's docstring).
     """
     if stream == "stdout":
         stream = sys.stdout
@@ -321,7 +351,8 @@ def run_guest(
         job_dir = work / "job"
         job_dir.mkdir()
         shutil.copyfile(GUEST_INIT, job_dir / "guest-init.sh")
-        conf = {"MODE": "shell" if interactive else "run"}
+        outbox = create_disk(work / "outbox.img", outbox_size)
+        conf = {"MODE": "shell" if interactive else "run", "OUTBOX_DEV": "/dev/vd" + chr(ord("b") + len(disks))}
         if interactive and sys.stdout.isatty():
             size = shutil.get_terminal_size()
             conf.update(ROWS=str(size.lines), COLS=str(size.columns))
@@ -332,8 +363,9 @@ def run_guest(
             job_out.touch()
         console_log.write_bytes(b"")
         cmd = qemu_command(img, tools["qemu-system-x86_64"], ov, job_dir, out, console_log, job_out,
-                           memory, cpus, disks, list(extra_append or ()))
+                           memory, cpus, [*disks, outbox], list(extra_append or ()))
         result = _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, interactive)
+        result.outbox_files = unpack_outbox(outbox.path, out)
         status_file = job_dir / "exit-status"
         if result.returncode is None and status_file.exists():
             try:

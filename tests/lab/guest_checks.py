@@ -2,7 +2,8 @@
 
 Run in a lab guest: python3 tests/lab/guest_checks.py OUT.json EXIT_STATUS
 Writes one JSON document (kernel, mounts, environment, /sys/power, /dev/snapshot, bcc:
-import, compile, kprobe on freeze_processes) and exits with EXIT_STATUS.
+import, compile, kprobe on freeze_processes), then runs one /dev/snapshot cycle and leaves
+after-cycle.json in $SNAPPROF_OUTBOX, and exits with EXIT_STATUS.
 """
 
 import json
@@ -40,6 +41,26 @@ def bcc_check():
     return out
 
 
+def snapshot_cycle():
+    """One /dev/snapshot snapshot-and-continue cycle (freeze, create the image, free,
+    thaw): afterwards every device has been through freeze/thaw."""
+    import fcntl
+    import struct
+
+    fd = os.open("/dev/snapshot", os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, 0x3301)  # SNAPSHOT_FREEZE
+        try:
+            buf = bytearray(4)
+            fcntl.ioctl(fd, 1 << 30 | 4 << 16 | 0x3311, buf, True)  # SNAPSHOT_CREATE_IMAGE
+            fcntl.ioctl(fd, 0x3305)  # SNAPSHOT_FREE
+        finally:
+            fcntl.ioctl(fd, 0x3302)  # SNAPSHOT_UNFREEZE
+    finally:
+        os.close(fd)
+    return struct.unpack("i", buf)[0]
+
+
 def main():
     out_path, status = sys.argv[1], int(sys.argv[2])
     mounts = {}
@@ -68,6 +89,11 @@ def main():
     with open(out_path, "w") as f:
         json.dump(doc, f, indent=1)
     print("guest checks written", flush=True)
+    # After a snapshot cycle /output (9p) is dead: the outbox must still bring files home.
+    in_suspend = snapshot_cycle()
+    with open(os.path.join(os.environ["SNAPPROF_OUTBOX"], "after-cycle.json"), "w") as f:
+        json.dump({"in_suspend": in_suspend, "uptime": read("/proc/uptime")}, f)
+    print("snapshot cycle done", flush=True)
     sys.exit(status)
 
 
