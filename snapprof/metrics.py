@@ -98,6 +98,8 @@ _ALL = [
     Metric("decompress_threads", "count", "io", "Decompression threads", None),
     # whole cycle
     Metric("cycle_ms", "ms", "cycle", "Whole cycle"),
+    Metric("lab_offline_ms", "ms", "cycle",
+           "Lab: powered off between the boots (host wall clock, incl. host overhead)", None),
 ]
 
 REGISTRY: dict[str, Metric] = {m.name: m for m in _ALL}

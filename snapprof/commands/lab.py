@@ -20,6 +20,9 @@ examples:
   snapprof lab status                        # which images are built, where, what they hold
   snapprof lab compare --distro bookworm --distro trixie --runs 5 -o cmp
                                              # record each kernel, report each, compare them
+  snapprof lab record --distro trixie --trigger hibernate --runs 2 -o hib
+                                             # real hibernate + resume (two boots per cycle),
+                                             # both kernels' console figures joined in hib/trixie.snap
 
 The cache lives in $SNAPPROF_LAB_DIR, else $XDG_CACHE_HOME/snapprof/lab, else
 ~/.cache/snapprof/lab. Inside the guest the project tree is /project (read-only, also
@@ -91,6 +94,24 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "e.g. --record-arg=--image-size=0")
     c.add_argument("--force", action="store_true", help="reuse a non-empty output folder")
 
+    h = sub.add_parser("record", help="real hibernations in a guest: write, power-off, boot, read, restore",
+                       description="Per cycle: boot the guest with a swap disk and resume=/dev/vdb, run "
+                       "`snapprof record --trigger hibernate --yes` (the guest writes its image and powers "
+                       "off), boot it again (the boot kernel reads the image and restores it; the restored "
+                       "recorder stores its run), then join both boots' serial-console figures (image "
+                       "written, read, times, rates) to that run. One capture: DIR/<distro>.snap.")
+    distro_arg(h)
+    h.add_argument("--trigger", required=True, choices=["hibernate"], help="hibernate (the only one here)")
+    h.add_argument("--runs", type=int, default=1, help="hibernate-resume cycles (default: 1)")
+    h.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the capture and console logs")
+    h.add_argument("--compressor", choices=["lzo", "lz4"],
+                   help="hibernate.compressor=X on the kernel command line (6.9+ kernels only)")
+    h.add_argument("--swap-size", default="1G", help="swap disk size (default: 1G)")
+    h.add_argument("--memory", default="2G", help="guest memory (default: 2G)")
+    h.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
+    h.add_argument("--timeout", type=float, default=900, metavar="S",
+                   help="kill a boot that has not powered off after S seconds (default: 900)")
+
     st = sub.add_parser("status", help="list the cached guest images")
     st.add_argument("--distro", action="append", metavar="SUITE", help="only these suites")
 
@@ -136,6 +157,20 @@ def run(args) -> int:
         for k in kernels:
             print(f"  {k.distro}: capture {k.capture}, report {k.report}")
         print(f"  comparison: {Path(args.output) / 'compare.html'}")
+        return 0
+
+    if args.lab_command == "record":
+        from pathlib import Path
+
+        from snapprof.lab.hibernate import lab_hibernate
+
+        capture, cycles = lab_hibernate(args.distro, args.runs, Path(args.output),
+                                        compressor=args.compressor, swap_size=args.swap_size,
+                                        memory=args.memory, cpus=args.cpus, timeout=args.timeout)
+        bad = [c for c in cycles if c.status != "complete"]
+        print(f"{capture}: {len(cycles)} cycle(s), {len(cycles) - len(bad)} complete")
+        if bad:
+            raise SnapprofError(f"cycle {bad[0].number} {bad[0].status}: {bad[0].error}")
         return 0
 
     if args.lab_command == "status":

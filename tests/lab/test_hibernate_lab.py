@@ -1,0 +1,102 @@
+"""A real hibernation in the lab, whole: write, power-off, boot-kernel read, restore.
+
+One cycle per distro (two QEMU boots each, ~3-6 min under TCG): `snapprof lab record
+--trigger hibernate` as a library call. Checks: one capture run with both halves; its
+written and read figures are the ones the writing and the boot kernel printed on the
+serial console (read independently here from the raw logs); the restored guest carried
+on (the recorder's run is complete) and what the recorder saw before the atomic copy
+(BPF events, /dev/kmsg lines) survived the restore.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+LAB_DISTROS = ("bookworm", "trixie")
+
+pytestmark = pytest.mark.lab
+
+WROTE = re.compile(r"Wrote (\d+) kbytes in (\d+)\.(\d\d) seconds \((\d+)\.(\d\d) MB/s\)")
+READ = re.compile(r"Read (\d+) kbytes in (\d+)\.(\d\d) seconds \((\d+)\.(\d\d) MB/s\)")
+SAVING = re.compile(r"(?:Compressing and saving|Saving and compressing|Saving) image data(?: pages)? \((\d+) pages\)")
+LOADING = re.compile(r"(?:Loading and decompressing image data|Loading image data pages) \((\d+) pages\)")
+CREATED = re.compile(r"Image created \((\d+) pages copied")
+
+
+@pytest.fixture(scope="module", params=LAB_DISTROS)
+def cycle(request, lab_guest, tmp_path_factory):
+    from snapprof.capture import CaptureReader
+    from snapprof.lab.hibernate import lab_hibernate
+
+    lab_guest(request.param)  # builds the image if needed
+    out = tmp_path_factory.mktemp(f"hib-{request.param}")
+    capture, cycles = lab_hibernate(request.param, 1, out, stream=None, timeout=1200)
+    with CaptureReader(capture) as r:
+        data = {"runs": r.runs(), "meta": r.meta(),
+                "metrics": {m["name"]: m for m in r.table("metrics")},
+                "not_measured": {m["name"]: m["reason"] for m in r.table("not_measured")},
+                "events": r.table("events"), "kmsg": r.table("kmsg")}
+    folder = out / f"{request.param}-cycle1"
+    data["boot1"] = (folder / "boot1" / "console.log").read_text(errors="replace")
+    data["boot2"] = (folder / "boot2" / "console.log").read_text(errors="replace")
+    data["cycle"] = cycles[0]
+    print(f"\n{request.param}: {cycles[0]}")
+    return data
+
+
+def _one(pattern, text):
+    found = pattern.findall(text)
+    assert len(found) == 1, (pattern.pattern, found)
+    return found[0]
+
+
+def test_one_run_with_both_halves(cycle):
+    (run,) = cycle["runs"]
+    assert run["status"] == "complete", run["error"]
+    assert run["trigger"] == "hibernate"
+    m = cycle["metrics"]
+    for name in ("write_pages", "write_kbytes", "write_ms", "read_pages", "read_kbytes", "read_ms"):
+        assert name in m, name
+    assert m["write_ms"]["source"].startswith("serial console, writing kernel")
+    assert m["read_ms"]["source"].startswith("serial console, boot kernel")
+    assert not {"write_ms", "read_ms", "write_kbytes", "read_kbytes"} & set(cycle["not_measured"])
+    assert m["lab_offline_ms"]["method"] == "recorder" and "host monotonic clock" in m["lab_offline_ms"]["source"]
+    assert m["lab_offline_ms"]["value"] > 0
+
+
+def test_written_figures_are_the_writing_kernels(cycle):
+    m = cycle["metrics"]
+    kb, s, cs, mb, mbc = _one(WROTE, cycle["boot1"])
+    assert m["write_kbytes"]["value"] == int(kb)
+    assert m["write_ms"]["value"] == int(s) * 1000 + int(cs) * 10
+    assert m["write_mbps"]["value"] == pytest.approx(int(mb) + int(mbc) / 100)
+    assert m["write_pages"]["value"] == int(_one(SAVING, cycle["boot1"]))
+    assert m["write_kbytes"]["value"] == 4 * m["write_pages"]["value"]
+    created = CREATED.findall(cycle["boot1"])
+    if created:  # the writer's "Image created" (6.1 prints it at the default loglevel)
+        assert m["copy_pages"]["value"] == int(created[-1])
+    if "image_pages" in m:  # the recorder's own figure, from before the copy
+        assert m["image_pages"]["value"] == m["write_pages"]["value"] + 1  # + the header page
+
+
+def test_read_figures_are_the_boot_kernels(cycle):
+    m = cycle["metrics"]
+    kb, s, cs, mb, mbc = _one(READ, cycle["boot2"])
+    assert m["read_kbytes"]["value"] == int(kb)
+    assert m["read_ms"]["value"] == int(s) * 1000 + int(cs) * 10
+    assert m["read_mbps"]["value"] == pytest.approx(int(mb) + int(mbc) / 100)
+    assert m["read_pages"]["value"] == int(_one(LOADING, cycle["boot2"]))
+    assert m["read_pages"]["value"] == m["write_pages"]["value"]  # the image read is the one written
+
+
+def test_restored_guest_kept_what_it_saw_before_the_copy(cycle):
+    names = {(e["name"], e["kind"]) for e in cycle["events"]}
+    assert ("freeze_processes", "begin") in names and ("freeze_processes", "end") in names
+    from_kmsg = [k["text"] for k in cycle["kmsg"] if k["seq"] is not None]  # the guest's /dev/kmsg
+    from_console = [k["text"] for k in cycle["kmsg"] if k["seq"] is None]
+    assert any("Freezing user space processes" in t for t in from_kmsg)
+    assert any(WROTE.search(t) for t in from_console) and any(READ.search(t) for t in from_console)
+    assert not any(WROTE.search(t) for t in from_kmsg)  # rolled back: written after the copy
+    assert cycle["meta"]["lab_distro"] in LAB_DISTROS
