@@ -216,3 +216,13 @@ def test_bad_options(tmp_path):
         hib.lab_hibernate("bookworm", 0, tmp_path)
     with pytest.raises(SnapprofError, match="bad --compressor"):
         hib.lab_hibernate("bookworm", 1, tmp_path, compressor="zstd")
+
+
+def test_left_out_areas_are_explained_not_measured():
+    why = hib.unrecorded_areas(hib.SAFE_AREAS)
+    assert "image_pages" in why and "shrink_ms" in why and "freeze_user_ms" not in why
+    assert hib.unrecorded_areas(None) == {}
+    run = Run(trigger="hibernate", status="complete", metrics=[("copy_pages", 5.0, "pages", "kernel-log", "x")])
+    out = hib.join_run(run, [], [], [], None, None, why)
+    nm = dict(out.not_measured)
+    assert "swsusp_save" in nm["image_pages"] and "copy_pages" not in nm

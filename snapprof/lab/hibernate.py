@@ -195,8 +195,20 @@ def failure_reason(split: console.ConsoleSplit, boot1_rc: int | None, boot2_rc: 
     return f"the restored guest did not finish (exit {boot2_rc})"
 
 
+def unrecorded_areas(areas: tuple[str, ...] | None) -> dict[str, str]:
+    """not_measured reasons for the registry figures of the probe areas left out."""
+    from snapprof.metrics import REGISTRY
+    from snapprof.record.catalogue import AREAS
+
+    left_out = [a for a in AREAS if areas is not None and a not in areas]
+    return {m.name: (f"probe area {m.area} not recorded in a lab hibernation (its kretprobe on "
+                     f"swsusp_save crashes the restored kernel; see snapprof.lab.hibernate)")
+            for m in REGISTRY.values() if m.area in left_out}
+
+
 def join_run(run: Run | None, metrics: list[tuple], kmsg_rows: list[tuple], notes: list[str],
-             failure: str | None, offline_ms: float | None) -> Run:
+             failure: str | None, offline_ms: float | None,
+             unrecorded: dict[str, str] | None = None) -> Run:
     """The cycle's run: the recorded one (or a new failed one when the guest stored none)
     with the console's figures and lines added. Figures the run already has are kept as
     recorded; a figure now measured leaves not_measured; a failure marks the run failed."""
@@ -216,6 +228,9 @@ def join_run(run: Run | None, metrics: list[tuple], kmsg_rows: list[tuple], note
     for name in (*WRITER_FIGURES, *BOOT_FIGURES):
         if name in AFTER_COPY and name not in have:
             nm[name] = reason
+    for name, why in (unrecorded or {}).items():
+        if name not in have:
+            nm.setdefault(name, why)
     run.not_measured = sorted(nm.items())
     run.kmsg = list(run.kmsg) + list(kmsg_rows)
     if failure and run.status == "complete":
@@ -358,7 +373,7 @@ def one_cycle(distro, number: int, out_dir: Path, output: _Output, *, compressor
                 and r2.returncode == NOT_RESUMED:
             run = None  # a fresh boot cannot have a run of this cycle: the capture is pre-hibernation
         cyc.offline_ms = None if offline is None or offline <= 0 else round(offline, 1)
-        joined = join_run(run, metrics, rows, notes, failure, cyc.offline_ms)
+        joined = join_run(run, metrics, rows, notes, failure, cyc.offline_ms, unrecorded_areas(areas))
         if meta is None and output.writer is None:
             raise SnapprofError(f"{name} cycle {number}: the guest returned no capture: "
                                 f"{failure or 'unknown reason'}; console logs in {folder}")
