@@ -117,13 +117,13 @@ class FakeImage:
     kernel_release = "6.1.0-test"
 
 
-def _guest_capture(tmp: Path, with_run: bool) -> bytes:
+def _guest_capture(tmp: Path, with_run: bool, error: str | None = None) -> bytes:
     cap = tmp / "g.snap"
     with CaptureWriter(cap, force=True) as w:
         w.set_meta({"kernel_release": "6.1.0-test", "trigger": "hibernate"})
         w.set_probes([("freeze_processes", "freezer", "freeze_processes", 1, None)])
         if with_run:
-            w.add_run(Run(trigger="hibernate", status="complete",
+            w.add_run(Run(trigger="hibernate", status="failed" if error else "complete", error=error,
                           metrics=[("cycle_ms", 1.0, "ms", "recorder", "x")],
                           not_measured=[("write_ms", "after the atomic copy")],
                           events=[(1, 0, 1, "sh", "begin", "hibernate", None, None)]))
@@ -132,6 +132,9 @@ def _guest_capture(tmp: Path, with_run: bool) -> bytes:
         tf.add(cap, arcname=Path(hib.GUEST_CAPTURE).name)
     cap.unlink()
     return buf.getvalue()
+
+
+NO_SWAP = "writing 'disk' to /sys/power/state: No space left on device; kernel: PM: Not enough free swap"
 
 
 def fake_qemu(monkeypatch, tmp_path, script):
@@ -149,10 +152,11 @@ def fake_qemu(monkeypatch, tmp_path, script):
         out.mkdir(parents=True, exist_ok=True)
         (out / "console.log").write_text(text)
         result_disk = Path(kw["extra_disks"][1].path)
-        if kind in ("resumed", "fresh"):
+        if kind in ("resumed", "fresh", "refused"):
             with open(result_disk, "r+b") as f:
-                f.write(_guest_capture(tmp_path, kind == "resumed"))
-        rc = {"off": None, "resumed": 0, "fresh": hib.NOT_RESUMED, "timeout": None}[kind]
+                f.write(_guest_capture(tmp_path, kind != "fresh",
+                                       NO_SWAP if kind == "refused" else None))
+        rc = {"off": None, "resumed": 0, "fresh": hib.NOT_RESUMED, "timeout": None, "refused": 1}[kind]
         return GuestResult(rc, kind == "timeout", out / "console.log", 0.0, 1.0, 1.0, "", None, 0,
                            out, "bookworm", "6.1.0-test", kw.get("timeout"))
 
@@ -226,3 +230,17 @@ def test_left_out_areas_are_explained_not_measured():
     out = hib.join_run(run, [], [], [], None, None, why)
     nm = dict(out.not_measured)
     assert "swsusp_save" in nm["image_pages"] and "copy_pages" not in nm
+
+
+def test_swap_too_small_is_one_failed_run_and_no_second_boot(monkeypatch, tmp_path, capsys):
+    from snapprof import cli
+
+    calls = fake_qemu(monkeypatch, tmp_path, [("refused", "[    0.000000] Linux version 6.1\n")])
+    out = tmp_path / "o"
+    rc = cli.main(["lab", "record", "--trigger", "hibernate", "--swap-size", "64M", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(calls) == 1  # no boot 2: the guest never powered off
+    assert err[-1] == f"snapprof lab: error: cycle 1 failed: {NO_SWAP}"
+    with CaptureReader(out / "bookworm.snap") as r:
+        (run,) = r.runs()
+        assert run["status"] == "failed" and "Not enough free swap" in run["error"]
