@@ -43,25 +43,20 @@ def record_in_guest(distro: str, runs: int, out_dir: Path, *, memory: str, cpus:
     """Boot `distro`, run `snapprof record --runs N` in it; return (capture path, GuestResult).
 
     The 9p shares die at the first snapshot cycle, so the recorder runs from a tmpfs copy
-    of the tree and its capture comes back on a raw results disk (snapprof.lab.offline).
+    of the tree (snapprof.lab.offline) and writes its capture to the guest's outbox, which
+    comes back into out_dir when the guest powers off (snapprof.lab.qemu).
     """
-    from snapprof.lab.offline import unpack
-    from snapprof.lab.qemu import create_disk, run_guest
+    from snapprof.lab.qemu import GUEST_OUTBOX, run_guest
 
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{distro}.snap"
     capture = out_dir / name
     if capture.exists():
         capture.unlink()
-    results = create_disk(out_dir / "results.img", "256M")
-    argv = ["python3", "-m", "snapprof.lab.offline", "--pack", "/dev/vdb", "--out", "/tmp/out",
-            "--", "record", "-o", f"/tmp/out/{name}", "--runs", str(runs), *record_args]
+    argv = ["python3", "-m", "snapprof.lab.offline", "--", "record",
+            "-o", f"{GUEST_OUTBOX}/{name}", "--runs", str(runs), *record_args]
     res = run_guest(distro, argv, out_dir, memory=memory, cpus=cpus, timeout=timeout,
-                    extra_disks=[results], stream=stream).check()
-    try:
-        unpack(results.path, out_dir)
-    finally:
-        results.path.unlink(missing_ok=True)
+                    stream=stream).check()
     if res.returncode != 0:
         kept = f"; the runs it completed are in {capture}" if capture.exists() else ""
         raise SnapprofError(f"snapprof record failed in the {distro} guest (exit "
