@@ -3,7 +3,8 @@
 The console logs in tests/data/hibernate-*-boot{1,2}.log are real: the serial consoles of
 `snapprof lab record --trigger hibernate` cycles in the lab (QEMU TCG, Debian kernels),
 trimmed to the kernel lines from the recorder's start on (boot 1) and from the boot
-kernel's start on (boot 2). QEMU is faked here (run_guest), nothing boots.
+kernel's start on (boot 2); hibernate-bookworm-swap64M-boot1.log is a real boot 1 with a
+64 MiB swap disk (saving failed). QEMU is faked here (run_guest), nothing boots.
 """
 
 from __future__ import annotations
@@ -244,3 +245,18 @@ def test_swap_too_small_is_one_failed_run_and_no_second_boot(monkeypatch, tmp_pa
     with CaptureReader(out / "bookworm.snap") as r:
         (run,) = r.runs()
         assert run["status"] == "failed" and "Not enough free swap" in run["error"]
+
+
+def test_wrote_line_without_saving_done_is_not_a_write_figure():
+    # real: 64 MiB swap, saving stopped at 40 %, yet "Wrote 370012 kbytes in 8.96 seconds"
+    text = (DATA / "hibernate-bookworm-swap64M-boot1.log").read_text()
+    assert "Wrote 370012 kbytes" in text and "Image saving done" not in text
+    metrics, _rows, notes = hib.console_part(split_console(text))
+    names = {m[0] for m in metrics}
+    assert "write_pages" in names and "copy_pages" in names
+    assert not names & {"write_ms", "write_kbytes", "write_mbps"}
+    assert any("was not written whole" in n for n in notes)
+    run = hib.join_run(Run(trigger="hibernate", status="failed", error="ENOSPC"), metrics, [], notes,
+                       None, None)
+    assert "was not written whole" in dict(run.not_measured)["write_kbytes"]
+    assert run.status == "failed" and run.error == "ENOSPC"

@@ -62,6 +62,8 @@ _RESUME_START = re.compile(r"PM: hibernation: resume from hibernation|Image sign
                            r"PM: (?:hibernation: )?(?:Looking for|Checking) hibernation image|"
                            r"(?:Loading and decompressing image data|Loading image data pages) \(")
 _SIZE = re.compile(r"(\d+)([MG])")
+_SAVED = re.compile(r"Image saving done")
+_LOADED = re.compile(r"Image loading done")
 
 
 @dataclass
@@ -173,14 +175,24 @@ def console_part(split: console.ConsoleSplit) -> tuple[list[tuple], list[tuple],
     text)``; their timestamps are each kernel's own clock.
     """
     metrics = []
-    for records, names, source in ((split.writer, WRITER_FIGURES, WRITER_SOURCE),
-                                   (split.boot, BOOT_FIGURES, BOOT_SOURCE)):
-        for name, value, unit, method, src in kmsg.kernel_figures(records):
-            if name in names:
-                metrics.append((name, value, unit, method, f"{source}: {src}"))
+    notes = list(split.notes)
+    for records, names, source, speed, done in (
+            (split.writer, WRITER_FIGURES, WRITER_SOURCE, ("write_ms", "write_kbytes", "write_mbps"),
+             _SAVED),
+            (split.boot, BOOT_FIGURES, BOOT_SOURCE, ("read_ms", "read_kbytes", "read_mbps"), _LOADED)):
+        figs = [f for f in kmsg.kernel_figures(records) if f[0] in names]
+        if any(f[0] in speed for f in figs) and not any(done.search(r[3]) for r in records):
+            # swsusp_show_speed() prints the full page count whether the save/load worked
+            # or not; only "Image saving/loading done" says it did (seen: a 64 MiB swap,
+            # saving stopped at 40 %, "Wrote 370012 kbytes" printed all the same).
+            figs = [f for f in figs if f[0] not in speed]
+            notes.append(f"{source}: the kernel's '{'Wrote' if speed[0] == 'write_ms' else 'Read'} "
+                         f"N kbytes' line came without '{done.pattern}': the image was not "
+                         f"{'written' if speed[0] == 'write_ms' else 'read'} whole")
+        metrics += [(n, v, u, m, f"{source}: {src}") for n, v, u, m, src in figs]
     lines = _records_from(split.writer, _SAVE_START) + _records_from(split.boot, _RESUME_START)
     rows = [(None, r[1], r[2], r[3]) for r in lines]
-    return metrics, rows, list(split.notes)
+    return metrics, rows, notes
 
 
 def failure_reason(split: console.ConsoleSplit, boot1_rc: int | None, boot2_rc: int | None) -> str | None:
