@@ -16,7 +16,7 @@ from snapprof import __version__
 from snapprof.errors import SnapprofError
 
 # Order is the order shown in --help.
-COMMANDS = ["lab", "probes", "record", "report", "compare"]
+COMMANDS = ["lab", "probes", "record", "report", "compare", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
