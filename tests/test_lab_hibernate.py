@@ -4,7 +4,8 @@ The console logs in tests/data/hibernate-*-boot{1,2}.log are real: the serial co
 `snapprof lab record --trigger hibernate` cycles in the lab (QEMU TCG, Debian kernels),
 trimmed to the kernel lines from the recorder's start on (boot 1) and from the boot
 kernel's start on (boot 2); hibernate-bookworm-swap64M-boot1.log is a real boot 1 with a
-64 MiB swap disk (saving failed). QEMU is faked here (run_guest), nothing boots.
+64 MiB swap disk (saving failed); hibernate-trixie-lz4-boot{1,2}.log a real lz4 cycle whose
+boot kernel could not read the image. QEMU is faked here (run_guest), nothing boots.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from snapprof.capture import CaptureReader, CaptureWriter, Run
 from snapprof.errors import SnapprofError
 from snapprof.lab import hibernate as hib
 from snapprof.lab.qemu import GuestResult
-from snapprof.record.console import split_console
+from snapprof.record.console import console_records, split_console
 from snapprof.record.kmsg import kernel_figures
 
 DATA = Path(__file__).parent / "data"
@@ -260,3 +261,17 @@ def test_wrote_line_without_saving_done_is_not_a_write_figure():
                        None, None)
     assert "was not written whole" in dict(run.not_measured)["write_kbytes"]
     assert run.status == "failed" and run.error == "ENOSPC"
+
+
+def test_lz4_image_the_boot_kernel_cannot_read():
+    # real (trixie 6.12, hibernate.compressor=lz4): the initramfs has no lz4 module, so the
+    # boot kernel cannot read the image and the guest boots afresh
+    b1 = (DATA / "hibernate-trixie-lz4-boot1.log").read_text()
+    b2 = (DATA / "hibernate-trixie-lz4-boot2.log").read_text()
+    split = split_console(b1 + "\n" + b2)
+    why = hib.failure_reason(split, None, hib.NOT_RESUMED, console_records(b2))
+    assert why == "the guest did not resume from its image: PM: hibernation: lz4 compression is not available"
+    metrics, _rows, _notes = hib.console_part(split)
+    m = {x[0]: x[1] for x in metrics}
+    assert m["write_compressed_kbytes"] == 134946 and "read_ms" not in m
+    assert m["write_kbytes"] == 4 * m["write_pages"]

@@ -195,9 +195,12 @@ def console_part(split: console.ConsoleSplit) -> tuple[list[tuple], list[tuple],
     return metrics, rows, notes
 
 
-def failure_reason(split: console.ConsoleSplit, boot1_rc: int | None, boot2_rc: int | None) -> str | None:
-    """Why a cycle did not resume, from the console and the two boots' exit codes; None if it did."""
-    errors = kmsg.kernel_errors(split.writer + split.boot)
+def failure_reason(split: console.ConsoleSplit, boot1_rc: int | None, boot2_rc: int | None,
+                   boot2: list | None = None) -> str | None:
+    """Why a cycle did not resume, from the console and the two boots' exit codes; None if it did.
+    boot2: boot 2's console records (a boot that found no usable image is no resume boot
+    for split_console, but its kernel may say why, e.g. "lz4 compression is not available")."""
+    errors = kmsg.kernel_errors(split.writer + split.boot + list(boot2 or []))
     if split.restored and boot2_rc not in (None, NOT_RESUMED):
         return None
     if boot2_rc == NOT_RESUMED or not split.restored:
@@ -380,7 +383,9 @@ def one_cycle(distro, number: int, out_dir: Path, output: _Output, *, compressor
             failure = None if run is not None else (
                 f"the guest did not hibernate (record exit {r1.returncode}); see {r1.console_log}")
         else:
-            failure = boot_failure(r2, "boot 2") or failure_reason(split, r1.returncode, r2.returncode)
+            boot2 = console.console_records(r2.console_log.read_text(errors="replace"))
+            failure = boot_failure(r2, "boot 2") or failure_reason(split, r1.returncode, r2.returncode,
+                                                                   boot2)
         if failure and r2 is not None and run is not None and run.status == "complete" \
                 and r2.returncode == NOT_RESUMED:
             run = None  # a fresh boot cannot have a run of this cycle: the capture is pre-hibernation
