@@ -54,7 +54,7 @@ def guest(outdir: str, pairs: int, device: str) -> int:
 
 
 def _guest_pairs(outdir: str, pairs: int, tree: str) -> int:
-    env = dict(os.environ, PYTHONPATH=tree)
+    env = dict(os.environ, PYTHONPATH=tree, PWD=tree)  # clang stats $PWD: not the dead 9p share
     rows = []
     for i in range(pairs):
         for mode in (("with", []), ("without", ["--no-probes"])):

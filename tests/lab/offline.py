@@ -1,7 +1,8 @@
 """Lab jobs that run snapshot cycles cannot use the 9p shares after the first cycle: the
 THAW callbacks reset every virtio device, and virtio-9p has no PM restore, so /project and
 /output hang from then on (virtio-blk disks come back). So a job
-  1. copies the project tree to the guest's tmpfs before any cycle (``relocate``),
+  1. copies the project tree to the guest's tmpfs before any cycle (``relocate``) and
+     runs from there, with PWD set to the copy (clang, inside bcc, stats $PWD),
   2. writes its results under the guest's tmpfs,
   3. packs them into a tar written to an extra raw disk (``pack``: /dev/vdb),
 and the host reads that tar back (``unpack``). Standard library only.

@@ -135,7 +135,8 @@ def main() -> int:
     if args[:1] == ["--pack"]:
         device, args = args[1], args[2:]
         TREE = offline.relocate(TREE)
-        ENV["PYTHONPATH"] = TREE
+        # PWD too: clang (bcc) stats $PWD, which would still name the dead 9p share
+        ENV.update(PYTHONPATH=TREE, PWD=TREE)
     outdir, steps = args[0], args[1:] or ["snapshot", "shrink", "freezer", "none", "kill"]
     os.makedirs(outdir, exist_ok=True)
     try:
