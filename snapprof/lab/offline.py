@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     tree = relocate(src)
     os.chdir("/")  # the job's working directory was /project, which dies at the first cycle
-    env = dict(os.environ, PYTHONPATH=tree, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    # PWD too: clang inside bcc stats $PWD, which would hang on the dead 9p share
+    env = dict(os.environ, PYTHONPATH=tree, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", PWD="/")
     return subprocess.call([sys.executable, "-m", "snapprof", *args], env=env)
 
 
