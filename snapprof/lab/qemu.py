@@ -377,6 +377,15 @@ def run_guest(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _die_with_parent() -> None:
+    """In the QEMU child, before exec: the kernel kills QEMU if snapprof dies (even by
+    SIGKILL), so no guest is left running without its supervisor."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, interactive) -> GuestResult:
     qemu_err = work / "qemu.stderr"
     t0 = time.monotonic()
@@ -388,6 +397,7 @@ def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, inter
             stdout=None if interactive else subprocess.DEVNULL,
             stderr=err,
             start_new_session=not interactive,
+            preexec_fn=_die_with_parent,
         )
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     collected: list[str] = []
