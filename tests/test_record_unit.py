@@ -277,3 +277,18 @@ def test_hibernate_trigger_without_pm_test_file(tmp_path):
     out = trg.SysfsTrigger(None, str(tmp_path)).run(trg.Interrupts())
     assert out.status == "complete", out.error
     assert (p / "state").read_text() == "disk" and not (p / "pm_test").exists()
+
+
+def test_probe_areas_keep_return_probes_off_the_atomic_copy_of_a_real_hibernation():
+    from snapprof.record.recorder import ACROSS_COPY_AREAS, SAFE_AREAS, probe_areas
+
+    assert probe_areas("snapshot", None) == (None, None)  # /dev/snapshot: everything
+    assert probe_areas("pm-test", ["copy"]) == (["copy"], None)
+    areas, why = probe_areas("hibernate", None)
+    assert areas == list(SAFE_AREAS) and not set(areas) & set(ACROSS_COPY_AREAS)
+    assert "swsusp_save" in why
+    with pytest.raises(SnapprofError, match="cannot be recorded with --trigger hibernate"):
+        probe_areas("hibernate", ["freezer", "copy"])
+    areas, why = probe_areas("none", None)  # the cycle may be a real hibernation
+    assert areas == list(SAFE_AREAS) and "--area shrink,copy" in why
+    assert probe_areas("none", ["copy"]) == (["copy"], None)  # asked for explicitly

@@ -81,14 +81,10 @@ class Cycle:
     folder: Path | None = None
 
 
-# Probe areas recorded by default. Not "shrink" and "copy": they hold a kretprobe on
-# swsusp_save(), which is on the stack at the atomic copy and never returns in the restored
-# image (it resumes in swsusp_arch_suspend()); its stale return-probe node then sits on top
-# of the task's list, and the next probed return (hibernation_snapshot) hits the kernel's
-# rethook WARN and jumps to a bad address. Seen in the lab on 6.1.0-50 (Debian 6.1.176):
-# "WARNING: ... at kernel/trace/rethook.c:318 rethook_trampoline_handler", then "BUG:
-# kernel NULL pointer dereference" in the restored recorder.
-SAFE_AREAS = ("freezer", "devices", "phases", "io")
+# Probe areas recorded by default: the recorder's safe set for a real hibernation (not
+# "shrink" and "copy", whose return probe on swsusp_save() crashes the restored kernel;
+# see snapprof.record.recorder.ACROSS_COPY_AREAS).
+from snapprof.record.recorder import SAFE_AREAS  # noqa: E402
 
 
 def guest_script(compressor: str | None, areas: tuple[str, ...] | None = SAFE_AREAS) -> str:

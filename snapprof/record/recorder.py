@@ -212,6 +212,35 @@ def _summary_line(run_no: int, run: Run) -> str:
     return "  ".join(parts)
 
 
+# Probe areas that hold a return probe across the atomic copy (on swsusp_save). In a real
+# hibernation the restored image resumes in swsusp_arch_suspend() and never returns through
+# swsusp_save(); the stale return-probe node then crashes the restored kernel (seen in the
+# lab on Debian 6.1 and 6.12: "WARNING ... rethook.c rethook_trampoline_handler", then a
+# NULL pointer dereference). /dev/snapshot and pm_test cycles return normally.
+ACROSS_COPY_AREAS = ("shrink", "copy")
+SAFE_AREAS = ("freezer", "devices", "phases", "io")
+
+
+def probe_areas(kind: str, requested: list[str] | None) -> tuple[list[str] | None, str | None]:
+    """The probe areas to attach for a trigger kind, and why some were left out (or None).
+
+    hibernate: never the areas in ACROSS_COPY_AREAS (refused if asked for). none: the cycle
+    may be a real hibernation, so they are left out unless asked for explicitly.
+    """
+    reason = ("their return probe on swsusp_save() would be pending at the atomic copy and "
+              "crash the restored kernel after a real hibernation")
+    if kind == "hibernate":
+        asked = sorted(set(requested or ()) & set(ACROSS_COPY_AREAS))
+        if asked:
+            raise SnapprofError(f"--area {','.join(asked)} cannot be recorded with --trigger "
+                                f"hibernate: {reason}")
+        return (list(requested) if requested else list(SAFE_AREAS)), f"not recorded with --trigger hibernate: {reason}"
+    if kind == "none" and requested is None:
+        return list(SAFE_AREAS), (f"not recorded with --trigger none by default ({reason}); "
+                                  "--area shrink,copy adds them if no real hibernation will run")
+    return requested, None
+
+
 class Recorder:
     def __init__(self, opts: Options, log=None):
         self.opts = opts
@@ -251,7 +280,10 @@ class Recorder:
         from snapprof.record.probeset import ProbeSet  # noqa: PLC0415 (resolves, no bcc yet)
 
         summary = Summary(o.output)
-        ps = ProbeSet(areas=o.areas)
+        areas, left_out = probe_areas(kind, o.areas)
+        if left_out:
+            self.log(f"snapprof record: probe areas {', '.join(ACROSS_COPY_AREAS)} left out: {left_out}")
+        ps = ProbeSet(areas=areas)
         probe_reason = None
         if o.probes:
             t = time.monotonic()
@@ -280,6 +312,10 @@ class Recorder:
             rows = ps.status()
             if not o.probes:
                 rows = [(n, a, t, False, probe_reason) for n, a, t, _att, _r in rows]
+            if left_out:
+                kept = {r[0] for r in rows}
+                rows += [(m.name, m.area, None, False, left_out)
+                         for m in ps.catalogue.measurements if m.name not in kept]
             writer.set_probes(rows)
             if kind == "snapshot":
                 trigger = trg.SnapshotTrigger(deadline_s=o.deadline_s, save_image=bool(o.save_image))
