@@ -110,13 +110,20 @@ def step_kill(outdir: str) -> dict:
     """SIGKILL the recorder inside a cycle. Once the user space is frozen only the
     recorder runs, so the kill is sent while it is in the FREEZE ioctl (syncing): the
     signal is pending while the kernel freezes user space and kills the recorder as the
-    ioctl returns, with every other task frozen; closing /dev/snapshot must thaw them."""
+    ioctl returns, with every other task frozen; closing /dev/snapshot must thaw them.
+    Dirty page cache makes that sync long enough to be seen from here."""
     path = os.path.join(outdir, "kill.snap")
     log = os.path.join(outdir, "kill.log")
     p = spawn(path, "--runs", "3", "--interval", "4", log=log)
     res: dict = {"first_run": wait_for(lambda: runs_in(path) >= 1 or p.poll() is not None, 900)}
     reader = KmsgReader()
     reader.mark()  # the kernel's log of the cycle the recorder dies in
+    # Dirty 300 MB of page cache: the next FREEZE's filesystem sync (before user space is
+    # frozen) then takes long enough for this process to see the recorder inside it.
+    with open("/var/tmp/snapprof-dirty", "wb") as f:
+        block = b"\xa5" * (1 << 20)
+        for _ in range(300):
+            f.write(block)
     res["killed_in_freeze"] = False
     end = time.monotonic() + 120
     while p.poll() is None and time.monotonic() < end:
@@ -131,6 +138,7 @@ def step_kill(outdir: str) -> dict:
         p.kill()
         res["rc"] = "timeout"
     res["died_after_s"] = time.monotonic() - t
+    os.unlink("/var/tmp/snapprof-dirty")
     time.sleep(1)
     res["killed_cycle_log"] = [rec[3] for rec in reader.read_new()]
     reader.close()

@@ -186,7 +186,9 @@ def test_shrinking_cycle(job):
     copy = value(run, "copy_pages", "probe")
     assert copy == log_value(run, r"Image created \((\d+) pages copied")[0]
     need = log_value(run, r"Need to copy (\d+) pages")[0]
-    assert need < saveable and need <= size * 1.15, (need, size)  # the image lands near the target
+    # the image lands near the target: at least half way from the saveable pages to it
+    # (the pressure allocation is capped by what the zone can give)
+    assert need < saveable and need - size <= (saveable - size) / 2, (need, size, saveable)
     print(f"\n{job['distro']}: saveable {saveable:.0f}, image_size {wanted}, kernel size {size:.0f}, "
           f"shrink {reclaimed:.0f}/{requested:.0f}, to copy {need}, recorder locked "
           f"{meta.get('recorder_locked_kb')} kB")
