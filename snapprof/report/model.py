@@ -99,7 +99,7 @@ def _header(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
             partly.append({"name": name, "label": registry.get(name).label,
                            "runs": [int(r) for r in group["run_id"]],
                            "reason": "; ".join(dict.fromkeys(group["reason"].astype(str)))})
-    drops = frames.runs["ringbuf_drops"].fillna(0)
+    known = frames.runs["ringbuf_drops"].dropna()  # unknown drop counts stay unknown, not 0
     return {
         "meta": {k: _selected(frames.meta.get(k)) if k in CHOICE_KEYS else frames.meta.get(k)
                  for k in META_HEADER},
@@ -111,8 +111,8 @@ def _header(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
         "probes": records(probes),
         "not_measured": not_measured,
         "not_measured_in_some_runs": partly,
-        "ringbuf_drops": int(drops.sum()),
-        "runs_with_drops": [int(r) for r in frames.runs.loc[drops > 0, "run_id"]],
+        "ringbuf_drops": int(known.sum()) if len(known) else None,
+        "runs_with_drops": [int(r) for r in frames.runs.loc[known[known > 0].index, "run_id"]],
     }
 
 
