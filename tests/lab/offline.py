@@ -12,20 +12,9 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import tarfile
 
-TREE_PARTS = ("snapprof", "probes", "tests/lab", "benchmarks")
-
-
-def relocate(src: str, dst: str = "/tmp/snapprof-tree") -> str:
-    """Copy what a job runs from the project tree into dst (guest tmpfs); returns dst."""
-    for part in TREE_PARTS:
-        s = os.path.join(src, part)
-        if os.path.isdir(s):
-            shutil.copytree(s, os.path.join(dst, part), dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return dst
+from snapprof.lab.offline import TREE_PARTS, relocate  # noqa: E402,F401 (the product's copy step)
 
 
 def pack(folder: str, device: str = "/dev/vdb") -> int:
