@@ -114,7 +114,7 @@ def step_kill(outdir: str) -> dict:
     Dirty page cache makes that sync long enough to be seen from here."""
     path = os.path.join(outdir, "kill.snap")
     log = os.path.join(outdir, "kill.log")
-    p = spawn(path, "--runs", "3", "--interval", "4", log=log)
+    p = spawn(path, "--runs", "3", "--interval", "20", log=log)  # time to dirty the cache
     res: dict = {"first_run": wait_for(lambda: runs_in(path) >= 1 or p.poll() is not None, 900)}
     reader = KmsgReader()
     reader.mark()  # the kernel's log of the cycle the recorder dies in

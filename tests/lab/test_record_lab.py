@@ -235,14 +235,16 @@ def test_recorder_killed_mid_cycle(job):
     res = job["steps"]["kill"]
     assert res["first_run"]
     assert res["killed_in_freeze"] and res["rc"] == -9, res["stderr"][-2000:]
-    assert res["runs_after_kill"] == 1
+    # the kill lands in the cycle after the first committed run (or, on a slow host, a later
+    # one): the runs committed before it are all there, the killed cycle is not
+    assert res["runs_after_kill"] >= 1
     # it died mid-cycle (user space had been frozen) and closing /dev/snapshot thawed
     log = res["killed_cycle_log"]
     assert any("Freezing user space processes" in line for line in log), log
     assert any(re.search(r"Restarting tasks(?: \.\.\.|:) [Dd]one", line) for line in log), log
     _, runs = capture(job, "kill")  # readable, the completed run intact
-    assert len(runs) == 1 and runs[0]["status"] == "complete"
-    assert value(runs[0], "copy_pages") > 0
+    assert len(runs) == res["runs_after_kill"] < 3
+    assert all(r["status"] == "complete" and value(r, "copy_pages") > 0 for r in runs)
     # the system kept running: a new cycle works (/dev/snapshot was released, nothing frozen)
     assert res["after"]["rc"] == 0, res["after"]["stderr"][-2000:]
     _, after = capture(job, "after-kill")
