@@ -201,7 +201,7 @@ def _summary_line(run_no: int, run: Run) -> str:
         parts.append(f"prealloc {m['prealloc_ms'] / 1000:.2f} s")
     elif "prealloc_kernel_ms" in m:
         parts.append(f"prealloc {m['prealloc_kernel_ms'] / 1000:.2f} s")
-    if "shrink_reclaimed_pages" in m:
+    if "shrink_reclaimed_pages" in m and "shrink_requested_pages" in m:
         parts.append(f"shrink {m['shrink_reclaimed_pages']:.0f}/{m['shrink_requested_pages']:.0f} pages")
     if "image_pages" in m:
         parts.append(f"image {m['image_pages']:.0f} pages")
