@@ -56,7 +56,11 @@ PACKAGES = (
 )
 VARIANT = "minbase"
 DISK_SIZE = "4G"
-CONFIGURE_VERSION = 1
+CONFIGURE_VERSION = 2  # 2: lz4 modules in the initramfs (a boot kernel resuming an lz4 image)
+# Modules the boot kernel's initramfs must load before it reads a hibernation image: the
+# image is decompressed by the crypto API, and a kernel with hibernate.compressor=lz4
+# (6.9 and later) writes images the initramfs could not read without these.
+INITRAMFS_MODULES = ("lz4", "lz4_compress", "lz4_decompress")
 BOOT_STUB = Path(__file__).with_name("guest-boot.sh")
 GUEST_INIT_PATH = "/sbin/snapprof-boot"  # where the stub lives in the guest (init=)
 HOSTNAME = "snapprof-lab"
@@ -356,6 +360,7 @@ def _configure(rootfs: Path) -> dict:
     if len(releases) != 1:
         raise SnapprofError(f"expected one kernel in the guest, found {releases or 'none'}; rebuild with --force")
     rel = releases[0]
+    _initramfs_modules(rootfs, rel)
     for name in (f"vmlinuz-{rel}", f"initrd.img-{rel}"):
         if not (rootfs / "boot" / name).is_file():
             raise SnapprofError(f"the guest has no /boot/{name} (initramfs-tools failed?); rebuild with --force")
@@ -365,6 +370,27 @@ def _configure(rootfs: Path) -> dict:
         "python_version": dpkg_version(rootfs, "python3"),
         "init": GUEST_INIT_PATH,
     }
+
+
+def _initramfs_modules(rootfs: Path, rel: str) -> None:
+    """Add INITRAMFS_MODULES (those this kernel has) to the initramfs and regenerate it."""
+    mod_dir = rootfs / "lib" / "modules" / rel
+    have = {p.name.split(".ko")[0] for p in mod_dir.rglob("*.ko*")}
+    wanted = [m for m in INITRAMFS_MODULES if m in have]
+    if not wanted:
+        return
+    conf = rootfs / "etc" / "initramfs-tools" / "modules"
+    text = conf.read_text() if conf.exists() else ""
+    missing = [m for m in wanted if m not in text.split()]
+    if not missing:
+        return
+    conf.write_text(text + "".join(f"{m}\n" for m in missing))
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+    proc = subprocess.run(["chroot", str(rootfs), "update-initramfs", "-u", "-k", rel],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SnapprofError(f"update-initramfs in the guest failed: {tail[0]}")
 
 
 def dpkg_version(rootfs: Path, package: str) -> str:
