@@ -11,7 +11,8 @@
  * sleep-time report (tk_debug_account_sleep_time), never from a timestamp difference.
  *
  * Defines passed by snapprof/record/probeset.py (cflags):
- *   EVENTS_PAGES, DEVCALLS_PAGES, TASKS_MAX        buffer and map sizes
+ *   EVENTS_PAGES, DEVCALLS_PAGES, TASKS_MAX,       buffer and map sizes (the recorder
+ *   DEVSTART_MAX                                   fits them to the machine)
  *   ADDR_<symbol>=0x...                            address of a kernel static (/proc/kallsyms)
  *   HAVE_TP_<sys>__<event>                         the tracepoint exists in this kernel
  */
@@ -19,13 +20,16 @@
 #include <linux/sched.h>
 
 #ifndef EVENTS_PAGES
-#define EVENTS_PAGES 256
+#define EVENTS_PAGES 16
 #endif
 #ifndef DEVCALLS_PAGES
-#define DEVCALLS_PAGES 1024
+#define DEVCALLS_PAGES 64
 #endif
 #ifndef TASKS_MAX
-#define TASKS_MAX 32768
+#define TASKS_MAX 1024
+#endif
+#ifndef DEVSTART_MAX
+#define DEVSTART_MAX 256
 #endif
 
 #define NAME_LEN 32

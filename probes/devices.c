@@ -25,7 +25,7 @@ struct devcall {
 };
 
 BPF_RINGBUF_OUTPUT(devcalls, DEVCALLS_PAGES);
-BPF_HASH(devstart, u32, struct devcall, 4096);
+BPF_HASH(devstart, u32, struct devcall, DEVSTART_MAX);
 BPF_PERCPU_ARRAY(devscratch, struct devcall, 1);
 
 #if defined(HAVE_TP_power__device_pm_callback_start) && defined(HAVE_TP_power__device_pm_callback_end)

@@ -1,16 +1,20 @@
 """The BPF side of `snapprof record`: resolve, compile and attach the probes, then turn what
 they saw into capture rows.
 
-Standard library at import time; bcc is imported lazily by ProbeSet.attach().
+Standard library only, here and at run time: bcc runs in a short-lived child process
+(snapprof/record/loader.py) that compiles and attaches, hands over the maps and the perf
+events holding the programs, and exits — so the compiler's memory is not in the image the
+recorder measures. The maps are read with snapprof/record/bpfsys.py.
 
     ps = ProbeSet()                   # loads probes/catalogue.json, resolves it (no bcc needed)
     rows = ps.status()                # (name, area, target, attached, reason) -> CaptureWriter.set_probes
-    ps.attach()                       # compiles probes/*.c once (12-21 s in the lab) and attaches
+    ps.attach()                       # the child compiles probes/*.c (12-46 s in the lab) and attaches
     ... one hibernation cycle ...     # every user task but the trigger thread is frozen meanwhile
     data = ps.collect()               # after thaw: drains the buffers, resets per-cycle state
     ps.close()
 
-After attach(), ps.timings = {"compile_s", "attach_s", "hooks"} (for the capture's meta).
+After attach(), ps.timings = {"compile_s", "attach_s", "hooks", "loader_peak_rss_kb"} and
+ps.sizes (buffer and map sizes, fitted to this machine) go to the capture's meta.
 Nothing is read while a cycle runs (the recorder is frozen): events go to BPF ring buffers
 sized for a whole cycle and per-task freezer data to a map; collect() reads them after
 thaw and reports ring-buffer drops. collect() yields metrics only for what the probes
@@ -23,12 +27,10 @@ from __future__ import annotations
 
 import ctypes as ct
 import os
-import sys
-import tempfile
-import time
 from collections import defaultdict
 
 from snapprof.errors import SnapprofError
+from snapprof.record import bpfsys, loader
 from snapprof.record import catalogue as cat
 from snapprof.record.derive import (COUNTERS, CycleData, RawDevcall, RawEvent, RawTask,
                                     derive)
@@ -36,11 +38,56 @@ from snapprof.record.resolve import KernelView, Resolution, resolve
 
 __all__ = ["CycleData", "ProbeSet"]
 
-# Ring buffer sizes in pages (power of two). events: ~130 B each, a cycle has a few hundred;
-# devcalls: ~190 B per device callback, 8 phases x every device.
-EVENTS_PAGES = 256  # 1 MiB
-DEVCALLS_PAGES = 1024  # 4 MiB
-TASKS_MAX = 32768
+# Every byte of the probes' maps is in the image they measure, so they are sized to this
+# machine, not to the worst case (the sizes go to the capture's meta; a full buffer is
+# counted as drops, never silently). Measured per snapshot cycle in the lab: ~75 events of
+# 144 B; ~700 device callbacks of 200 B for ~90 PM devices (8 callbacks each); ~10 tasks
+# needing the freezer's attention.
+MAPS = ("events", "devcalls", "tasks", "counters", "cycle", "devstart")
+EVENT_BYTES = 144  # record + ring-buffer header, rounded
+DEVCALL_BYTES = 200
+CALLBACKS_PER_DEVICE = 12  # 8 in a snapshot cycle (prepare..complete), margin for hibernate
+
+
+def _pow2_at_least(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+def buffer_sizes(n_devices: int, n_threads: int, page_size: int = 4096) -> dict[str, int]:
+    """EVENTS_PAGES, DEVCALLS_PAGES (ring buffers, pages, powers of two), TASKS_MAX and
+    DEVSTART_MAX (hash map entries) for a machine with that many PM devices and threads."""
+    events = _pow2_at_least(max(16, -(-400 * EVENT_BYTES // page_size)))  # 400 events
+    devcalls = _pow2_at_least(max(16, -(-n_devices * CALLBACKS_PER_DEVICE * DEVCALL_BYTES // page_size)))
+    return {"EVENTS_PAGES": events, "DEVCALLS_PAGES": min(devcalls, 4096),
+            "TASKS_MAX": _pow2_at_least(2 * n_threads + 256),
+            "DEVSTART_MAX": _pow2_at_least(max(128, n_devices))}
+
+
+def count_pm_devices(sys_root: str = "/sys") -> int:
+    """Devices the PM core calls back: those with a power/ folder under /sys/devices."""
+    n = 0
+    for _dir, dirs, _files in os.walk(os.path.join(sys_root, "devices")):
+        if "power" in dirs:
+            n += 1
+            dirs.remove("power")
+    return n
+
+
+def count_threads(proc_root: str = "/proc") -> int:
+    n = 0
+    try:
+        pids = [p for p in os.listdir(proc_root) if p.isdigit()]
+    except OSError:
+        return 0
+    for pid in pids:
+        try:
+            n += len(os.listdir(os.path.join(proc_root, pid, "task")))
+        except OSError:
+            continue
+    return n
 
 
 class EventRecord(ct.Structure):
@@ -60,6 +107,15 @@ class DevcallRecord(ct.Structure):
                 ("event", ct.c_int32), ("pid", ct.c_uint32), ("pad", ct.c_uint32),
                 ("device", ct.c_char * 48), ("driver", ct.c_char * 32),
                 ("parent", ct.c_char * 48), ("pm_ops", ct.c_char * 24)]
+
+
+class TaskRecord(ct.Structure):
+    """struct taskrec in probes/freezer.c (value of the `tasks` map, keyed by pid)."""
+
+    _fields_ = [("t_true", ct.c_uint64), ("t_refrig", ct.c_uint64), ("tgid", ct.c_uint32),
+                ("pass_true", ct.c_uint32), ("n_true", ct.c_uint32), ("stage", ct.c_uint8),
+                ("kthread", ct.c_uint8), ("in_place", ct.c_uint8), ("pad", ct.c_uint8),
+                ("comm", ct.c_char * 16)]
 
 
 def _s(b: bytes) -> str:
@@ -102,8 +158,11 @@ class ProbeSet:
         self.areas = list(areas) if areas is not None else None
         self.view = view or KernelView()
         self.resolutions: list[Resolution] = resolve(self.catalogue, self.view, self.areas)
-        self.bpf = None
+        self.loaded: loader.Loaded | None = None
+        self._rings: dict[str, bpfsys.RingBuffer] = {}
+        self._maps: dict[str, bpfsys.Map] = {}
         self.timings: dict[str, float] = {}
+        self._sizes: dict[str, int] | None = None
         self._attached: dict[str, bool] = {}
         self._why: dict[str, str] = {}
         self._events: list[RawEvent] = []
@@ -118,7 +177,7 @@ class ProbeSet:
         rows = []
         for r in self.resolutions:
             m = r.measurement
-            if self.bpf is not None:
+            if self.loaded is not None:
                 attached = self._attached.get(m.name, False)
                 reason = None if attached else (r.reason or self._why.get(m.name) or "not attached")
             else:
@@ -149,9 +208,17 @@ class ProbeSet:
             parts.append("\n")
         return "".join(parts)
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Buffer and map sizes for this machine (counted once, from the view's /sys and /proc)."""
+        if self._sizes is None:
+            self._sizes = buffer_sizes(count_pm_devices(self.view.path("/sys")),
+                                       count_threads(self.view.path("/proc")), self._page_size)
+        return self._sizes
+
     def cflags(self) -> list[str]:
-        flags = [f"-DEVENTS_PAGES={EVENTS_PAGES}", f"-DDEVCALLS_PAGES={DEVCALLS_PAGES}",
-                 f"-DTASKS_MAX={TASKS_MAX}", "-Wno-macro-redefined", "-Wno-unused-function"]
+        flags = [f"-D{k}={v}" for k, v in self.sizes.items()]
+        flags += ["-Wno-macro-redefined", "-Wno-unused-function"]
         seen = set()
         for r in self.resolutions:
             for c in r.choices:
@@ -185,8 +252,9 @@ class ProbeSet:
         return out
 
     def attach(self) -> None:
-        """Compile once and attach every available measurement; SnapprofError if none can be."""
-        if self.bpf is not None:
+        """Compile once (in a child process: snapprof/record/loader.py) and attach every
+        available measurement; SnapprofError if none can be."""
+        if self.loaded is not None:
             return
         blockers = self.view.blockers()
         if blockers:
@@ -195,79 +263,99 @@ class ProbeSet:
         if not usable:
             first = next((r.reason for r in self.resolutions if r.reason), "nothing selected")
             raise SnapprofError(f"no probe can be attached on this kernel ({first})")
-        try:
-            import bcc  # noqa: PLC0415 (lazy: the recorder runs without bcc until here)
-        except ImportError as exc:
-            raise SnapprofError(f"bcc missing ({exc}); install python3-bpfcc") from None
-
-        t0 = time.monotonic()
-        bpf = _compile(bcc, self.source(), self.cflags())
-        t1 = time.monotonic()
-        done: dict[tuple, str | None] = {}
+        if not self.view.bcc_installed:
+            raise SnapprofError("bcc missing; install python3-bpfcc")
+        hooks = sorted({h for r in usable for h in self.hooks(r)})
+        loaded = loader.load(self.source(), self.cflags(), hooks, list(MAPS))
         for r in self.resolutions:
             name = r.measurement.name
             if not r.available:
                 self._attached[name] = False
                 continue
             err = None
-            for kind, target, handler, maxactive in self.hooks(r):
-                key = (kind, target, handler)
-                if key not in done:
-                    done[key] = _attach_one(bpf, kind, target, handler, maxactive)
-                err = err or done[key]
+            for kind, target, handler, _maxactive in self.hooks(r):
+                err = err or loaded.attach_errors.get((kind, target, handler))
             self._attached[name] = err is None
             if err:
                 self._why[name] = err
-        t2 = time.monotonic()
         if not any(self._attached.values()):
-            bpf.cleanup()
+            loaded.close()
             first = next(iter(self._why.values()), "unknown reason")
             raise SnapprofError(f"no probe could be attached ({first})")
-        bpf["events"].open_ring_buffer(self._on_event)
-        bpf["devcalls"].open_ring_buffer(self._on_devcall)
-        self.bpf = bpf
-        self.timings = {"compile_s": t1 - t0, "attach_s": t2 - t1,
-                        "hooks": float(sum(1 for v in done.values() if v is None))}
+        try:
+            self._open_maps(loaded)
+        except BaseException:
+            self._close_maps()
+            loaded.close()
+            raise
+        self.loaded = loaded
+        self.timings = {"compile_s": loaded.compile_s, "attach_s": loaded.attach_s,
+                        "hooks": float(sum(1 for v in loaded.attach_errors.values() if v is None)),
+                        "loader_peak_rss_kb": float(loaded.loader_peak_rss_kb or 0)}
+
+    def _open_maps(self, loaded) -> None:
+        for name, struct_type in (("events", EventRecord), ("devcalls", DevcallRecord)):
+            m = loaded.maps.get(name)
+            if m is None:
+                raise SnapprofError(f"the probes have no {name} ring buffer")
+            self._rings[name] = bpfsys.RingBuffer(m["fd"], m["max_entries"])
+        for name, (key_size, value_size) in {"tasks": (4, ct.sizeof(TaskRecord)), "counters": (4, 8),
+                                             "cycle": (4, None), "devstart": (4, None)}.items():
+            m = loaded.maps.get(name)
+            if m is None:
+                raise SnapprofError(f"the probes have no {name} map")
+            if m["key_size"] != key_size or (value_size is not None and m["value_size"] != value_size):
+                raise SnapprofError(
+                    f"BPF record layout mismatch (map {name}: {m['key_size']}/{m['value_size']} bytes, "
+                    f"expected {key_size}/{value_size}): probes/*.c and snapprof/record/probeset.py disagree")
+            self._maps[name] = bpfsys.Map(m["fd"], m["key_size"], m["value_size"], m["max_entries"])
+
+    def _close_maps(self) -> None:
+        for rb in self._rings.values():
+            rb.close()
+        self._rings, self._maps = {}, {}
 
     # -- reading ----------------------------------------------------------------------
-    def _on_event(self, ctx, data, size):
-        if size < ct.sizeof(EventRecord):
-            self._bad_record = f"event record of {size} bytes, expected {ct.sizeof(EventRecord)}"
-            return 0
-        self._events.append(decode_event(ct.cast(data, ct.POINTER(EventRecord)).contents))
-        return 0
+    def _on_event(self, data: bytes) -> None:
+        if len(data) < ct.sizeof(EventRecord):
+            self._bad_record = f"event record of {len(data)} bytes, expected {ct.sizeof(EventRecord)}"
+            return
+        self._events.append(decode_event(EventRecord.from_buffer_copy(data[:ct.sizeof(EventRecord)])))
 
-    def _on_devcall(self, ctx, data, size):
-        if size < ct.sizeof(DevcallRecord):
-            self._bad_record = f"devcall record of {size} bytes, expected {ct.sizeof(DevcallRecord)}"
-            return 0
-        self._devcalls.append(decode_devcall(ct.cast(data, ct.POINTER(DevcallRecord)).contents))
-        return 0
+    def _on_devcall(self, data: bytes) -> None:
+        if len(data) < ct.sizeof(DevcallRecord):
+            self._bad_record = f"devcall record of {len(data)} bytes, expected {ct.sizeof(DevcallRecord)}"
+            return
+        self._devcalls.append(decode_devcall(DevcallRecord.from_buffer_copy(data[:ct.sizeof(DevcallRecord)])))
 
     def collect(self, timeout_ms: int = 0) -> CycleData:
         """Drain everything buffered since the last collect (call it after thaw), derive the
         cycle's rows and metrics, and reset the per-cycle BPF state."""
-        if self.bpf is None:
+        if self.loaded is None:
             raise SnapprofError("probes are not attached")
-        b = self.bpf
+        events_rb = self._rings["events"]
         if timeout_ms > 0:
-            b.ring_buffer_poll(timeout_ms)
-        b.ring_buffer_consume()
+            events_rb.wait(timeout_ms)
+        events_rb.consume(self._on_event)
+        self._rings["devcalls"].consume(self._on_devcall)
         if self._bad_record:
             raise SnapprofError(f"BPF record layout mismatch ({self._bad_record}): "
                                 "probes/*.c and snapprof/record/probeset.py disagree")
         events, self._events = self._events, []
         devcalls, self._devcalls = self._devcalls, []
-        tmap = b["tasks"]
-        tasks = [decode_task(k.value, v) for k, v in tmap.items()]
+        tmap = self._maps["tasks"]
+        tasks = [decode_task(int.from_bytes(k, "little"), TaskRecord.from_buffer_copy(v))
+                 for k, v in tmap.items()]
         tmap.clear()
         counters = {}
-        arr = b["counters"]
+        arr = self._maps["counters"]
         for i, name in enumerate(COUNTERS):
-            counters[name] = int(arr[ct.c_int(i)].value)
-            arr[ct.c_int(i)] = ct.c_uint64(0)
-        b["cycle"].clear()
-        b["devstart"].clear()
+            key = i.to_bytes(4, "little")
+            value = arr.lookup(key)
+            counters[name] = int.from_bytes(value, "little") if value is not None else 0
+            arr.update(key, bytes(8))
+        self._maps["cycle"].clear()
+        self._maps["devstart"].clear()
         status = {r.measurement.name: (self._attached.get(r.measurement.name, False),
                                        r.reason or self._why.get(r.measurement.name))
                   for r in self.resolutions}
@@ -275,11 +363,13 @@ class ProbeSet:
                       self._page_size)
 
     def close(self) -> None:
-        if self.bpf is not None:
+        """Detach everything: close the ring buffers' mappings, the maps and perf events."""
+        self._close_maps()
+        if self.loaded is not None:
             try:
-                self.bpf.cleanup()
+                self.loaded.close()
             finally:
-                self.bpf = None
+                self.loaded = None
 
     def __enter__(self):
         return self
@@ -288,38 +378,3 @@ class ProbeSet:
         self.close()
 
 
-def _compile(bcc, text: str, cflags: list[str]):
-    """bcc.BPF(text) with the compiler's stderr captured, so a failure is one line."""
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as errf:
-        os.dup2(errf.fileno(), 2)
-        try:
-            bpf = bcc.BPF(text=text, cflags=cflags)
-            err = None
-        except Exception as exc:  # bcc raises plain Exception
-            bpf, err = None, exc
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-        if err is not None:
-            errf.seek(0)
-            log = errf.read().decode("utf-8", "replace")
-            sys.stderr.write(log)
-            line = next((ln for ln in log.splitlines() if "error:" in ln), _first_line(str(err)))
-            raise SnapprofError(f"BPF compile failed: {line.strip()}")
-    return bpf
-
-
-def _attach_one(bpf, kind: str, target: str, handler: str, maxactive: int) -> str | None:
-    """Attach one handler; None if it worked, else a one-line reason."""
-    try:
-        if kind == "kprobe":
-            bpf.attach_kprobe(event=target, fn_name=handler)
-        elif kind == "kretprobe":
-            bpf.attach_kretprobe(event=target, fn_name=handler, maxactive=maxactive)
-        else:
-            bpf.attach_tracepoint(tp=target, fn_name=handler)
-    except Exception as exc:  # bcc raises plain Exception with a message
-        return f"{kind} {target}: {_first_line(str(exc))}"
-    return None

@@ -1,6 +1,6 @@
 """The record loop of `snapprof record`: meta, probes, then one committed run per cycle.
 
-Standard library only at import time; bcc is imported by ProbeSet.attach().
+Standard library only: bcc runs in the probe loader's child process (snapprof/record/loader.py).
 
 For each cycle: mark the kernel log, run the trigger (every other task, the recorder's
 other threads included, is frozen meanwhile), then after the thaw drain the probes, read
@@ -308,6 +308,9 @@ class Recorder:
             meta["probes"] = "attached" if o.probes else "off (--no-probes)"
             if ps.timings:
                 meta["probe_compile_s"] = f"{ps.timings.get('compile_s', 0):.2f}"
+                if ps.timings.get("loader_peak_rss_kb"):
+                    meta["probe_loader_peak_rss_kb"] = str(int(ps.timings["loader_peak_rss_kb"]))
+                meta["probe_buffers"] = " ".join(f"{k}={v}" for k, v in ps.sizes.items())
             writer.set_meta(meta)
             rows = ps.status()
             if not o.probes:

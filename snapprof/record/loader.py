@@ -1,0 +1,355 @@
+"""Compile, load and attach the probes in a short-lived child process.
+
+Why: compiling with bcc runs clang/LLVM inside the compiling process, and glibc keeps most
+of that memory afterwards — measured in the lab, a recorder that compiled in-process made
+the hibernation image it measured ~40,000 pages (160 MiB) larger than one without probes.
+The recorder's memory is part of the image. So the recorder starts this module as a child
+(`python3 -m snapprof.record.loader FD`), sends it the program over a socket pair, and the
+child compiles with bcc, attaches every hook, and sends back — with SCM_RIGHTS — the file
+descriptors that keep the work alive: the maps the recorder reads, and the perf events
+that hold the attached programs. Then the child exits without bcc's clean-up (os._exit),
+and LLVM's memory goes with it. The recorder itself never imports bcc; it reads the maps
+with snapprof/record/bpfsys.py. Closing those fds detaches everything.
+
+    loaded = load(source, cflags, hooks, maps, timeout_s=900)
+    loaded.attach_errors[(kind, target, handler)] -> one-line reason or None
+    loaded.maps["events"] -> {"fd", "key_size", "value_size", "max_entries"}
+    loaded.close()                      # detaches: closes the perf events and map fds
+
+The child dies with the recorder (PR_SET_PDEATHSIG), so a killed recorder never leaves a
+compiler running or probes attached.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snapprof.errors import SnapprofError
+
+__all__ = ["Loaded", "load", "main"]
+
+_LEN = struct.Struct("<I")
+MAX_FDS = 250  # SCM_MAX_FD is 253 per message
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+@dataclass
+class Loaded:
+    """What the child left behind, owned by the recorder."""
+
+    maps: dict[str, dict] = field(default_factory=dict)
+    links: list[int] = field(default_factory=list)  # perf event fds holding attached programs
+    attach_errors: dict[tuple, str | None] = field(default_factory=dict)
+    compile_s: float = 0.0
+    attach_s: float = 0.0
+    loader_pid: int = 0
+    loader_peak_rss_kb: int | None = None
+    tracefs_events: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        for fd in self.links:
+            _close(fd)
+        self.links = []
+        for m in self.maps.values():
+            if m.get("fd") is not None:
+                _close(m["fd"])
+                m["fd"] = None
+        remove_tracefs_events(self.tracefs_events)
+        self.tracefs_events = []
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def remove_tracefs_events(names: list[str]) -> None:
+    """kprobe events bcc created through tracefs (only when the kprobe PMU is missing or a
+    kretprobe asks for maxactive): remove them once their perf events are closed."""
+    if not names:
+        return
+    for root in TRACEFS:
+        path = os.path.join(root, "kprobe_events")
+        if os.path.exists(path):
+            for name in names:
+                try:
+                    with open(path, "a", encoding="ascii") as f:
+                        f.write(f"-:{name}\n")
+                except OSError:
+                    pass
+            return
+
+
+# -- the recorder's side --------------------------------------------------------------------
+def load(source: str, cflags: list[str], hooks: list[tuple], maps: list[str],
+         timeout_s: float = 900.0) -> Loaded:
+    """Run the child, return what it attached. SnapprofError with one line if it failed."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    errlog = tempfile.TemporaryFile(mode="w+b")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "snapprof.record.loader", str(child.fileno())],
+                                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=errlog, env=env)
+    except OSError as exc:
+        parent.close()
+        child.close()
+        errlog.close()
+        raise SnapprofError(f"cannot start the probe loader: {exc.strerror}") from None
+    child.close()
+    received: list[int] = []
+    try:
+        parent.settimeout(timeout_s)
+        _send_msg(parent, {"source": source, "cflags": cflags, "hooks": [list(h) for h in hooks],
+                           "maps": maps})
+        reply, received = _recv_msg(parent)
+        if reply is None:
+            raise SnapprofError("the probe loader died before answering: " + _tail(proc, errlog))
+        if reply.get("error"):
+            raise SnapprofError(reply["error"])
+        parent.sendall(b"k")  # received: the child may exit now
+        loaded = _loaded(reply, received)
+    except socket.timeout:
+        _close_all(received)
+        raise SnapprofError(f"the probe loader did not finish within {timeout_s:.0f} s") from None
+    except BaseException:
+        _close_all(received)
+        raise
+    finally:
+        parent.close()
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        errlog.close()
+    loaded.loader_pid = proc.pid
+    return loaded
+
+
+def _close_all(fds) -> None:
+    for fd in fds:
+        _close(fd)
+
+
+def _tail(proc, errlog) -> str:
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    errlog.seek(0)
+    lines = [ln.strip() for ln in errlog.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    why = lines[-1] if lines else "no message"
+    return f"exit {proc.returncode}: {why}"
+
+
+def _loaded(reply: dict, fds: list[int]) -> Loaded:
+    if len(fds) != reply.get("nfds"):
+        raise SnapprofError(f"the probe loader sent {len(fds)} descriptors, expected {reply.get('nfds')}")
+    maps = {}
+    for name, m in reply["maps"].items():
+        maps[name] = dict(m, fd=fds[m["index"]])
+    links = [fds[i] for i in reply["links"]]
+    errors = {tuple(k.split("|", 2)): v for k, v in reply["attach"].items()}
+    return Loaded(maps=maps, links=links, attach_errors=errors, compile_s=reply["compile_s"],
+                  attach_s=reply["attach_s"], loader_peak_rss_kb=reply.get("peak_rss_kb"),
+                  tracefs_events=reply.get("tracefs_events", []))
+
+
+def _send_msg(sock, obj, fds=()) -> None:
+    data = json.dumps(obj).encode()
+    msg = _LEN.pack(len(data)) + data
+    if fds:
+        socket.send_fds(sock, [msg[:4096]], list(fds))
+        if len(msg) > 4096:
+            sock.sendall(msg[4096:])
+    else:
+        sock.sendall(msg)
+
+
+def _recv_msg(sock) -> tuple[dict | None, list[int]]:
+    buf, fds, _flags, _addr = socket.recv_fds(sock, 65536, MAX_FDS)
+    if not buf:
+        return None, list(fds)
+    while len(buf) < 4:
+        more = sock.recv(65536)
+        if not more:
+            return None, list(fds)
+        buf += more
+    (size,) = _LEN.unpack_from(buf)
+    while len(buf) < 4 + size:
+        more = sock.recv(65536)
+        if not more:
+            return None, list(fds)
+        buf += more
+    return json.loads(buf[4:4 + size]), list(fds)
+
+
+# -- the child's side -----------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _die_with_parent()
+    sock = socket.socket(fileno=int(argv[0]))
+    req, _ = _recv_msg(sock)
+    if req is None:
+        return 1
+    fds: list[int] = []
+    try:
+        reply, fds = _compile_and_attach(req)
+    except SnapprofError as exc:
+        reply = {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 (any failure is one line for the recorder)
+        reply = {"error": f"probe loader: {type(exc).__name__}: {_first_line(str(exc))}"}
+    reply["nfds"] = len(fds)
+    reply["peak_rss_kb"] = _peak_rss_kb()
+    try:
+        _send_msg(sock, reply, fds)
+        sock.recv(1)  # the recorder holds the descriptors now
+    except OSError:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # no bcc clean-up: it would detach what the recorder now holds
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ct.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _peak_rss_kb() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _first_line(text: str) -> str:
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return str(text).strip()
+
+
+def _compile_and_attach(req: dict) -> tuple[dict, list[int]]:
+    try:
+        import bcc  # noqa: PLC0415
+    except ImportError as exc:
+        raise SnapprofError(f"bcc missing ({exc}); install python3-bpfcc") from None
+    t0 = time.monotonic()
+    bpf = _compile(bcc, req["source"], req["cflags"])
+    t1 = time.monotonic()
+    attach: dict[str, str | None] = {}
+    for kind, target, handler, maxactive in req["hooks"]:
+        key = f"{kind}|{target}|{handler}"
+        if key not in attach:
+            attach[key] = _attach_one(bpf, kind, target, handler, maxactive)
+    t2 = time.monotonic()
+    fds: list[int] = []
+    maps = {}
+    for name in req["maps"]:
+        try:
+            table = bpf.get_table(name)
+        except KeyError:
+            continue
+        key_size = ct.sizeof(table.Key) if getattr(table, "Key", None) is not None else 0
+        leaf_size = ct.sizeof(table.Leaf) if getattr(table, "Leaf", None) is not None else 0
+        maps[name] = {"index": len(fds), "key_size": key_size, "value_size": leaf_size,
+                      "max_entries": int(table.max_entries)}
+        fds.append(table.map_fd)
+    links = []
+    for per_fn in bpf.kprobe_fds.values():
+        for fd in per_fn.values():
+            links.append(len(fds))
+            fds.append(fd)
+    for fd in bpf.tracepoint_fds.values():
+        links.append(len(fds))
+        fds.append(fd)
+    if len(fds) > MAX_FDS:
+        raise SnapprofError(f"{len(fds)} descriptors to hand over, at most {MAX_FDS}")
+    reply = {"maps": maps, "links": links, "attach": attach, "compile_s": t1 - t0,
+             "attach_s": t2 - t1, "tracefs_events": _our_tracefs_events()}
+    return reply, fds
+
+
+def _our_tracefs_events() -> list[str]:
+    """kprobe events this process created through tracefs (bcc names them *_bcc_<pid>)."""
+    suffix = f"_bcc_{os.getpid()}"
+    for root in TRACEFS:
+        try:
+            with open(os.path.join(root, "kprobe_events"), encoding="ascii", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        out = []
+        for line in lines:
+            parts = line.split()
+            if parts and ":" in parts[0] and parts[0].endswith(suffix):
+                out.append(parts[0].split(":", 1)[1])  # group/event
+        return out
+    return []
+
+
+def _compile(bcc, text: str, cflags: list[str]):
+    """bcc.BPF(text) with the compiler's stderr captured, so a failure is one line."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as errf:
+        os.dup2(errf.fileno(), 2)
+        try:
+            bpf = bcc.BPF(text=text, cflags=cflags)
+            err = None
+        except Exception as exc:  # noqa: BLE001 (bcc raises plain Exception)
+            bpf, err = None, exc
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        if err is not None:
+            errf.seek(0)
+            log = errf.read().decode("utf-8", "replace")
+            sys.stderr.write(log)
+            line = next((ln for ln in log.splitlines() if "error:" in ln), _first_line(str(err)))
+            raise SnapprofError(f"BPF compile failed: {line.strip()}")
+    return bpf
+
+
+def _attach_one(bpf, kind: str, target: str, handler: str, maxactive: int) -> str | None:
+    """Attach one handler; None if it worked, else a one-line reason."""
+    try:
+        if kind == "kprobe":
+            bpf.attach_kprobe(event=target, fn_name=handler)
+        elif kind == "kretprobe":
+            bpf.attach_kretprobe(event=target, fn_name=handler, maxactive=maxactive)
+        else:
+            bpf.attach_tracepoint(tp=target, fn_name=handler)
+    except Exception as exc:  # noqa: BLE001 (bcc raises plain Exception with a message)
+        return f"{kind} {target}: {_first_line(str(exc))}"
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

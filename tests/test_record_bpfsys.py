@@ -1,0 +1,273 @@
+"""snapprof/record/bpfsys.py (the recorder's stdlib-only map and ring-buffer access) and
+snapprof/record/loader.py (compile in a child, hand the descriptors over).
+
+Map tests use real BPF maps when this kernel lets us create them (root; no kprobes needed);
+the ring-buffer consumer is checked on buffers laid out like the kernel's mapping, and the
+mapping itself on a real ring buffer."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import mmap
+import os
+import struct
+import sys
+import textwrap
+
+import pytest
+
+from snapprof.errors import SnapprofError
+from snapprof.record import bpfsys, loader
+from snapprof.record.probeset import (DevcallRecord, EventRecord, ProbeSet, TaskRecord,
+                                      buffer_sizes, count_pm_devices, count_threads)
+
+
+class _CreateAttr(ct.Structure):
+    _fields_ = [("map_type", ct.c_uint32), ("key_size", ct.c_uint32), ("value_size", ct.c_uint32),
+                ("max_entries", ct.c_uint32), ("map_flags", ct.c_uint32)]
+
+
+HASH, ARRAY, RINGBUF = 1, 2, 27
+
+
+def create_map(kind, key_size, value_size, max_entries):
+    try:
+        return bpfsys._sys_bpf(0, _CreateAttr(kind, key_size, value_size, max_entries, 0))
+    except bpfsys.BpfError as exc:
+        pytest.skip(f"cannot create BPF maps here: {exc.strerror}")
+
+
+@pytest.fixture
+def hash_map():
+    fd = create_map(HASH, 4, 16, 64)
+    yield bpfsys.Map(fd, 4, 16, 64)
+    os.close(fd)
+
+
+def k(i):
+    return i.to_bytes(4, "little")
+
+
+def test_hash_map_roundtrip_and_clear(hash_map):
+    for i in range(10):
+        hash_map.update(k(i), bytes([i]) * 16)
+    assert sorted(hash_map.keys()) == sorted(k(i) for i in range(10))
+    assert hash_map.lookup(k(3)) == b"\x03" * 16
+    assert hash_map.lookup(k(99)) is None
+    assert dict(hash_map.items())[k(7)] == b"\x07" * 16
+    assert hash_map.delete(k(7)) and not hash_map.delete(k(7))
+    hash_map.clear()
+    assert hash_map.keys() == []
+    with pytest.raises(ValueError):
+        hash_map.update(k(1), b"short")
+
+
+def test_array_clear_zeroes_values():
+    fd = create_map(ARRAY, 4, 8, 4)
+    try:
+        arr = bpfsys.Map(fd, 4, 8, 4)
+        arr.update(k(2), (41).to_bytes(8, "little"))
+        assert int.from_bytes(arr.lookup(k(2)), "little") == 41
+        arr.clear()
+        assert [int.from_bytes(v, "little") for _k, v in arr.items()] == [0, 0, 0, 0]
+        info = bpfsys.map_info(fd)
+        assert (info["type"], info["key_size"], info["value_size"], info["max_entries"]) == (ARRAY, 4, 8, 4)
+    finally:
+        os.close(fd)
+
+
+def test_bad_fd_is_an_oserror():
+    with pytest.raises(bpfsys.BpfError) as exc:
+        bpfsys.Map(987654, 4, 8).lookup(k(0))
+    assert exc.value.errno in (errno.EBADF, errno.EPERM)
+
+
+def test_real_ring_buffer_maps_and_is_empty():
+    size = 4 * mmap.PAGESIZE
+    fd = create_map(RINGBUF, 0, 0, size)
+    try:
+        rb = bpfsys.RingBuffer(fd, size)
+        got = []
+        assert rb.consume(got.append) == 0 and got == []
+        assert rb.wait(0) is False
+        rb.close()
+    finally:
+        os.close(fd)
+    with pytest.raises(ValueError):
+        bpfsys.RingBuffer(fd, 3 * mmap.PAGESIZE)
+
+
+def _fake_ring(size, records, start=0):
+    """cons/prod buffers as the kernel maps them: data area twice in a row."""
+    page = 64
+    cons = bytearray(8)
+    prod = bytearray(page + 2 * size)
+    pos = start
+    struct.pack_into("<Q", cons, 0, start)
+    for payload, flags in records:
+        hdr = struct.pack("<II", len(payload) | flags, 0)
+        blob = hdr + payload
+        for j, b in enumerate(blob):  # write with wrap-around, into both copies
+            off = (pos + j) & (size - 1)
+            prod[page + off] = b
+            prod[page + size + off] = b
+        pos += (len(payload) + 8 + 7) & ~7
+    struct.pack_into("<Q", prod, 0, pos)
+    return cons, prod, page
+
+
+def test_consume_reads_records_in_order_skips_discarded_and_wraps():
+    size = 256
+    recs = [(b"a" * 20, 0), (b"b" * 5, bpfsys.RINGBUF_DISCARD), (b"c" * 40, 0), (b"d" * 30, 0)]
+    cons, prod, page = _fake_ring(size, recs, start=200)  # "c" wraps: 248..256, then 0..40
+    got = []
+    n = bpfsys.consume(cons, prod, page, size - 1, got.append)
+    assert got == [b"a" * 20, b"c" * 40, b"d" * 30] and n == 3
+    assert struct.unpack_from("<Q", cons)[0] == struct.unpack_from("<Q", prod)[0]
+    assert bpfsys.consume(cons, prod, page, size - 1, got.append) == 0  # nothing new
+
+
+def test_consume_stops_at_a_busy_record():
+    size = 128
+    cons, prod, page = _fake_ring(size, [(b"x" * 8, 0), (b"y" * 8, bpfsys.RINGBUF_BUSY), (b"z" * 8, 0)])
+    got = []
+    assert bpfsys.consume(cons, prod, page, size - 1, got.append) == 1
+    assert got == [b"x" * 8]
+    assert struct.unpack_from("<Q", cons)[0] == 16  # stopped before the busy one
+
+
+def test_record_layouts_match_the_c_structs():
+    # sizes of struct event (common.h), struct devcall (devices.c), struct taskrec (freezer.c)
+    assert ct.sizeof(EventRecord) == 8 * 4 + 4 * 3 + 4 + 16 + 32 + 32
+    assert ct.sizeof(DevcallRecord) == 8 * 2 + 4 * 4 + 48 + 32 + 48 + 24
+    assert ct.sizeof(TaskRecord) == 8 * 2 + 4 * 3 + 4 + 16
+
+
+def test_buffer_sizes_fit_the_machine():
+    small = buffer_sizes(n_devices=90, n_threads=100)
+    assert small == {"EVENTS_PAGES": 16, "DEVCALLS_PAGES": 64, "TASKS_MAX": 512, "DEVSTART_MAX": 128}
+    big = buffer_sizes(n_devices=1500, n_threads=3000)
+    assert big["DEVCALLS_PAGES"] == 1024 and big["TASKS_MAX"] == 8192 and big["DEVSTART_MAX"] == 2048
+    for v in (*small.values(), *big.values()):
+        assert v & (v - 1) == 0  # powers of two
+    # a huge machine is capped at 16 MiB of device-callback buffer
+    assert buffer_sizes(n_devices=100000, n_threads=10)["DEVCALLS_PAGES"] == 4096
+
+
+def test_counting_devices_and_threads(tmp_path):
+    sysd = tmp_path / "sys" / "devices"
+    for d in ("platform/a/power", "platform/a/b/power", "pci0000:00/power", "virtual/x"):
+        (sysd / d).mkdir(parents=True)
+    assert count_pm_devices(str(tmp_path / "sys")) == 3
+    proc = tmp_path / "proc"
+    for pid, tids in (("1", ("1",)), ("20", ("20", "21", "22")), ("self", ("1",))):
+        for t in tids:
+            (proc / pid / "task" / t).mkdir(parents=True)
+    assert count_threads(str(proc)) == 4
+    assert count_threads(str(tmp_path / "nothing")) == 0
+
+
+def test_cflags_carry_the_sizes():
+    ps = ProbeSet()
+    flags = ps.cflags()
+    for name, value in ps.sizes.items():
+        assert f"-D{name}={value}" in flags
+
+
+# -- loader: the child process, with a stand-in bcc that creates real maps ------------------
+FAKE_BCC = textwrap.dedent('''
+    import ctypes as ct, json, os
+    from snapprof.record import bpfsys
+
+    class _A(ct.Structure):
+        _fields_ = [("t", ct.c_uint32), ("k", ct.c_uint32), ("v", ct.c_uint32), ("n", ct.c_uint32),
+                    ("f", ct.c_uint32)]
+
+    class _Table:
+        def __init__(self, kind, ks, vs, n):
+            self.map_fd = bpfsys._sys_bpf(0, _A(kind, ks, vs, n, 0))
+            self.Key = ct.c_char * ks if ks else None
+            self.Leaf = ct.c_char * vs if vs else None
+            self.max_entries = n
+
+    class BPF:
+        def __init__(self, text, cflags):
+            if "BROKEN" in text:
+                import sys
+                sys.stderr.write("x.c:3:1: error: expected ';'\\n")
+                raise Exception("Failed to compile BPF module")
+            self.tables = {"counters": _Table(2, 4, 8, 4), "tasks": _Table(1, 4, 48, 64)}
+            self.kprobe_fds, self.tracepoint_fds = {}, {}
+            self.log = []
+
+        def get_table(self, name):
+            return self.tables[name]
+
+        def attach_kprobe(self, event, fn_name):
+            if event == "missing_fn":
+                raise Exception("cannot attach kprobe, probe entry may not exist")
+            r, w = os.pipe()  # stands for a perf event fd
+            os.close(w)
+            self.kprobe_fds.setdefault(b"p_" + event.encode(), {})[fn_name.encode()] = r
+
+        def attach_tracepoint(self, tp, fn_name):
+            r, w = os.pipe()
+            os.close(w)
+            self.tracepoint_fds[tp.encode()] = r
+''')
+
+
+@pytest.fixture
+def fake_bcc(tmp_path, monkeypatch):
+    create_map(ARRAY, 4, 8, 1)  # skip when maps cannot be created here
+    pkg = tmp_path / "fakebcc" / "bcc"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(FAKE_BCC)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fakebcc") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def test_loader_hands_over_maps_and_links(fake_bcc):
+    hooks = [("kprobe", "freeze_task", "enter__freeze_task", 0),
+             ("kprobe", "missing_fn", "enter__missing_fn", 0),
+             ("tracepoint", "power:suspend_resume", "tp__power__suspend_resume", 0)]
+    loaded = loader.load("int x;", [], hooks, ["counters", "tasks", "no_such_map"], timeout_s=60)
+    try:
+        assert set(loaded.maps) == {"counters", "tasks"}
+        assert loaded.attach_errors[hooks[0][:3]] is None
+        assert "probe entry may not exist" in loaded.attach_errors[hooks[1][:3]]
+        assert loaded.attach_errors[hooks[2][:3]] is None
+        assert len(loaded.links) == 2
+        assert loaded.loader_peak_rss_kb and loaded.loader_peak_rss_kb > 1000
+        # the maps outlive the child: use them from here
+        m = loaded.maps["counters"]
+        arr = bpfsys.Map(m["fd"], m["key_size"], m["value_size"], m["max_entries"])
+        arr.update(k(1), (5).to_bytes(8, "little"))
+        assert int.from_bytes(arr.lookup(k(1)), "little") == 5
+        with pytest.raises(ProcessLookupError):
+            os.kill(loaded.loader_pid, 0)  # the child is gone (and reaped)
+    finally:
+        loaded.close()
+    assert loaded.links == [] and all(m["fd"] is None for m in loaded.maps.values())
+
+
+def test_loader_compile_error_is_one_line(fake_bcc):
+    with pytest.raises(SnapprofError, match=r"^BPF compile failed: x.c:3:1: error: expected ';'$"):
+        loader.load("BROKEN", [], [], ["counters"], timeout_s=60)
+
+
+def test_loader_that_dies_says_why(tmp_path, monkeypatch):
+    pkg = tmp_path / "bcc"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import os\nos._exit(7)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with pytest.raises(SnapprofError, match=r"^the probe loader died before answering: exit 7"):
+        loader.load("int x;", [], [], [], timeout_s=60)
+
+
+def test_the_recorder_side_never_imports_bcc():
+    import subprocess
+    code = ("import sys; import snapprof.record.probeset, snapprof.record.loader, "
+            "snapprof.record.recorder; print('bcc' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
