@@ -292,3 +292,22 @@ def test_probe_areas_keep_return_probes_off_the_atomic_copy_of_a_real_hibernatio
     areas, why = probe_areas("none", None)  # the cycle may be a real hibernation
     assert areas == list(SAFE_AREAS) and "--area shrink,copy" in why
     assert probe_areas("none", ["copy"]) == (["copy"], None)  # asked for explicitly
+
+
+@pytest.mark.parametrize("trigger", ["snapshot", "hibernate", "none"])
+def test_every_registry_figure_is_measured_or_explained(trigger):
+    from snapprof import metrics as registry
+    run = build_run(trigger, outcome(), probe_data(), RECORDS, [])
+    measured = {r[0] for r in run.metrics}
+    nm = dict(run.not_measured)
+    assert not measured & set(nm)
+    for m in registry.REGISTRY.values():
+        if m.area != "system":
+            assert m.name in measured or nm.get(m.name), m.name
+    # RECORDS has no pm_debug_messages lines: the device-phase times say why they are absent
+    assert "pm_debug_messages=1" in nm["dpm_freeze_ms"]
+    assert nm["lab_offline_ms"].startswith("only in the lab")
+    if trigger == "hibernate":
+        assert nm["compress_threads"].startswith("after the atomic copy")
+    else:
+        assert nm["write_pages"].startswith(f"no image written or read: a {trigger} cycle")

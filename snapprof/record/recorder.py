@@ -41,7 +41,26 @@ NOT_REACHED = {
     "core": COPY_METRICS,
 }
 AFTER_COPY = ("write_ms", "write_kbytes", "write_mbps", "write_pages", "write_compressed_kbytes",
-              "read_ms", "read_kbytes", "read_mbps", "read_pages")
+              "read_ms", "read_kbytes", "read_mbps", "read_pages", "compress_threads",
+              "decompress_threads")
+# Figures only the kernel log gives, and only when PM debugging is on.
+PM_DEBUG_ONLY = ("dpm_freeze_ms", "dpm_late_freeze_ms", "dpm_noirq_freeze_ms", "dpm_noirq_thaw_ms",
+                 "dpm_early_thaw_ms", "dpm_thaw_ms", "timekeeping_suspended_ms")
+LAB_ONLY = ("lab_offline_ms",)
+
+
+def default_reason(name: str, trigger: str) -> str:
+    """Why a registry metric nobody measured or explained is absent from a run."""
+    if name in PM_DEBUG_ONLY:
+        return ("not in the kernel log: the kernel logs it only with "
+                "/sys/power/pm_debug_messages=1")
+    if name in LAB_ONLY:
+        return "only in the lab's two-boot hibernation (snapprof lab record)"
+    metric = registry.get(name)
+    if metric.area == "io" and trigger != "hibernate":
+        return (f"no image written or read: a {trigger} cycle hands the image to user space; "
+                "the kernel writes and reads it only in a real hibernation")
+    return "not seen in this cycle: no probe, kernel log line or device figure gave it"
 
 
 @dataclass
@@ -141,6 +160,10 @@ def build_run(trigger: str, outcome: trg.CycleOutcome, data, records: list[tuple
     if trigger == "hibernate":
         reasons = [r for r in reasons if r[0] not in AFTER_COPY]
     nm = not_measured_rows(measured, reasons, outcome.pm_test, extra)
+    explained = measured | {n for n, _ in nm}
+    nm += [(m.name, default_reason(m.name, trigger)) for m in registry.REGISTRY.values()
+           if m.area != "system" and m.name not in explained]
+    nm.sort()
 
     status, error = outcome.status, outcome.error
     errors = kmsg.kernel_errors(records)
