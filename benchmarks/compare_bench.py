@@ -113,7 +113,7 @@ def main() -> int:
             stages.append((name, time.perf_counter() - w0, cpu() - c0))
             return result
 
-        frames = timed("load frames", lambda: load_captures(paths))
+        frames = timed("load frames", lambda: load_captures(paths, for_compare=True))
         labels = ([f"L{i % args.labels:02d}" for i in range(len(frames))] if args.labels else None)
         cmp = timed("statistics", lambda: compare(group_captures(frames, labels)))
         text = timed("text + json", lambda: (render_text(cmp), render_json(cmp))[0])

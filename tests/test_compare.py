@@ -391,3 +391,38 @@ def test_load_captures_in_worker_processes(caps, tmp_path):
     bad.write_text("not a capture")
     with pytest.raises(SnapprofError, match="bad.snap: not a snapprof capture"):
         load_captures(paths + [bad], jobs=2)
+
+
+def test_device_totals_in_sql_equal_pandas_on_edge_cases(tmp_path):
+    """read_device_totals (SQLite) gives frames.device_totals of the rows: first driver
+    named, a device with no timed callback NaN (not 0), names shared across buses summed."""
+    import pandas as pd
+
+    from snapprof.analysis.frames import device_totals, read_device_totals
+    from snapprof.capture import CaptureReader
+
+    path = tmp_path / "dev.snap"
+    with CaptureWriter(path) as w:
+        w.set_meta({"kernel_release": "6.1.0-fixture"})
+        for r in range(2):
+            run = Run(trigger="snapshot", status="complete")
+            run.devices = [  # (device, driver, parent, event, stage, start_ns, duration_ns, error, pid)
+                ("host0", None, None, "freeze", "prepare", 1, 5, 0, 1),
+                ("host0", "scsi_host", None, "freeze", "suspend", 2, 7 + r, 0, 1),
+                ("host0", "scsi", None, "freeze", "suspend", 3, 11, 0, 1),
+                ("untimed", "x", None, "freeze", "suspend", 4, None, 0, 1),
+                ("nodrv", None, None, "freeze", "suspend", 5, 2**40, 0, 1),
+                ("nodrv", None, None, "thaw", "resume", 6, 3, 0, 1),
+            ]
+            w.add_run(run)
+    ref = load_capture(path)
+    with CaptureReader(path) as reader:
+        summed = read_device_totals(reader)
+    pd.testing.assert_frame_equal(summed, device_totals(ref.devices))
+    run1 = summed[summed["run_id"] == 1].set_index("device")
+    assert run1.loc["host0", "driver"] == "scsi_host" and run1.loc["host0", "duration_ns"] == 23
+    assert math.isnan(run1.loc["untimed", "duration_ns"])
+    assert pd.isna(run1.loc["nodrv", "driver"]) and run1.loc["nodrv", "duration_ns"] == 2**40 + 3
+    light = load_captures([path], for_compare=True)[0]
+    assert light.devices.empty and light.kmsg.empty and set(light.omitted) == {"devices", "kmsg"}
+    pd.testing.assert_frame_equal(light.device_totals(), ref.device_totals())

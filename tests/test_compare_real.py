@@ -134,3 +134,45 @@ def test_html_on_real_captures(pair, monkeypatch, tmp_path):
     assert _run_cli(monkeypatch, *pair, "-o", out) == 0
     page = out.read_text()
     assert page.count("<svg") >= 3 and "<script" not in page
+
+
+def test_compare_loading_gives_the_figures_of_full_loading():
+    """load_captures(for_compare=True) (device callbacks summed in SQL, no kmsg rows) gives
+    compare the same numbers as the frames of frames.load_capture, on every real capture."""
+    import pandas as pd
+
+    paths = sorted(DATA.glob("*.snap"))
+    if not paths:
+        pytest.skip(f"no real captures in {DATA}")
+    light = load_captures(paths, for_compare=True)
+    full = [load_capture(p) for p in paths]
+    timed = 0
+    for p, a, b in zip(paths, light, full):
+        for attr in ("runs", "metrics", "not_measured", "phases", "events", "tasks", "probes"):
+            pd.testing.assert_frame_equal(getattr(a, attr), getattr(b, attr), obj=f"{p.name} {attr}")
+        pd.testing.assert_frame_equal(a.device_totals(), b.device_totals(), obj=f"{p.name} devices")
+        # against the per-callback rows: the first driver named, the durations summed
+        d = b.devices
+        if d.empty:
+            assert a.device_totals().empty
+            continue
+        g = d.groupby(["run_id", "device"])
+        tot = a.device_totals().set_index(["run_id", "device"])
+        assert tot.index.equals(g.size().index)
+        assert tot["driver"].fillna("").equals(g["driver"].first().fillna(""))
+        ms = g["duration_ms"].sum(min_count=1)
+        assert (tot["duration_ns"] / 1e6 - ms).abs().max() < 1e-9  # float noise of summing ms
+        timed += int(tot["duration_ns"].notna().sum())
+    assert timed > 0  # the real captures do time device callbacks
+    by_release = {}
+    for a, b in zip(light, full):
+        if a.run_ids("complete"):
+            by_release.setdefault(a.meta["kernel_release"], (a, b))
+    if len(by_release) < 2:
+        pytest.skip("needs complete runs of two kernels")
+    pairs = list(by_release.values())[:2]
+    ca = compare(group_captures([x[0] for x in pairs]))
+    cb = compare(group_captures([x[1] for x in pairs]))
+    for attr in ("summary", "diffs", "not_comparable", "devices", "tasks"):
+        pd.testing.assert_frame_equal(getattr(ca, attr), getattr(cb, attr), obj=attr)
+    assert len(ca.devices) > 0

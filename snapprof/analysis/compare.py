@@ -22,6 +22,7 @@ For every metric (``CaptureFrames.wide()``) and every phase duration
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -33,7 +34,8 @@ import pandas as pd
 from snapprof import metrics as registry
 from snapprof.capture import COLUMNS, CaptureReader
 from snapprof.analysis import stats
-from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames)
+from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames,
+                                      read_device_totals)
 from snapprof.analysis import frames as frames_module
 from snapprof.analysis.phases import derive_phases
 from snapprof.analysis.phases import PHASE_LABELS, PHASE_ORDER
@@ -115,26 +117,30 @@ class Comparison:
 PARALLEL_FROM = 8
 
 
-def _read_frames(path) -> CaptureFrames:
+#: Tables ``snapprof compare`` does not use per row: the device callbacks come summed per
+#: run and device (frames.read_device_totals), the kernel log not at all.
+COMPARE_OMITS = ("devices", "kmsg")
+
+
+def _read_frames(path, for_compare: bool = False) -> CaptureFrames:
     """Frames of one capture with its phases left empty (derived later, for all at once)."""
+    omitted = COMPARE_OMITS if for_compare else ()
     with CaptureReader(path) as reader:
         meta = reader.meta()
         probes = pd.DataFrame(reader.probes(), columns=PROBE_COLUMNS)
         runs = pd.DataFrame(reader.runs(), columns=RUN_COLUMNS)
         # the same reading as frames.load_capture
-        tables = {name: frames_module._read(reader, name) for name in COLUMNS}
-    # build_frames without events and metrics (so it derives no phases), then the two
-    # tables with build_frames' own conversions
-    raw_events, raw_metrics = tables["events"], tables["metrics"]
-    f = build_frames(meta, probes, runs,
-                     {**tables, "events": raw_events.iloc[:0], "metrics": raw_metrics.iloc[:0]},
-                     source=os.path.basename(os.fspath(path)))
-    f.events = raw_events.astype({"ts_ns": "int64"})
-    f.metrics = raw_metrics.astype({"value": "float64"})
+        tables = {name: (pd.DataFrame(columns=list(cols)) if name in omitted
+                         else frames_module._read(reader, name))
+                  for name, cols in COLUMNS.items()}
+        summed = read_device_totals(reader) if for_compare else None
+    f = build_frames(meta, probes, runs, tables, source=os.path.basename(os.fspath(path)),
+                     derive=False)
+    f.summed_devices, f.omitted = summed, omitted
     return f
 
 
-def load_captures(paths, jobs: int | None = None) -> list[CaptureFrames]:
+def load_captures(paths, jobs: int | None = None, for_compare: bool = False) -> list[CaptureFrames]:
     """``frames.load_capture`` for many captures at once, with the same result.
 
     ``derive_phases`` works run by run and costs mostly per call, not per row, so the
@@ -142,17 +148,23 @@ def load_captures(paths, jobs: int | None = None) -> list[CaptureFrames]:
     moved apart by capture), then split back. Everything else is ``frames.build_frames``.
     From PARALLEL_FROM captures on, the files are read by ``jobs`` worker processes
     (default: one per CPU). Errors (not a capture, ...) are raised for the first bad path.
+
+    ``for_compare``: only what ``compare`` uses, faster: the device callbacks summed per run
+    and device by SQLite (``CaptureFrames.summed_devices``, the same figures as
+    ``frames.device_totals`` of the rows) and no per-callback ``devices`` or ``kmsg`` rows
+    (empty, named in ``CaptureFrames.omitted``).
     """
     paths = list(paths)
     jobs = jobs or os.cpu_count() or 1
+    read = functools.partial(_read_frames, for_compare=for_compare)
     if len(paths) >= PARALLEL_FROM and jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            loaded = list(pool.map(_read_frames, paths, chunksize=max(1, len(paths) // (2 * jobs))))
+            loaded = list(pool.map(read, paths, chunksize=max(1, len(paths) // (2 * jobs))))
     else:
-        loaded = [_read_frames(p) for p in paths]
+        loaded = [read(p) for p in paths]
     if not loaded:
         return []
     events = [f.events.assign(run_id=f.events["run_id"] + (i << 32)) for i, f in enumerate(loaded)]
@@ -194,11 +206,13 @@ def group_reason(group: "Group", name: str) -> str:
 
 def _pooled(frames_list: list[CaptureFrames], complete: list[list[int]], attr: str,
             cols: list[str]) -> pd.DataFrame:
-    """Rows of one frame table from every capture, complete runs only, with a ``cap`` column
-    (the capture's position in the group) so run ids of different captures stay apart."""
+    """Rows of one frame table (an attribute, or a method such as ``device_totals``) from
+    every capture, complete runs only, with a ``cap`` column (the capture's position in
+    the group) so run ids of different captures stay apart."""
     parts = []
     for f, runs in zip(frames_list, complete):
-        df = getattr(f, attr)[cols]
+        table = getattr(f, attr)
+        df = (table() if callable(table) else table)[cols]
         if len(runs) != len(f.runs):
             df = df[df["run_id"].isin(runs).to_numpy()]
         parts.append(df)
@@ -240,13 +254,12 @@ def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
     methods.update({("phase", n): ", ".join(sorted(set(m.dropna())))
                     for n, m in measured.groupby("phase")["method"]})
 
-    dev = _pooled(frames_list, complete, "devices", ["run_id", "device", "driver", "duration_ms"])
+    # one row per (run, device) already, sorted by both: the sum in exact integer ns
+    dev = _pooled(frames_list, complete, "device_totals", ["run_id", "device", "driver", "duration_ns"])
     if dev.empty:
         devices = pd.DataFrame(columns=["cap", "run_id", "device", "driver", "ms"])
     else:
-        g = dev.groupby(["cap", "run_id", "device"])
-        devices = pd.DataFrame({"driver": g["driver"].first(),
-                                "ms": g["duration_ms"].sum(min_count=1)}).reset_index()
+        devices = dev.assign(ms=dev["duration_ns"] / 1e6)[["cap", "run_id", "device", "driver", "ms"]]
     tk = _pooled(frames_list, complete, "tasks", ["run_id", "stage", "comm", "freeze_latency_ms"])
     if tk.empty:
         tasks = pd.DataFrame(columns=["cap", "run_id", "stage", "comm", "ms"])

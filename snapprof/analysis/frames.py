@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from snapprof.analysis.phases import PHASE_ORDER, derive_phases
+from snapprof.analysis.phases import PHASE_COLUMNS, PHASE_ORDER, derive_phases
 from snapprof.capture import COLUMNS, CaptureReader
 
 PROBE_COLUMNS = ["name", "area", "target", "attached", "reason"]
@@ -57,6 +57,12 @@ class CaptureFrames:
     kmsg: pd.DataFrame
     events: pd.DataFrame
     source: str | None = field(default=None)  # file name of the capture, for titles only
+    #: PM callback time per run and device, read summed (``read_device_totals``) by a loader
+    #: that left the per-callback ``devices`` rows out; None: computed from ``devices``
+    summed_devices: pd.DataFrame | None = field(default=None, repr=False)
+    #: tables a loader left out (empty frames here): ``load_captures(..., for_compare=True)``
+    #: reads only what ``snapprof compare`` uses
+    omitted: tuple[str, ...] = ()
 
     def wide(self) -> pd.DataFrame:
         """Index run_id (every run), one float column per metric name; NaN where absent."""
@@ -83,6 +89,12 @@ class CaptureFrames:
         runs = self.runs if status is None else self.runs[self.runs["status"] == status]
         return [int(r) for r in runs["run_id"]]
 
+    def device_totals(self) -> pd.DataFrame:
+        """PM callback time per run and device name (see ``device_totals``)."""
+        if self.summed_devices is not None:
+            return self.summed_devices
+        return device_totals(self.devices)
+
 
 def _read(reader: CaptureReader, table: str) -> pd.DataFrame:
     # the order of CaptureReader.table
@@ -90,6 +102,50 @@ def _read(reader: CaptureReader, table: str) -> pd.DataFrame:
     order = "run_id, ts_ns" if table == "events" else "run_id"
     cur = reader.db.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}")
     return pd.DataFrame.from_records(cur.fetchall(), columns=list(cols))
+
+
+#: Columns of ``device_totals`` / ``read_device_totals``.
+DEVICE_TOTAL_COLUMNS = ["run_id", "device", "driver", "duration_ns"]
+
+
+def device_totals(devices: pd.DataFrame) -> pd.DataFrame:
+    """Per run and device name (sorted by both): the driver of its first callback that named
+    one, and ``duration_ns``, its callbacks' durations summed (exact integer ns, as floats;
+    NaN when none of them was timed). Device names are not unique across buses: callbacks
+    of devices sharing a name are summed together."""
+    if devices.empty:
+        return _device_totals_frame([])
+    g = devices.groupby(["run_id", "device"])
+    out = pd.DataFrame({"driver": g["driver"].first(),
+                        "duration_ns": g["duration_ns"].sum(min_count=1)}).reset_index()
+    return _typed_totals(out)
+
+
+# MIN(...) over the rows that name a driver makes the bare ``driver`` column come from the
+# first of them in recording order (SQLite's documented bare-column rule for min/max).
+_DEVICE_TOTALS_SQL = """
+SELECT run_id, device, driver, SUM(duration_ns) AS duration_ns,
+       MIN(CASE WHEN driver IS NOT NULL THEN rowid END)
+FROM devices GROUP BY run_id, device ORDER BY run_id, device
+"""
+
+
+def read_device_totals(reader: CaptureReader) -> pd.DataFrame:
+    """``device_totals`` of the capture's devices table, summed by SQLite: the same frame
+    without pulling every callback row into pandas."""
+    rows = [r[:4] for r in reader.db.execute(_DEVICE_TOTALS_SQL)]
+    return _device_totals_frame(rows)
+
+
+def _device_totals_frame(rows) -> pd.DataFrame:
+    return _typed_totals(pd.DataFrame.from_records(rows, columns=DEVICE_TOTAL_COLUMNS))
+
+
+def _typed_totals(out: pd.DataFrame) -> pd.DataFrame:
+    out = out[DEVICE_TOTAL_COLUMNS].reset_index(drop=True)
+    out["run_id"] = out["run_id"].astype("int64")
+    out["duration_ns"] = pd.to_numeric(out["duration_ns"]).astype("float64")
+    return out
 
 
 def load_capture(path: str | os.PathLike) -> CaptureFrames:
@@ -103,8 +159,12 @@ def load_capture(path: str | os.PathLike) -> CaptureFrames:
 
 
 def build_frames(meta: dict, probes: pd.DataFrame, runs: pd.DataFrame,
-                 tables: dict[str, pd.DataFrame], source: str | None = None) -> CaptureFrames:
-    """Frames from already-read tables (column names as in snapprof.capture.COLUMNS)."""
+                 tables: dict[str, pd.DataFrame], source: str | None = None,
+                 derive: bool = True) -> CaptureFrames:
+    """Frames from already-read tables (column names as in snapprof.capture.COLUMNS).
+
+    ``derive=False`` leaves ``phases`` empty, for a caller that derives them itself
+    (``compare.load_captures`` derives those of many captures in one call)."""
     probes = probes.copy()
     probes["attached"] = probes["attached"].astype(bool)
     runs = runs.copy()
@@ -123,7 +183,7 @@ def build_frames(meta: dict, probes: pd.DataFrame, runs: pd.DataFrame,
     for col in ("start_ns", "duration_ns", "error"):
         devices[col] = pd.to_numeric(devices[col]).astype("float64")
     devices["duration_ms"] = devices["duration_ns"] / 1e6
-    phases = derive_phases(events, metrics)
+    phases = derive_phases(events, metrics) if derive else pd.DataFrame(columns=PHASE_COLUMNS)
     return CaptureFrames(
         meta=dict(meta), probes=probes, runs=runs, metrics=metrics,
         not_measured=tables["not_measured"].copy(), phases=phases, tasks=tasks,

@@ -110,7 +110,7 @@ def run(args) -> int:
                                            parse_threshold)
 
     thresholds = [parse_threshold(e) for e in args.fail_on]  # bad syntax fails before any work
-    frames = load_captures(args.captures)
+    frames = load_captures(args.captures, for_compare=True)
     cmp = compare(group_captures(frames, args.label), level=args.level)
     results = check_thresholds(cmp, thresholds)
 
