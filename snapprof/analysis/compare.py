@@ -35,10 +35,8 @@ from snapprof import metrics as registry
 from snapprof.capture import COLUMNS, CaptureReader
 from snapprof.analysis import stats
 from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames,
-                                      read_device_totals)
-from snapprof.analysis import frames as frames_module
-from snapprof.analysis.phases import derive_phases
-from snapprof.analysis.phases import PHASE_LABELS, PHASE_ORDER
+                                      read_device_totals, read_table)
+from snapprof.analysis.phases import PHASE_LABELS, PHASE_ORDER, derive_phases
 from snapprof.analysis.summary import NO_REASON, not_measured_reason, summary_runs
 from snapprof.errors import SnapprofError
 
@@ -131,7 +129,7 @@ def _read_frames(path, for_compare: bool = False) -> CaptureFrames:
         runs = pd.DataFrame(reader.runs(), columns=RUN_COLUMNS)
         # the same reading as frames.load_capture
         tables = {name: (pd.DataFrame(columns=list(cols)) if name in omitted
-                         else frames_module._read(reader, name))
+                         else read_table(reader, name))
                   for name, cols in COLUMNS.items()}
         summed = read_device_totals(reader) if for_compare else None
     f = build_frames(meta, probes, runs, tables, source=os.path.basename(os.fspath(path)),

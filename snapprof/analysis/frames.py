@@ -96,8 +96,9 @@ class CaptureFrames:
         return device_totals(self.devices)
 
 
-def _read(reader: CaptureReader, table: str) -> pd.DataFrame:
-    # the order of CaptureReader.table
+def read_table(reader: CaptureReader, table: str) -> pd.DataFrame:
+    """One per-run table of an open capture (columns as in snapprof.capture.COLUMNS, the row
+    order of CaptureReader.table), as stored: no type conversion (``build_frames`` does it)."""
     cols = COLUMNS[table]
     order = "run_id, ts_ns" if table == "events" else "run_id"
     cur = reader.db.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}")
@@ -154,7 +155,7 @@ def load_capture(path: str | os.PathLike) -> CaptureFrames:
         meta = reader.meta()
         probes = pd.DataFrame(reader.probes(), columns=PROBE_COLUMNS)
         runs = pd.DataFrame(reader.runs(), columns=RUN_COLUMNS)
-        tables = {name: _read(reader, name) for name in COLUMNS}
+        tables = {name: read_table(reader, name) for name in COLUMNS}
     return build_frames(meta, probes, runs, tables, source=os.path.basename(os.fspath(path)))
 
 

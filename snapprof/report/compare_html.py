@@ -43,13 +43,13 @@ def _colors(labels: list[str]) -> dict[str, str]:
 
 def svg(fig: Figure, salt: str) -> str:
     """The figure as inline <svg>, through the report's own writer (text as text, escaped)."""
-    return _COMMENT.sub("", plots._svg(fig, salt))
+    return _COMMENT.sub("", plots.to_svg(fig, salt))
 
 
 def _short(label: str, width: int = 24) -> str:
     """Capture text for a matplotlib label: shortened, literal (never mathtext)."""
     label = str(label)
-    return plots._t(label if len(label) <= width else label[: width - 1] + "…")
+    return plots.literal(label if len(label) <= width else label[: width - 1] + "…")
 
 
 # --------------------------------------------------------------------------- plots
@@ -335,5 +335,5 @@ def render_html(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
     from snapprof.report import html as report_html
 
     css = (reports_dir() / "report.css").read_text(encoding="utf-8")
-    template = report_html._environment().get_template(TEMPLATE)
+    template = report_html.environment().get_template(TEMPLATE)
     return template.render(css=css, **build_context(cmp, thresholds))

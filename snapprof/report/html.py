@@ -14,7 +14,9 @@ from snapprof.report.fmt import number, spread
 MAX_STACKED_RUNS = 60
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The Jinja2 environment of reports/templates (autoescaped, strict) with the report's
+    number filters; the compare page renders through it too."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(reports_dir() / "templates")),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -75,7 +77,7 @@ def render_html(model: dict) -> str:
                                 for t in fz], "ms", "freezer") if fz else None)
     devices_svg = {k: _callbacks(model["devices"][k], f"devices-{k}") for k in ("suspend", "resume")}
     css = (reports_dir() / "report.css").read_text(encoding="utf-8")
-    template = _environment().get_template("report.html.j2")
+    template = environment().get_template("report.html.j2")
     return template.render(
         m={**model, "timelines": {**timelines, "runs": runs}}, h=model["header"], css=css,
         stacked_svg=stacked_svg, stacked_caption=stacked_caption, memory_svg=memory_svg,

@@ -33,12 +33,14 @@ COPY_NOTE = ("copy length from the kernel's sleep-time report: the clocks stand 
              "and CLOCK_BOOTTIME jumps by that much when they restart (hatched)")
 
 
-def _t(text) -> str:
+def literal(text) -> str:
     """Capture text for a matplotlib label: literal, never mathtext."""
     return str(text).replace("$", r"\$")
 
 
-def _svg(fig: Figure, salt: str) -> str:
+def to_svg(fig: Figure, salt: str) -> str:
+    """The figure as an inline ``<svg>`` element: text kept as text, ids hashed with ``salt``
+    (reproducible output), no date or creator, no RDF metadata."""
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         FigureCanvasSVG(fig)
@@ -123,9 +125,9 @@ def timeline(run: dict) -> str:
             end = n["end_ms"] if n["end_ms"] is not None else horizon
             ax.barh(y, (end - n["start_ms"]) / div, left=n["start_ms"] / div, height=0.25,
                     color="#7f3b08")
-            ax.annotate(_t(n["label"]), (n["start_ms"] / div, y - 0.3), fontsize=7, va="bottom",
+            ax.annotate(literal(n["label"]), (n["start_ms"] / div, y - 0.3), fontsize=7, va="bottom",
                         color="#7f3b08")
-    ax.set_yticks(range(len(phases)), [_t(x) for x in ylabels])
+    ax.set_yticks(range(len(phases)), [literal(x) for x in ylabels])
     ax.invert_yaxis()
     ax.set_xlim(0, horizon / div * 1.2 if horizon else 1)
     xlabel = f"{unit} since the cycle started (CLOCK_BOOTTIME)"
@@ -133,9 +135,9 @@ def timeline(run: dict) -> str:
         xlabel += f"\n* {COPY_NOTE}"
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(_t(f"Run {run['run_id']} ({run['status']})"), fontsize=10, loc="left")
+    ax.set_title(literal(f"Run {run['run_id']} ({run['status']})"), fontsize=10, loc="left")
     _margins(fig, ylabels, right=1.6, bottom=0.4 + 0.18 * (xlabel.count("\n") + 1))
-    return _svg(fig, f"timeline-{run['run_id']}")
+    return to_svg(fig, f"timeline-{run['run_id']}")
 
 
 def stacked(rows: list[tuple[str, dict]], order: list[str], labels: dict[str, str]) -> str:
@@ -156,7 +158,7 @@ def stacked(rows: list[tuple[str, dict]], order: list[str], labels: dict[str, st
                     edgecolor=GROUP_COLORS.get(phase, "#999") if copy else "none",
                     hatch="////" if copy else None, height=0.7)
             left += v / div
-    ax.set_yticks(range(len(rows)), [_t(name) for name, _ in rows])
+    ax.set_yticks(range(len(rows)), [literal(name) for name, _ in rows])
     ax.invert_yaxis()
     ax.set_xlabel(f"{unit} (sum of measured phases; the copy, hatched, from the sleep-time report)")
     handles = [Patch(facecolor="white" if p == "copy" else GROUP_COLORS.get(p, "#999"),
@@ -166,7 +168,7 @@ def stacked(rows: list[tuple[str, dict]], order: list[str], labels: dict[str, st
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1 - 1.9 / 9.5, 1 - 0.1 / height),
                fontsize=7, frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    return _svg(fig, "stacked")
+    return to_svg(fig, "stacked")
 
 
 def hbars(items: list[tuple[str, float, float | None]], xlabel: str, salt: str,
@@ -181,9 +183,9 @@ def hbars(items: list[tuple[str, float, float | None]], xlabel: str, salt: str,
         ax.plot([m for _, m in maxes], [y for y, _ in maxes], linestyle="none", marker="|",
                 markersize=12, color="#222222", label="max")
         ax.legend(fontsize=7, frameon=False, loc="lower right")
-    ax.set_yticks(list(ys), [_t(label) for label, _, _ in items])
+    ax.set_yticks(list(ys), [literal(label) for label, _, _ in items])
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
     _margins(fig, [label for label, _, _ in items], top=0.15)
-    return _svg(fig, salt)
+    return to_svg(fig, salt)
