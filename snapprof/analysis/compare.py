@@ -36,7 +36,7 @@ from snapprof.capture import COLUMNS, CaptureReader
 from snapprof.analysis import stats
 from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames,
                                       read_device_totals, read_table)
-from snapprof.analysis.phases import PHASE_LABELS, PHASE_ORDER, derive_phases
+from snapprof.analysis.phases import CLOCK_JUMP, PHASE_LABELS, PHASE_ORDER, derive_phases
 from snapprof.analysis.summary import NO_REASON, not_measured_reason, summary_runs
 from snapprof.errors import SnapprofError
 
@@ -376,6 +376,11 @@ def _missing_reason(group: Group, kind: str, name: str) -> str:
         return group_reason(group, name)
     if name == "copy":
         return "copy_window_ms: " + group_reason(group, "copy_window_ms")
+    for f in group.frames:
+        methods = f.phases.loc[f.phases["phase"] == name, "method"].dropna()
+        if methods.str.endswith(CLOCK_JUMP).any():
+            return ("its span holds the clocks' jump after the atomic copy, by an amount no "
+                    "sleep-time report gave")
     return "no events for this phase in its complete runs"
 
 
@@ -474,6 +479,11 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
             sa, sb = _series(base, kind, name), _series(cand, kind, name)
             title = _title(kind, name)
             if sa is None and sb is None:
+                if kind == "phase":  # seen in both, timed in neither (e.g. a clock jump inside)
+                    why = [f"{g.label}: {_missing_reason(g, kind, name)}" for g in (base, cand)]
+                    nc_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
+                                    "baseline": baseline,
+                                    "reason": "not measured in either (" + "; ".join(why) + ")"})
                 continue
             if sa is None or sb is None:
                 missing = base if sa is None else cand

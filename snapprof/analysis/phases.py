@@ -16,11 +16,17 @@ syscore_resume.
 That injection also lands inside the span of whatever phase is open at that moment
 (syscore_resume): the duration of a phase whose span contains a ``sleep_time`` event is its
 clock difference less the injected sleep time (exact: it is the same number), and its
-method says so ("tracepoint, less sleep-time").
+method says so ("tracepoint, less sleep-time"). A run that reached the copy without a
+``sleep_time`` event (its probe not attached) has the same jump, of unknown size, inside
+the phase open across the copy's place: that phase's duration is NaN and its method says
+why (CLOCK_JUMP). After a real hibernation the jump is the whole time the machine was away
+(image write, power-off, the boot kernel's read, the restore): ``after_copy`` lays out what
+the capture knows of it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +76,9 @@ SHRINK_EVENT = "shrink_all_memory"
 #: Instant event: the sleep time (ns, in ``value``) the kernel injected into CLOCK_BOOTTIME.
 SLEEP_EVENT = "sleep_time"
 LESS_SLEEP = ", less sleep-time"
+#: Method suffix of a phase whose span holds the clocks' restart after the copy, by an amount
+#: no sleep-time report gave: its duration is NaN.
+CLOCK_JUMP = ", holds the clock jump after the copy (not measured)"
 
 
 def _method(source: str) -> str:
@@ -126,6 +135,7 @@ def derive_phases(events: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     frame["duration_ms"] = (frame["end_ns"] - frame["start_ns"]) / 1e6
     frame = _less_sleep(frame, events)
     copy = _copy_phase(frame, events, metrics)
+    frame = _unmeasured_jump(frame, copy, events)
     frame = pd.concat([frame, copy], ignore_index=True) if not copy.empty else frame
     frame["order"] = frame["phase"].map({n: i for i, n in enumerate(PHASE_ORDER)})
     frame = frame.sort_values(["run_id", "start_ns", "order"], na_position="last")
@@ -154,6 +164,26 @@ def _less_sleep(frame: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     slept = j.groupby("index")["value"].sum()
     frame.loc[slept.index, "duration_ms"] -= slept.astype("float64") / 1e6
     frame.loc[slept.index, "method"] = frame.loc[slept.index, "method"] + LESS_SLEEP
+    return frame
+
+
+def _unmeasured_jump(frame: pd.DataFrame, copy: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Runs that reached the copy with no sleep-time report: the phase open across the copy's
+    place (it starts at or before it and ends after it: syscore_resume) holds the clocks'
+    jump by an unknown amount. Its duration becomes NaN, its method says why."""
+    if copy.empty or frame.empty:
+        return frame
+    at = copy[copy["start_ns"].notna() & ~copy["run_id"].isin(_sleeps(events)["run_id"])]
+    if at.empty:
+        return frame
+    frame = frame.reset_index(drop=True)
+    j = frame.reset_index().merge(at[["run_id", "start_ns"]].rename(columns={"start_ns": "copy_ns"}),
+                                  on="run_id")
+    hit = j.loc[(j["start_ns"] <= j["copy_ns"]) & (j["end_ns"] > j["copy_ns"]), "index"]
+    if hit.empty:
+        return frame
+    frame.loc[hit, "duration_ms"] = np.nan
+    frame.loc[hit, "method"] = frame.loc[hit, "method"] + CLOCK_JUMP
     return frame
 
 
@@ -186,3 +216,67 @@ def _copy_phase(frame: pd.DataFrame, events: pd.DataFrame, metrics: pd.DataFrame
     bad = out["end_ns"] < out["start_ns"]
     out.loc[bad, "end_ns"] = np.nan
     return out[PHASE_COLUMNS]
+
+
+# --------------------------------------------------------------------------- after the copy
+
+#: What follows the atomic copy in a real hibernation, in order, and the metric that times
+#: each step (None: no clock in a capture times it). The writing kernel writes the image
+#: and powers off; the machine is off; the boot kernel boots, reads the image and jumps
+#: into it; the restored kernel carries on where the copy was taken.
+AFTER_COPY_STEPS: tuple[tuple[str, str, str | None], ...] = (
+    ("image_write", "Image write", "write_ms"),
+    ("power_off", "Power-off", None),
+    ("boot", "Boot", None),
+    ("image_read", "Image read", "read_ms"),
+    ("restore", "Restore", None),
+)
+#: The lab's figure for the powered-off gap (host clock, host overhead included).
+OFFLINE_METRIC = "lab_offline_ms"
+
+
+def after_copy(phases: pd.DataFrame, metrics: pd.DataFrame) -> dict:
+    """What one real-hibernation run's capture knows of the time after the atomic copy.
+
+    ``phases``/``metrics``: that run's rows. The restored kernel's CLOCK_BOOTTIME moves on
+    by the whole time away, so the window from the copy's place (end of syscore_suspend) to
+    where the clock runs again (the sleep-time report, else the end of the phase that holds
+    the jump) is measured on it; nothing inside it is, except what the two kernels' own
+    logs time (image write and read) and the lab's host clock around the powered-off gap.
+
+    Returns ``start_ns``/``end_ns`` of the window (NaN when unknown), ``window_ms``,
+    ``window_method``, ``steps`` (AFTER_COPY_STEPS as dicts: phase, label, duration_ms,
+    method, source; duration None when not timed), ``offline`` (the lab_offline_ms row as
+    a dict, or None) and ``rest_ms``: the window less the timed steps (None when either is
+    unknown): the time no clock in the capture splits up.
+    """
+    copy = phases[phases["phase"] == "copy"]
+    start = float(copy["start_ns"].iloc[0]) if len(copy) else math.nan
+    end, method = math.nan, None
+    if len(copy) and not math.isnan(start):
+        c_end = float(copy["end_ns"].iloc[0])
+        jump = phases[phases["method"].fillna("").str.endswith(CLOCK_JUMP)]
+        if not math.isnan(c_end) and c_end > start:
+            end, method = c_end, "sleep-time: the restored kernel's report of the time away"
+        elif len(jump):
+            end = float(jump["end_ns"].iloc[0])
+            method = ("the restored kernel's CLOCK_BOOTTIME, which it moved on by the time away, "
+                      f"to the end of {jump['phase'].iloc[0]}")
+    window = (end - start) / 1e6 if not (math.isnan(start) or math.isnan(end)) else None
+    by_name = {r["name"]: r for r in metrics.to_dict("records")}
+    steps = []
+    for phase, label, metric in AFTER_COPY_STEPS:
+        row = by_name.get(metric) if metric else None
+        steps.append({"phase": phase, "label": label,
+                      "duration_ms": float(row["value"]) if row else None,
+                      "method": row["method"] if row else None,
+                      "source": row.get("source") if row else None})
+    timed = [s["duration_ms"] for s in steps if s["duration_ms"] is not None]
+    off = by_name.get(OFFLINE_METRIC)
+    return {
+        "start_ns": start, "end_ns": end, "window_ms": window, "window_method": method,
+        "steps": steps,
+        "offline": ({"duration_ms": float(off["value"]), "method": off["method"],
+                     "source": off.get("source")} if off else None),
+        "rest_ms": window - sum(timed) if window is not None else None,
+    }

@@ -16,7 +16,7 @@ from snapprof import __version__
 from snapprof import metrics as registry
 from snapprof.analysis.frames import CaptureFrames, phase_durations
 from snapprof.analysis.kmsg import EXTRA_LABELS, kernel_figures
-from snapprof.analysis.phases import PHASE_LABELS, SHRINK_EVENT, spans
+from snapprof.analysis.phases import PHASE_LABELS, SHRINK_EVENT, after_copy, spans
 from snapprof.analysis.summary import STAT_COLUMNS, metric_summary, phase_summary
 
 HEADLINE = ("freeze_user_ms", "freeze_kernel_ms", "image_bytes", "cycle_ms")
@@ -198,17 +198,27 @@ def _timelines(frames: CaptureFrames, wide: pd.DataFrame, limit: int) -> dict:
             rel = lambda ns: None if pd.isna(ns) or pd.isna(t0) else (ns - t0) / 1e6  # noqa: E731
             phases.append({"phase": row.phase, "label": PHASE_LABELS.get(row.phase, row.phase),
                            "start_ms": rel(row.start_ns), "end_ms": rel(row.end_ns),
-                           "duration_ms": clean(row.duration_ms), "method": row.method})
+                           "duration_ms": clean(row.duration_ms), "method": clean(row.method)})
         nested = []
         if rid in shrink.index and not pd.isna(t0):
             s = shrink.loc[rid]
             nested.append({"label": "shrink_all_memory", "start_ms": (s["start_ns"] - t0) / 1e6,
                            "end_ms": clean((s["end_ns"] - t0) / 1e6)})
         items.append({"run_id": rid, "status": runs.loc[rid, "status"], "why": why,
-                      "error": clean(runs.loc[rid, "error"]), "phases": phases, "nested": nested})
+                      "error": clean(runs.loc[rid, "error"]), "phases": phases, "nested": nested,
+                      "after_copy": (_after_copy(ph, frames.metrics[frames.metrics["run_id"] == rid], t0)
+                                     if runs.loc[rid, "trigger"] == "hibernate" else None)})
     note = ("" if len(chosen) == len(frames.runs) else
             f"{len(frames.runs)} runs: timelines shown for {len(chosen)} of them, chosen as named.")
     return {"runs": items, "note": note}
+
+
+def _after_copy(ph: pd.DataFrame, metrics: pd.DataFrame, t0) -> dict:
+    """phases.after_copy of a real-hibernation run, times in ms from the timeline's start."""
+    a = after_copy(ph, metrics)
+    rel = lambda ns: None if pd.isna(ns) or pd.isna(t0) else (ns - t0) / 1e6  # noqa: E731
+    return {"start_ms": rel(a["start_ns"]), "end_ms": rel(a["end_ns"]),
+            **{k: a[k] for k in ("window_ms", "window_method", "steps", "offline", "rest_ms")}}
 
 
 def _freezer(frames: CaptureFrames, msum: pd.DataFrame) -> dict:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 
 import matplotlib
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from snapprof.analysis.phases import LESS_SLEEP
+from snapprof.analysis.phases import CLOCK_JUMP, LESS_SLEEP
 
 GROUP_COLORS = {
     "sync": "#8c8c8c", "freeze_user": "#1f77b4", "prealloc": "#ff7f0e", "freeze_kernel": "#17becf",
@@ -31,6 +32,7 @@ GROUP_COLORS = {
 }
 COPY_NOTE = ("copy length from the kernel's sleep-time report: the clocks stand still during the copy\n"
              "and CLOCK_BOOTTIME jumps by that much when they restart (hatched)")
+UNTIMED = "#7f7f7f"
 
 
 def literal(text) -> str:
@@ -77,9 +79,25 @@ def timeline(run: dict) -> str:
 
     Phases without an end are drawn hatched up to the last time seen in the run. The atomic
     copy is a marker at its place (end of syscore_suspend) labelled with its length, which
-    comes from the sleep-time report, not from this time axis.
+    comes from the sleep-time report, not from this time axis. A phase that holds the
+    clocks' unmeasured jump after the copy is only a mark at its end.
+
+    A real hibernation (``run["after_copy"]``, see model._after_copy) gets rows for the time
+    away after the copy, inside the window the restored kernel's clock jumped over: the
+    image write and read with their lengths from the two kernels' logs, placed at the
+    window's two ends (where they lie in it is not measured), and between them, hatched,
+    the rest that no clock split up (power-off, powered off, boot, restore).
     """
     phases = [p for p in run["phases"] if p["start_ms"] is not None or p["phase"] == "copy"]
+    after = run.get("after_copy")
+    notes = []
+    if after:
+        at = next((i + 1 for i, p in enumerate(phases) if p["phase"] == "copy"), len(phases))
+        rows = _after_copy_rows(after)
+        for r in rows:
+            r["start_ms"], r["end_ms"] = r["span"] or (None, None)
+        phases[at:at] = rows
+        notes.append(_after_copy_note(after))
     known = [x for p in phases for x in (p["start_ms"], p["end_ms"]) if x is not None]
     horizon = max(known) if known else 1.0
     div, unit = _scale(horizon)
@@ -106,7 +124,15 @@ def timeline(run: dict) -> str:
             ax.annotate(f"copy {length}*", ((start + max(gap, 0)) / div, y), xytext=(8, 0),
                         textcoords="offset points", va="center", fontsize=7.5, color=color)
             continue
+        if p.get("after_copy"):
+            _draw_after_copy(ax, y, p, div)
+            continue
         end = p["end_ms"]
+        if end is not None and p["method"] and p["method"].endswith(CLOCK_JUMP):
+            ax.plot([end / div], [y], marker="|", color=color, markersize=9)
+            ax.annotate("length not measured (clock jump)", (end / div, y),
+                        xytext=(4, 0), textcoords="offset points", va="center", fontsize=7.5)
+            continue
         if end is None:
             ax.barh(y, (horizon - start) / div, left=start / div, color="white", edgecolor="#d62728",
                     hatch="xx", height=0.6)
@@ -133,11 +159,70 @@ def timeline(run: dict) -> str:
     xlabel = f"{unit} since the cycle started (CLOCK_BOOTTIME)"
     if any(p["phase"] == "copy" for p in phases):
         xlabel += f"\n* {COPY_NOTE}"
+    for note in notes:
+        xlabel += f"\n{note}"
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(literal(f"Run {run['run_id']} ({run['status']})"), fontsize=10, loc="left")
     _margins(fig, ylabels, right=1.6, bottom=0.4 + 0.18 * (xlabel.count("\n") + 1))
     return to_svg(fig, f"timeline-{run['run_id']}")
+
+
+def _after_copy_rows(after: dict) -> list[dict]:
+    """Timeline rows for the time away after a real hibernation's copy (see timeline)."""
+    steps = {s["phase"]: s for s in after["steps"]}
+    start, end = after["start_ms"], after["end_ms"]
+    write, read = (steps[k]["duration_ms"] for k in ("image_write", "image_read"))
+    window = start is not None and end is not None
+    rows = []
+    if steps["image_write"]["duration_ms"] is not None:
+        rows.append({"after_copy": "timed", "phase": "image_write", "label": "Image write †",
+                     "span": (start, start + write) if window else None, **_timed(steps["image_write"])})
+    untimed = [s["label"].lower() for s in after["steps"] if s["duration_ms"] is None]
+    rows.append({"after_copy": "rest", "phase": "after_copy_rest",
+                 "label": (", ".join(untimed) + " †").capitalize(),
+                 "span": (start + (write or 0), end - (read or 0)) if window else None,
+                 "text": (f"{_fmt_ms(after['rest_ms'])} not measured exactly"
+                          if after["rest_ms"] is not None else "not measured")})
+    if steps["image_read"]["duration_ms"] is not None:
+        rows.append({"after_copy": "timed", "phase": "image_read", "label": "Image read †",
+                     "span": (end - read, end) if window else None, **_timed(steps["image_read"])})
+    return rows
+
+
+def _timed(step: dict) -> dict:
+    return {"text": f"{_fmt_ms(step['duration_ms'])} ({step['method']})"}
+
+
+def _after_copy_note(after: dict) -> str:
+    off = after["offline"]
+    gap = (f"powered off {_fmt_ms(off['duration_ms'])} on the lab host's clock (host overhead included)"
+           if off else "how long it was powered off is not measured")
+    if after["window_ms"] is None:
+        text = ("† after the copy: image write and read lengths from the writing and the boot "
+                "kernel's logs; the time away is not measured, so where they lie on this clock is "
+                f"not known; {gap}.")
+    else:
+        text = (f"† after the copy the machine was away {_fmt_ms(after['window_ms'])} "
+                f"({after['window_method']}). Image write and read: lengths from the writing and "
+                "the boot kernel's logs, drawn at the two ends of that time (where they lie in it is "
+                f"not measured). Hatched: the rest, not measured exactly; {gap}.")
+    return textwrap.fill(text, 110, subsequent_indent="  ")
+
+
+def _draw_after_copy(ax, y: int, p: dict, div: float) -> None:
+    color = GROUP_COLORS.get(p["phase"], UNTIMED)
+    if p["span"] is None:
+        ax.text(0, y, f"{p['text']}: place on this clock not known", va="center", fontsize=7.5)
+        return
+    a, b = p["span"]
+    if p["after_copy"] == "rest":
+        ax.barh(y, max(b - a, 0) / div, left=a / div, color="white", edgecolor=UNTIMED,
+                hatch="\\\\", height=0.6)
+    else:
+        ax.barh(y, max(b - a, 0) / div, left=a / div, color=color, height=0.6)
+    ax.annotate(p["text"], (b / div, y), xytext=(4, 0), textcoords="offset points",
+                va="center", fontsize=7.5)
 
 
 def stacked(rows: list[tuple[str, dict]], order: list[str], labels: dict[str, str]) -> str:
