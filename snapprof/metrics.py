@@ -26,7 +26,7 @@ METHODS = ("probe", "tracepoint", "kernel-log", "printk-time", "sleep-time", "de
 class Metric:
     name: str
     unit: str  # ms, pages, bytes, kB, count, MB/s, ratio, errno
-    area: str  # freezer, shrink, copy, devices, io, phases, system, cycle
+    area: str  # freezer, shrink, copy, devices, io, resume, phases, system, cycle
     label: str
     lower_is_better: bool | None = True  # None: neither (a setting, a count of things)
 
@@ -93,9 +93,14 @@ _ALL = [
     Metric("read_mbps", "MB/s", "io", "Image read throughput", False),
     Metric("write_pages", "pages", "io", "Image pages to write (kernel log)", None),
     Metric("write_compressed_kbytes", "kB", "io", "Image size after compression"),
+    Metric("compression_ratio", "ratio", "io",
+           "Compression ratio (compressed size / image size)"),
     Metric("compress_threads", "count", "io", "Compression threads", None),
     Metric("read_pages", "pages", "io", "Image pages to load (kernel log)", None),
     Metric("decompress_threads", "count", "io", "Decompression threads", None),
+    # resume after a real hibernation (derived by snapprof.analysis.derived)
+    Metric("resume_ms", "ms", "resume",
+           "Resume in the restored kernel (to thaw end)"),
     # whole cycle
     Metric("cycle_ms", "ms", "cycle", "Whole cycle"),
     Metric("lab_offline_ms", "ms", "cycle",

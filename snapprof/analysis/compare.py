@@ -34,6 +34,7 @@ import pandas as pd
 from snapprof import metrics as registry
 from snapprof.capture import COLUMNS, CaptureReader
 from snapprof.analysis import stats
+from snapprof.analysis.derived import add_derived
 from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames,
                                       read_device_totals, read_table)
 from snapprof.analysis.phases import CLOCK_JUMP, PHASE_LABELS, PHASE_ORDER, derive_phases
@@ -59,7 +60,9 @@ DIFF_COLUMNS = ["kind", "name", "title", "label", "baseline", "unit", "lower_is_
                 "n_base", "n", "median_base", "median", "delta", "delta_pct", "shift",
                 "ci_low", "ci_high", "ci_low_pct", "ci_high_pct", "p", "test", "verdict",
                 "note"]
-NC_COLUMNS = ["kind", "name", "title", "label", "baseline", "reason"]
+#: measured_in / median / n / unit: the side that measured a figure the other did not (else NaN)
+NC_COLUMNS = ["kind", "name", "title", "label", "baseline", "reason", "measured_in", "median",
+              "n", "unit"]
 
 
 @dataclass
@@ -172,6 +175,7 @@ def load_captures(paths, jobs: int | None = None, for_compare: bool = False) -> 
     for i, f in enumerate(loaded):
         part = phases[cap == i]
         f.phases = part.assign(run_id=part["run_id"] - (i << 32)).reset_index(drop=True)
+        add_derived(f)
     return loaded
 
 
@@ -486,11 +490,13 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
                                     "reason": "not measured in either (" + "; ".join(why) + ")"})
                 continue
             if sa is None or sb is None:
-                missing = base if sa is None else cand
+                missing, (there, s) = (base, (cand, sb)) if sa is None else (cand, (base, sa))
                 nc_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
                                 "baseline": baseline,
                                 "reason": f"not measured in {missing.label}: "
-                                          f"{_missing_reason(missing, kind, name)}"})
+                                          f"{_missing_reason(missing, kind, name)}",
+                                "measured_in": there.label, "median": float(np.median(s)),
+                                "n": len(s), "unit": _unit([there], kind, name)})
                 continue
             ua, ub = _unit([base], kind, name), _unit([cand], kind, name)
             if ua != ub:

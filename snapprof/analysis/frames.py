@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from snapprof.analysis.derived import add_derived
 from snapprof.analysis.phases import PHASE_COLUMNS, PHASE_ORDER, derive_phases
 from snapprof.capture import COLUMNS, CaptureReader
 
@@ -164,8 +165,9 @@ def build_frames(meta: dict, probes: pd.DataFrame, runs: pd.DataFrame,
                  derive: bool = True) -> CaptureFrames:
     """Frames from already-read tables (column names as in snapprof.capture.COLUMNS).
 
-    ``derive=False`` leaves ``phases`` empty, for a caller that derives them itself
-    (``compare.load_captures`` derives those of many captures in one call)."""
+    ``derive=False`` leaves ``phases`` empty and adds no derived figures
+    (``snapprof.analysis.derived``), for a caller that derives them itself
+    (``compare.load_captures`` derives the phases of many captures in one call)."""
     probes = probes.copy()
     probes["attached"] = probes["attached"].astype(bool)
     runs = runs.copy()
@@ -185,10 +187,13 @@ def build_frames(meta: dict, probes: pd.DataFrame, runs: pd.DataFrame,
         devices[col] = pd.to_numeric(devices[col]).astype("float64")
     devices["duration_ms"] = devices["duration_ns"] / 1e6
     phases = derive_phases(events, metrics) if derive else pd.DataFrame(columns=PHASE_COLUMNS)
-    return CaptureFrames(
+    frames = CaptureFrames(
         meta=dict(meta), probes=probes, runs=runs, metrics=metrics,
         not_measured=tables["not_measured"].copy(), phases=phases, tasks=tasks,
         devices=devices, kmsg=tables["kmsg"].copy(), events=events, source=source)
+    if derive:
+        add_derived(frames)
+    return frames
 
 
 def phase_durations(frames: CaptureFrames) -> pd.DataFrame:

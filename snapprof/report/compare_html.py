@@ -298,7 +298,8 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
         comparisons.append({
             "label": lab,
             "rows": _diff_rows(cmp, lab),
-            "not_comparable": cmp.not_comparable[cmp.not_comparable["label"] == lab].to_dict("records"),
+            "not_comparable": [{**r, "measured": ct.measured_note(r).strip(" ()")} for r in
+                               cmp.not_comparable[cmp.not_comparable["label"] == lab].to_dict("records")],
             "devices": _change_rows(cmp.devices, lab, ["device"]),
             "tasks": _change_rows(cmp.tasks, lab, ["stage", "comm"]),
             "devices_svg": changes_figure(cmp, cmp.devices, ["device"], lab,

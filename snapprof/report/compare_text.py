@@ -25,6 +25,14 @@ METHOD_NOTE = (
     "few runs for a {level} % interval there is no verdict. Only complete runs count.")
 
 
+def measured_note(row: dict) -> str:
+    """" (measured in X: median V, n=N)" for a not-comparable row measured on one side."""
+    if not isinstance(row.get("measured_in"), str):
+        return ""
+    return (f" (measured in {row['measured_in']}: median {number(row['median'], row['unit'])}, "
+            f"n={int(row['n'])})")
+
+
 def method_note(cmp: Comparison) -> str:
     return METHOD_NOTE.format(level=_pct_level(cmp), alpha=f"{1 - cmp.level:.2g}")
 
@@ -119,7 +127,7 @@ def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
         if not nc.empty:
             lines += ["", "not comparable:"]
             lines += [f"  {r['name'] if r['kind'] == 'metric' else 'phase:' + r['name']}: {r['reason']}"
-                      for r in nc.to_dict("records")]
+                      + measured_note(r) for r in nc.to_dict("records")]
         lines += _changes_text(cmp.devices, lab, ["device"], "devices (PM callback time per run)")
         lines += _changes_text(cmp.tasks, lab, ["stage", "comm"], "tasks (slowest freeze latency per name)")
     if thresholds:

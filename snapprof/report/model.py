@@ -14,6 +14,7 @@ import pandas as pd
 
 from snapprof import __version__
 from snapprof import metrics as registry
+from snapprof.analysis.derived import image_compressor
 from snapprof.analysis.frames import CaptureFrames, phase_durations
 from snapprof.analysis.kmsg import EXTRA_LABELS, kernel_figures
 from snapprof.analysis.phases import PHASE_LABELS, SHRINK_EVENT, after_copy, spans
@@ -31,6 +32,8 @@ META_HEADER = ("kernel_release", "kernel_version", "distro", "lab_distro", "mach
                "power_disk", "pm_test", "image_size", "reserved_size", "recorded_at",
                "snapprof_version", "bcc_version", "python_version")
 TOP = 15
+#: Metric areas of the "Image I/O and resume" section (and the JSON's ``io`` list).
+IO_AREAS = ("io", "resume")
 CHOICE_KEYS = ("pm_test", "power_disk")  # /sys/power files that list choices, "[current]" marked
 
 
@@ -74,7 +77,7 @@ def build_model(frames: CaptureFrames, max_timelines: int = 6) -> dict:
         "freezer": _freezer(frames, msum),
         "memory": _memory(frames, msum, wide),
         "devices": _devices(frames, msum),
-        "io": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] == "io"],
+        "io": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] in IO_AREAS],
         "kernel_log": _kernel_log(frames, wide),
     }
     return model
@@ -100,7 +103,9 @@ def _header(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
                            "runs": [int(r) for r in group["run_id"]],
                            "reason": "; ".join(dict.fromkeys(group["reason"].astype(str)))})
     known = frames.runs["ringbuf_drops"].dropna()  # unknown drop counts stay unknown, not 0
+    comp = image_compressor(frames)
     return {
+        "compressor": {"name": comp[0], "how": comp[1]} if comp else None,
         "meta": {k: _selected(frames.meta.get(k)) if k in CHOICE_KEYS else frames.meta.get(k)
                  for k in META_HEADER},
         "meta_other": {k: v for k, v in sorted(frames.meta.items()) if k not in META_HEADER},

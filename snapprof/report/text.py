@@ -58,6 +58,8 @@ def render_text(model: dict) -> str:
              ["runs", f"{h['runs_total']} ({by['complete']} complete, {by['failed']} failed, "
                       f"{by['incomplete']} incomplete); statistics over the complete runs"],
              ["probes", f"{h['probes_attached']} of {h['probes_total']} attached"]]
+    if h["compressor"]:
+        facts.append(["image compressor", f"{h['compressor']['name']} ({h['compressor']['how']})"])
     out.append(table(["", ""], facts).split("\n", 2)[2])
     if h["ringbuf_drops"]:
         out.append(f"  WARNING: {h['ringbuf_drops']} ring-buffer events dropped "
@@ -117,7 +119,7 @@ def render_text(model: dict) -> str:
             [str(e["run_id"]), e["device"], e["driver"] or "", e["event"] or "", e["stage"],
              str(e["error"])] for e in dv["errors"]]))
 
-    out += ["", "Image I/O", table(STAT_HEADERS, _stat_rows(model["io"]))]
+    out += ["", "Image I/O and resume", table(STAT_HEADERS, _stat_rows(model["io"]))]
 
     kl = model["kernel_log"]
     out += ["", "Kernel log beside the measured figures"]
