@@ -1,23 +1,31 @@
 """Image write/read throughput, compression ratio and resume time of real hibernations
 (tests/data/*-trigger-hibernate.snap, recorded in the lab on 6.1 and 6.12), in report and
-compare.
+compare, and compare keeping captures of one kernel written with different compressors apart.
 
 Expected values are read from the capture files themselves with sqlite3 (the kernel-log
-figures the recorder stored, the raw events), never written into the tests.
+figures the recorder stored, the raw events), never written into the tests. Captures with
+another compressor are copies of the real 6.12 one whose meta and log lines are altered in
+tmp_path; tests/data is never written.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from snapprof.analysis.compare import compare, group_captures, load_captures
+from snapprof import cli
+from snapprof.analysis.compare import (UNKNOWN_COMPRESSOR, compare, default_labels,
+                                       group_captures, load_captures)
+from snapprof.analysis.derived import image_compressor
 from snapprof.analysis.frames import load_capture
 from snapprof.analysis.phases import after_copy
 from snapprof.analysis.summary import metric_summary
+from snapprof.errors import SnapprofError
 from snapprof.report.compare_text import render_text
 from snapprof.report.model import build_model
 from snapprof.report.text import render_text as render_report_text
@@ -143,6 +151,7 @@ def real_pair():
 def test_compare_shows_each_kernels_own_figures(real_pair):
     frames, c = real_pair
     assert c.labels == [f.meta["kernel_release"] for f in frames]
+    assert not c.label_notes  # different releases: no compressor in the label
     s = c.summary
     for lab, path in zip(c.labels, (OLD, NEW)):
         own = metric_summary(load_capture(path))
@@ -163,3 +172,104 @@ def test_compare_shows_each_kernels_own_figures(real_pair):
     text = render_text(c)
     assert f"measured in {c.labels[1]}: median {ratio['median']:.3f}" in text
     assert "resume_ms" in text and "write_mbps" in text and "read_mbps" in text
+
+
+# --------------------------------------------------------------------------- compressors
+
+
+def _copy(tmp_path, name, compressor=None, log=True, lab=None, cmdline=None):
+    """A copy of the real 6.12 capture as if written with ``compressor``: the kernel's log
+    lines and the recorder's sources name it (or, log=False, name none), meta as given."""
+    path = tmp_path / name
+    shutil.copyfile(NEW, path)
+    with sqlite3.connect(path) as db:
+        if compressor or not log:
+            new = f"{compressor} " if log else ""
+            for table, col in (("metrics", "source"), ("kmsg", "text")):
+                db.execute(f"UPDATE {table} SET {col} = replace({col}, 'lzo ', ?) "
+                           f"WHERE {col} LIKE '%lzo %compression%'", (new,))
+        if lab is not None:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'lab_compressor'", (lab,))
+        if cmdline is not None:
+            db.execute("UPDATE meta SET value = value || ? WHERE key = 'cmdline'", (cmdline,))
+    return path
+
+
+def test_compressor_from_the_kernels_log_splits_the_default_label(tmp_path, monkeypatch, capsys):
+    lzo = _copy(tmp_path, "lzo.snap")
+    lz4 = _copy(tmp_path, "lz4.snap", "lz4", lab="lz4")
+    frames = load_captures([lzo, lz4], for_compare=True)
+    assert [image_compressor(f) for f in frames] == [("lzo", "the kernel's log"),
+                                                     ("lz4", "the kernel's log")]
+    release = frames[0].meta["kernel_release"]
+    groups = group_captures(frames)
+    assert list(groups) == [f"{release} lzo", f"{release} lz4"]
+    assert len(groups.notes) == 1 and "lzo.snap: lzo" in groups.notes[0]
+    c = compare(groups)
+    assert c.label_notes == groups.notes
+    # same figures on both sides (the copies differ in names only): compared, not pooled
+    row = c.row("metric", "write_mbps", f"{release} lz4")
+    assert row["n_base"] == 1 and row["n"] == 1 and row["delta"] == 0
+    assert c.groups[f"{release} lz4"].compressor == "lz4 (the kernel's log)"
+    assert any("wrote its image with lz4" in n for n in c.setup_notes)
+
+    monkeypatch.setattr(cli, "COMMANDS", ["compare"])
+    assert cli.main(["compare", str(lzo), str(lz4), "--format", "json", "-o",
+                     str(tmp_path / "c.json")]) == 0
+    out = json.loads((tmp_path / "c.json").read_text())
+    assert out["labels"] == [f"{release} lzo", f"{release} lz4"]
+    assert out["label_notes"] == groups.notes
+    assert out["groups"][f"{release} lz4"]["compressor"] == "lz4 (the kernel's log)"
+    capsys.readouterr()
+    assert cli.main(["compare", str(lzo), str(lz4)]) == 0
+    text = capsys.readouterr().out
+    assert f"{release} lz4: lz4.snap" in text and "differ in image compressor" in text
+
+
+def test_compressor_from_the_settings_when_the_log_names_none(tmp_path):
+    # the log line in its pre-6.9 wording (no name): lzo, the only compressor those kernels have
+    plain = _copy(tmp_path, "default.snap", log=False)
+    name, how = image_compressor(load_capture(plain))
+    assert name == "lzo" and "before 6.9" in how
+    lab = _copy(tmp_path, "lab.snap", lab="lz4")
+    cmd = _copy(tmp_path, "cmd.snap", cmdline=" hibernate.compressor=lz4")
+    frames = load_captures([lab, cmd])
+    assert image_compressor(frames[0]) == ("lzo", "the kernel's log")  # the log wins
+    nolog = [_copy(tmp_path, "nolog-lab.snap", lab="lz4"),
+             _copy(tmp_path, "nolog-cmd.snap", cmdline=" hibernate.compressor=LZ4"),
+             _copy(tmp_path, "nolog-none.snap")]
+    for p in nolog:  # no log line about compression: the settings decide
+        with sqlite3.connect(p) as db:
+            db.execute("DELETE FROM metrics WHERE name IN ('compress_threads', 'decompress_threads')")
+            db.execute("DELETE FROM kmsg WHERE text LIKE '%compression%'")
+    frames = load_captures(nolog)
+    assert [image_compressor(f) for f in frames] == [
+        ("lz4", "snapprof lab --compressor"),
+        ("lz4", "hibernate.compressor= on the kernel command line"),
+        None]
+    labels, notes = default_labels(frames)
+    release = frames[0].meta["kernel_release"]
+    assert labels == [f"{release} lz4", f"{release} lz4", f"{release} {UNKNOWN_COMPRESSOR}"]
+    assert "nolog-none.snap: not named" in notes[0]
+
+
+def test_same_compressor_pools_and_explicit_labels_win(tmp_path):
+    a, b = _copy(tmp_path, "a.snap"), _copy(tmp_path, "b.snap", lab="lzo")
+    lz4 = _copy(tmp_path, "c.snap", "lz4")
+    frames = load_captures([a, b, lz4])
+    release = frames[0].meta["kernel_release"]
+    # a and b: lzo both (kernel default and --compressor lzo alike), c lz4
+    groups = group_captures(frames)
+    assert {k: len(v) for k, v in groups.items()} == {f"{release} lzo": 2, f"{release} lz4": 1}
+    # only one compressor among the captures of a release: the label is the release alone
+    assert list(group_captures(frames[:2])) == [release] and not group_captures(frames[:2]).notes
+    # --label wins; a group pooling two compressors says so
+    groups = group_captures(frames, ["x", "x", "y"])
+    assert list(groups) == ["x", "y"] and not groups.notes
+    groups = group_captures(frames, ["x", "y", "x"])
+    c = compare(groups)
+    assert "image compressor" in c.groups["x"].meta_differs
+    assert c.groups["x"].compressor == "lzo (the kernel's log) / lz4 (the kernel's log)"
+    assert not math.isnan(c.row("metric", "write_mbps", "y")["median"])
+    with pytest.raises(SnapprofError, match="nothing to compare"):
+        compare(group_captures(frames[:2]))

@@ -34,7 +34,7 @@ import pandas as pd
 from snapprof import metrics as registry
 from snapprof.capture import COLUMNS, CaptureReader
 from snapprof.analysis import stats
-from snapprof.analysis.derived import add_derived
+from snapprof.analysis.derived import add_derived, image_compressor
 from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames,
                                       read_device_totals, read_table)
 from snapprof.analysis.phases import CLOCK_JUMP, PHASE_LABELS, PHASE_ORDER, derive_phases
@@ -85,6 +85,9 @@ class Group:
     devices: pd.DataFrame                # cap, run_id, device, driver, ms (callbacks of the run summed)
     tasks: pd.DataFrame                  # cap, run_id, stage, comm, ms (slowest task of that name)
     meta_differs: list[str] = field(default_factory=list)  # meta keys that differ within the group
+    #: image compressor of the group's captures, how it is known ("lz4 (the kernel's log)"),
+    #: "/"-joined when pooled captures differ; None when no capture names one
+    compressor: str | None = None
 
     @property
     def n_runs(self) -> int:
@@ -103,6 +106,7 @@ class Comparison:
     devices: pd.DataFrame          # per device and label: changes against the baseline
     tasks: pd.DataFrame            # per (stage, comm) and label: changes against the baseline
     setup_notes: list[str] = field(default_factory=list)  # settings that differ from the baseline
+    label_notes: list[str] = field(default_factory=list)  # how default labels were chosen
 
     def row(self, kind: str, name: str, label: str) -> dict | None:
         """The diffs row for (kind, name, label), or None."""
@@ -185,6 +189,40 @@ def default_label(frames: CaptureFrames) -> str:
         raise SnapprofError(f"{frames.source or 'capture'}: no kernel_release in its meta; "
                             "name it with --label")
     return release
+
+
+#: Label suffix of a capture whose image compressor is not known, beside others of the same
+#: kernel release whose compressor is.
+UNKNOWN_COMPRESSOR = "compressor unknown"
+
+
+def default_labels(frames_list: list[CaptureFrames]) -> tuple[list[str], list[str]]:
+    """(labels, notes): the kernel release of each capture; captures of one release that differ
+    in image compressor (``derived.image_compressor``) get it appended ("6.12.117+deb13-amd64
+    lz4") so they are not pooled, and a note says so."""
+    labels = [default_label(f) for f in frames_list]
+    comps = [image_compressor(f) for f in frames_list]
+    notes = []
+    for release in dict.fromkeys(labels):
+        idx = [i for i, lab in enumerate(labels) if lab == release]
+        if len({comps[i][0] if comps[i] else None for i in idx}) < 2:
+            continue
+        said = []
+        for i in idx:
+            labels[i] = f"{release} {comps[i][0] if comps[i] else UNKNOWN_COMPRESSOR}"
+            said.append(f"{frames_list[i].source or 'capture'}: "
+                        + (f"{comps[i][0]} ({comps[i][1]})" if comps[i] else "not named"))
+        notes.append(f"captures of {release} differ in image compressor, so the label names it "
+                     f"and they are not pooled ({'; '.join(said)}); --label overrides")
+    return labels, notes
+
+
+class LabelledCaptures(dict):
+    """Label -> captures (``group_captures``), with ``notes`` on how the labels were chosen."""
+
+    def __init__(self, *args, notes: list[str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.notes = list(notes or [])
 
 
 def _status_counts(frames: CaptureFrames) -> dict[str, int]:
@@ -275,6 +313,10 @@ def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
                   for key, r in nm.groupby(["cap", "name"], sort=False)["reason"]}
     differs = sorted(k for k in ("kernel_release", *SETUP_KEYS)
                      if len({fr.meta.get(k) for fr in frames_list}) > 1)
+    comps = [image_compressor(f) for f in frames_list]
+    if len({c[0] if c else None for c in comps}) > 1:
+        differs.append("image compressor")
+    named = list(dict.fromkeys(f"{c[0]} ({c[1]})" for c in comps if c))
     return Group(
         label=label,
         sources=[f.source or "?" for f in frames_list],
@@ -292,12 +334,15 @@ def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
         devices=devices,
         tasks=tasks,
         meta_differs=differs,
+        compressor=" / ".join(named) or None,
     )
 
 
 def group_captures(frames_list: list[CaptureFrames], labels: list[str] | None = None
-                   ) -> dict[str, list[CaptureFrames]]:
-    """Label -> captures, in order of first appearance (the first label is the baseline)."""
+                   ) -> LabelledCaptures:
+    """Label -> captures, in order of first appearance (the first label is the baseline).
+    Without ``labels``: ``default_labels``, whose notes go with the result."""
+    notes: list[str] = []
     if labels is not None:
         if len(labels) != len(frames_list):
             raise SnapprofError(f"--label given {len(labels)} times for {len(frames_list)} captures; "
@@ -306,8 +351,8 @@ def group_captures(frames_list: list[CaptureFrames], labels: list[str] | None = 
             if not lab.strip():
                 raise SnapprofError("--label must not be empty")
     else:
-        labels = [default_label(f) for f in frames_list]
-    groups: dict[str, list[CaptureFrames]] = {}
+        labels, notes = default_labels(frames_list)
+    groups = LabelledCaptures(notes=notes)
     for lab, f in zip(labels, frames_list):
         groups.setdefault(lab.strip(), []).append(f)
     return groups
@@ -539,8 +584,13 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
             if a is not None and b is not None and a != b and not _close(key, a, b):
                 setup_notes.append(f"{lab} was recorded with {key}={b!r}, {baseline} with {a!r}: "
                                    "a difference may come from the setup, not the kernel")
+        a, b = base.compressor, built[lab].compressor
+        if a and b and a.split()[0] != b.split()[0]:
+            setup_notes.append(f"{lab} wrote its image with {b}, {baseline} with {a}: image "
+                               "write/read figures and the compression ratio depend on it")
     return Comparison(
         labels=labels, baseline=baseline, groups=built, level=level, setup_notes=setup_notes,
+        label_notes=list(getattr(groups, "notes", [])),
         summary=pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS),
         diffs=pd.DataFrame(diff_rows, columns=DIFF_COLUMNS),
         not_comparable=pd.DataFrame(nc_rows, columns=NC_COLUMNS),

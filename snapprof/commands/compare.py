@@ -17,7 +17,9 @@ examples:
                                                      # exit 1 on a confident regression (CI gate)
 
 The first label is the baseline; every other label is compared against it. Captures with
-the same label (default: the kernel release in the capture) are pooled. Only complete runs
+the same label (default: the kernel release in the capture) are pooled; captures of one
+release whose images were written with different compressors (lzo, lz4) get it in their
+default label ("6.12.117+deb13-amd64 lz4") and are not pooled. Only complete runs
 count. change = median(label) - median(baseline); its interval is the exact 95 % (--level)
 distribution-free interval of the shift (Hodges-Lehmann), p the Mann-Whitney U test. A
 verdict needs the interval to exclude 0 and p <= 0.05; with too few runs there is none.
@@ -41,7 +43,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture files (.snap)")
     p.add_argument("--label", action="append", metavar="NAME",
                    help="label of each capture, in order (repeat once per capture); captures "
-                        "with the same label are pooled; default: the kernel release")
+                        "with the same label are pooled; default: the kernel release, plus "
+                        "the image compressor when captures of one release differ in it")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write here (default: stdout); a .html name selects --format html")
     p.add_argument("--format", choices=("html", "text", "json"),

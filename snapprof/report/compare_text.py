@@ -80,7 +80,8 @@ def group_line(cmp: Comparison, label: str) -> str:
     if excl:
         runs += f" ({excl} excluded)"
     role = " (baseline)" if label == cmp.baseline else ""
-    return f"{label}{role}: {', '.join(g.sources)} — {runs}"
+    comp = f"; image compressor {g.compressor}" if g.compressor else ""
+    return f"{label}{role}: {', '.join(g.sources)} — {runs}{comp}"
 
 
 def summary_lookup(cmp: Comparison) -> dict:
@@ -100,7 +101,7 @@ def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
         if cmp.groups[lab].meta_differs:
             lines.append(f"  note: captures pooled under {lab} differ in "
                          f"{', '.join(cmp.groups[lab].meta_differs)}")
-    lines += [f"  note: {n}" for n in cmp.setup_notes]
+    lines += [f"  note: {n}" for n in cmp.label_notes + cmp.setup_notes]
     lines += ["", method_note(cmp)]
     summ = summary_lookup(cmp)
     for lab in cmp.labels[1:]:
@@ -161,9 +162,11 @@ def to_dict(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) ->
         "labels": cmp.labels,
         "method": method_note(cmp),
         "setup_notes": cmp.setup_notes,
+        "label_notes": cmp.label_notes,
         "groups": {lab: {"captures": g.sources, "complete_runs": g.n_runs,
                          "runs_total": g.runs_total, "excluded": g.excluded,
                          "kernel_release": g.meta.get("kernel_release"),
+                         "compressor": g.compressor,
                          "meta_differs": g.meta_differs}
                    for lab, g in cmp.groups.items()},
         "level": clean(cmp.level),
