@@ -139,6 +139,22 @@ def test_report_shows_the_figures_of_a_real_hibernation(path):
     assert model["header"]["compressor"]["name"] == "lzo"
 
 
+def test_compare_loader_derives_the_same_figures_as_load_capture():
+    paths = sorted(DATA.glob("*.snap"))
+    for loaded, path in zip(load_captures(paths, for_compare=True), paths):
+        one = load_capture(path)
+        seen = 0
+        for table, cols in (("metrics", ["run_id", "name", "value", "unit", "method", "source"]),
+                            ("not_measured", ["run_id", "name", "reason"])):
+            def rows(f):
+                t = getattr(f, table)
+                t = t[t["name"].isin(FIGURES[2:])][cols]
+                return sorted(map(tuple, t.astype(str).to_numpy()))
+            assert rows(loaded) == rows(one), (path.name, table)
+            seen += len(rows(one))
+        assert seen == 2 * len(one.runs), path.name  # each run: a value or a reason, for both
+
+
 # --------------------------------------------------------------------------- compare 6.1 vs 6.12
 
 

@@ -34,7 +34,7 @@ import pandas as pd
 from snapprof import metrics as registry
 from snapprof.capture import COLUMNS, CaptureReader
 from snapprof.analysis import stats
-from snapprof.analysis.derived import add_derived, image_compressor
+from snapprof.analysis.derived import add_derived_all, image_compressor
 from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames,
                                       read_device_totals, read_table)
 from snapprof.analysis.phases import CLOCK_JUMP, PHASE_LABELS, PHASE_ORDER, derive_phases
@@ -179,7 +179,7 @@ def load_captures(paths, jobs: int | None = None, for_compare: bool = False) -> 
     for i, f in enumerate(loaded):
         part = phases[cap == i]
         f.phases = part.assign(run_id=part["run_id"] - (i << 32)).reset_index(drop=True)
-        add_derived(f)
+    add_derived_all(loaded)
     return loaded
 
 

@@ -43,21 +43,42 @@ def add_derived(frames) -> None:
     """Append the derived figures of every run to ``frames.metrics`` and the reasons for the
     missing ones to ``frames.not_measured`` (in place). Needs ``frames.phases``. A figure
     the capture already holds for a run is left as it is."""
-    metrics, nm = derive(frames.runs, frames.metrics, frames.not_measured, frames.phases)
-    if len(metrics):
-        frames.metrics = pd.concat([frames.metrics, metrics], ignore_index=True)
-    if len(nm):
-        frames.not_measured = pd.concat([frames.not_measured, nm], ignore_index=True)
+    add_derived_all([frames])
+
+
+def add_derived_all(frames_list) -> None:
+    """``add_derived`` for many captures in one ``derive`` call (its cost is mostly per call):
+    run ids moved apart by capture, as ``compare.load_captures`` does for the phases."""
+    if not frames_list:
+        return
+
+    def joined(attr, cols):
+        return pd.concat([getattr(f, attr)[cols].assign(
+            run_id=getattr(f, attr)["run_id"].astype("int64") + (i << 32))
+            for i, f in enumerate(frames_list)], ignore_index=True)
+
+    metrics, nm = derive(joined("runs", ["run_id", "trigger"]),
+                         joined("metrics", ["run_id", "name", "value"]),
+                         joined("not_measured", ["run_id", "name", "reason"]),
+                         joined("phases", ["run_id", "phase", "start_ns", "end_ns", "method"]))
+    for out, attr in ((metrics, "metrics"), (nm, "not_measured")):
+        cap = out["run_id"].to_numpy() >> 32
+        for i, f in enumerate(frames_list):
+            part = out[cap == i]
+            if len(part):
+                part = part.assign(run_id=part["run_id"] - (i << 32))
+                setattr(f, attr, pd.concat([getattr(f, attr), part], ignore_index=True))
 
 
 def derive(runs: pd.DataFrame, metrics: pd.DataFrame, not_measured: pd.DataFrame,
            phases: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metric rows, not_measured rows) of the derived figures, capture table columns."""
     ids = runs["run_id"].astype("int64").to_numpy()
-    have = {(int(r), n) for r, n in zip(metrics["run_id"], metrics["name"])}
+    held = metrics[metrics["name"].isin([RATIO, RESUME])]
+    have = {(int(r), n) for r, n in zip(held["run_id"], held["name"])}
     mrows, nrows = [], []
     ratio = _ratio(metrics, not_measured, ids)
-    resume = _resume(runs, metrics, phases)
+    resume = _resume(runs, phases)
     for rid in ids:
         rid = int(rid)
         for name, table in ((RATIO, ratio), (RESUME, resume)):
@@ -104,7 +125,7 @@ def _ratio(metrics: pd.DataFrame, not_measured: pd.DataFrame, ids) -> dict:
     return out
 
 
-def _resume(runs: pd.DataFrame, metrics: pd.DataFrame, phases: pd.DataFrame) -> dict:
+def _resume(runs: pd.DataFrame, phases: pd.DataFrame) -> dict:
     """run -> (value, unit, method, source, reason) of resume_ms, as ``_ratio``.
 
     The start is where ``phases.after_copy`` ends the time away: the copy phase's end when
