@@ -250,15 +250,20 @@ def test_compressor_from_the_settings_when_the_log_names_none(tmp_path):
     lab = _copy(tmp_path, "lab.snap", lab="lz4")
     cmd = _copy(tmp_path, "cmd.snap", cmdline=" hibernate.compressor=lz4")
     frames = load_captures([lab, cmd])
-    assert image_compressor(frames[0]) == ("lzo", "the kernel's log")  # the log wins
+    assert [image_compressor(f) for f in frames] == [("lzo", "the kernel's log")] * 2  # log wins
     nolog = [_copy(tmp_path, "nolog-lab.snap", lab="lz4"),
              _copy(tmp_path, "nolog-cmd.snap", cmdline=" hibernate.compressor=LZ4"),
              _copy(tmp_path, "nolog-none.snap")]
+    sysfs = _copy(tmp_path, "nolog-sysfs.snap", lab="lz4")
+    nolog.append(sysfs)
+    with sqlite3.connect(sysfs) as db:  # a recorder's copy of the module parameter wins
+        db.execute("INSERT INTO meta (key, value) VALUES ('hibernate_compressor', 'lzo')")
     for p in nolog:  # no log line about compression: the settings decide
         with sqlite3.connect(p) as db:
             db.execute("DELETE FROM metrics WHERE name IN ('compress_threads', 'decompress_threads')")
             db.execute("DELETE FROM kmsg WHERE text LIKE '%compression%'")
     frames = load_captures(nolog)
+    assert image_compressor(frames.pop()) == ("lzo", "/sys/module/hibernate/parameters/compressor")
     assert [image_compressor(f) for f in frames] == [
         ("lz4", "snapprof lab --compressor"),
         ("lz4", "hibernate.compressor= on the kernel command line"),
