@@ -76,8 +76,14 @@ def test_collect_meta_missing_files_are_omitted(tmp_path):
     meta = sysinfo.collect_meta(root)
     assert meta["kernel_release"] == "6.12.117+deb13-amd64"
     for key in ("distro", "cmdline", "mem_total_kb", "swap_total_kb", "power_state",
-                "power_disk", "pm_test", "image_size", "reserved_size", "hostname", "machine"):
+                "power_disk", "pm_test", "image_size", "reserved_size", "hostname", "machine",
+                "hibernate_compressor"):  # before 6.9 the kernel has no compressor parameter
         assert key not in meta, key
+
+
+def test_collect_meta_keeps_the_hibernate_compressor(tmp_path):
+    root = tree(tmp_path, {"/sys/module/hibernate/parameters/compressor": "lz4\n"})
+    assert sysinfo.collect_meta(root)["hibernate_compressor"] == "lz4"
 
 
 def test_bcc_version_read_without_import(tmp_path, monkeypatch):

@@ -135,7 +135,8 @@ def collect_meta(root: str = "/") -> dict[str, str]:
     put("swap_total_kb", mem.get("SwapTotal"))
     power = power_settings(root)
     for key, name in (("power_state", "state"), ("power_disk", "disk"), ("pm_test", "pm_test"),
-                      ("image_size", "image_size"), ("reserved_size", "reserved_size")):
+                      ("image_size", "image_size"), ("reserved_size", "reserved_size"),
+                      ("hibernate_compressor", "compressor")):  # compressor: 6.9 and later
         put(key, power.get(name))
     put("snapprof_version", __version__)
     put("bcc_version", _bcc_version())
