@@ -172,3 +172,16 @@ def test_collect_before_attach_is_an_error(tmp_path):
     ps = probeset(tmp_path, "6.1")
     with pytest.raises(SnapprofError, match="not attached"):
         ps.collect()
+
+
+def test_only_the_catalogues_symbols_are_kept(tmp_path):
+    # the recorder's memory is in the image: kallsyms is streamed and narrowed, not kept whole
+    ps = probeset(tmp_path, "6.1", extra_syms=(("unrelated_fn", "t"), ("freeze_task.isra.0", "t")))
+    with open(ps.view.path("/proc/kallsyms")) as f:
+        all_names = {ln.split()[2] for ln in f if len(ln.split()) == 3}
+    kept = set(ps.view.kallsyms())
+    assert "unrelated_fn" in all_names and "unrelated_fn" not in kept
+    assert "freeze_task.isra.0" in kept  # clones stay: they explain "inlined" reasons
+    assert {"freeze_task", "swsusp_save", "nr_copy_pages"} <= kept
+    assert "unrelated_fn" not in (ps.view.traceable() or {})
+    assert len(kept) < len(all_names)

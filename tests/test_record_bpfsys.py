@@ -271,3 +271,40 @@ def test_the_recorder_side_never_imports_bcc():
             "snapprof.record.recorder; print('bcc' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _resident_pages(path) -> int:
+    """How many of the file's pages are in the page cache (mincore on a fresh mapping)."""
+    libc = ct.CDLL(None, use_errno=True)
+    libc.mmap.restype = ct.c_void_p
+    libc.mmap.argtypes = (ct.c_void_p, ct.c_size_t, ct.c_int, ct.c_int, ct.c_int, ct.c_long)
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        pages = -(-size // mmap.PAGESIZE)
+        vec = (ct.c_ubyte * pages)()
+        assert libc.mincore(ct.c_void_p(addr), ct.c_size_t(size), vec) == 0
+        libc.munmap(ct.c_void_p(addr), ct.c_size_t(size))
+        return sum(b & 1 for b in vec)
+    finally:
+        os.close(fd)
+
+
+def test_dropping_the_compilers_cache(tmp_path):
+    hdr = tmp_path / "headers" / "include"
+    hdr.mkdir(parents=True)
+    lib, h, other = tmp_path / "libfake.so", hdr / "a.h", hdr / "keep.c"
+    for f in (lib, h, other):
+        f.write_bytes(os.urandom(64 * 1024))
+        fd = os.open(f, os.O_RDONLY)
+        os.fsync(fd)  # clean pages, as a library's or a header's are
+        os.close(fd)
+        f.read_bytes()  # now cached
+    if _resident_pages(h) == 0:
+        pytest.skip("this file system does not keep the test files in the page cache")
+    got = loader.drop_compiler_cache([str(lib), str(tmp_path / "gone.so")],
+                                     [str(tmp_path / "headers"), str(tmp_path / "nothing")])
+    assert isinstance(got, int)  # how the page cache changed, kB
+    assert _resident_pages(lib) == 0 and _resident_pages(h) == 0  # dropped
+    assert _resident_pages(other) == 16  # not a header: kept

@@ -56,6 +56,7 @@ class Loaded:
     loader_pid: int = 0
     loader_peak_rss_kb: int | None = None
     tracefs_events: list[str] = field(default_factory=list)
+    cache_dropped_kb: int | None = None  # page cache the compile left, given back
 
     def close(self) -> None:
         for fd in self.links:
@@ -140,7 +141,69 @@ def load(source: str, cflags: list[str], hooks: list[tuple], maps: list[str],
                 proc.wait()
         errlog.close()
     loaded.loader_pid = proc.pid
+    libs = drop_compiler_cache(reply.get("mapped_files", []), [])
+    headers = reply.get("headers_dropped_kb")
+    loaded.cache_dropped_kb = None if libs is None and headers is None else (libs or 0) + (headers or 0)
     return loaded
+
+
+def _own_mapped_files() -> set[str]:
+    out = set()
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].startswith("/"):
+                    out.add(parts[5].strip())
+    except OSError:
+        pass
+    return out
+
+
+def _cached_kb() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Cached:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _dontneed(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def drop_compiler_cache(mapped_files: list[str], header_dirs: list[str]) -> int | None:
+    """Give back the page cache the compile filled: the compiler's libraries (those this
+    process does not map itself) and the kernel headers, with POSIX_FADV_DONTNEED, which
+    drops only clean pages nobody maps. The loader child drops the headers before it
+    exits (walking them costs memory the recorder should not keep); the recorder drops
+    the libraries once the child, which mapped them, is gone. Without this, every image taken after the compile
+    carries ~100 MiB of libLLVM and headers (measured in the lab: +57 % image pages on an
+    idle 2 GiB guest). Returns how much the page cache shrank (kB), or None."""
+    before = _cached_kb()
+    mine = _own_mapped_files()
+    paths = [p for p in mapped_files if p not in mine]
+    for path in paths:
+        _dontneed(path)
+    for d in header_dirs:  # streamed: tens of thousands of files, no list kept
+        for dirpath, _dirs, files in os.walk(d):
+            for n in files:
+                if n.endswith(".h"):
+                    _dontneed(os.path.join(dirpath, n))
+    after = _cached_kb()
+    return before - after if before is not None and after is not None else None
 
 
 def _close_all(fds) -> None:
@@ -292,8 +355,24 @@ def _compile_and_attach(req: dict) -> tuple[dict, list[int]]:
     if len(fds) > MAX_FDS:
         raise SnapprofError(f"{len(fds)} descriptors to hand over, at most {MAX_FDS}")
     reply = {"maps": maps, "links": links, "attach": attach, "compile_s": t1 - t0,
-             "attach_s": t2 - t1, "tracefs_events": _our_tracefs_events()}
+             "attach_s": t2 - t1, "tracefs_events": _our_tracefs_events(),
+             "mapped_files": sorted(_own_mapped_files()),
+             "headers_dropped_kb": drop_compiler_cache([], _header_dirs())}
     return reply, fds
+
+
+def _header_dirs() -> list[str]:
+    """The kernel header trees clang read: /lib/modules/<release>/build and, on Debian,
+    the -common tree its top-level symlinks point into."""
+    build = f"/lib/modules/{os.uname().release}/build"
+    if not os.path.isdir(build):
+        return []
+    out = {os.path.realpath(build)}
+    for name in os.listdir(build):
+        p = os.path.join(build, name)
+        if os.path.islink(p) and os.path.isdir(p):
+            out.add(os.path.dirname(os.path.realpath(p)))
+    return sorted(out)
 
 
 def _our_tracefs_events() -> list[str]:

@@ -41,12 +41,15 @@ __all__ = ["CycleData", "ProbeSet"]
 # Every byte of the probes' maps is in the image they measure, so they are sized to this
 # machine, not to the worst case (the sizes go to the capture's meta; a full buffer is
 # counted as drops, never silently). Measured per snapshot cycle in the lab: ~75 events of
-# 144 B; ~700 device callbacks of 200 B for ~90 PM devices (8 callbacks each); ~10 tasks
+# 144 B; ~700 device callbacks of 200 B (~250 devices under /sys/devices); ~10 tasks
 # needing the freezer's attention.
 MAPS = ("events", "devcalls", "tasks", "counters", "cycle", "devstart")
 EVENT_BYTES = 144  # record + ring-buffer header, rounded
 DEVCALL_BYTES = 200
-CALLBACKS_PER_DEVICE = 12  # 8 in a snapshot cycle (prepare..complete), margin for hibernate
+# Each PM device can have 8 callbacks in a cycle (prepare..complete, or freeze..restore
+# around a real hibernation's copy); in the lab only ~35 % of the devices under
+# /sys/devices have callbacks at all, so 8 per device leaves a margin of ~3.
+CALLBACKS_PER_DEVICE = 8
 
 
 def _pow2_at_least(n: int) -> int:
@@ -291,7 +294,8 @@ class ProbeSet:
         self.loaded = loaded
         self.timings = {"compile_s": loaded.compile_s, "attach_s": loaded.attach_s,
                         "hooks": float(sum(1 for v in loaded.attach_errors.values() if v is None)),
-                        "loader_peak_rss_kb": float(loaded.loader_peak_rss_kb or 0)}
+                        "loader_peak_rss_kb": float(loaded.loader_peak_rss_kb or 0),
+                        "cache_dropped_kb": float(loaded.cache_dropped_kb or 0)}
 
     def _open_maps(self, loaded) -> None:
         for name, struct_type in (("events", EventRecord), ("devcalls", DevcallRecord)):

@@ -40,6 +40,10 @@ class KernelView:
         self.release = (release or self._read("/proc/sys/kernel/osrelease") or os.uname().release).strip()
         self.version = parse_version(self.release)
         self._bcc = bcc
+        # Only these names (and their compiler clones, name.isra.0 ...) are kept from
+        # kallsyms and available_filter_functions: the whole tables cost the recorder tens
+        # of MiB, and the recorder's memory is part of the image it measures. None: all.
+        self.wanted: frozenset[str] | None = None
         self._kallsyms: dict[str, list[tuple[int, str]]] | None | bool = False
         self._traceable: dict[str, int] | None | bool = False
         self._blacklist: set[str] | None | bool = False
@@ -102,17 +106,37 @@ class KernelView:
             return False  # perf PMUs are listed, and the kprobe PMU is not among them
         return None
 
+    def narrow(self, names) -> None:
+        """Keep only these symbol names (and their clones) from the tables read later."""
+        if self._kallsyms is False and self._traceable is False:
+            self.wanted = frozenset(names)
+
+    def _lines(self, p: str):
+        """The file's lines, streamed (kallsyms is ~10 MB); None if unreadable."""
+        try:
+            f = open(self.path(p), encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+
+        def gen():
+            with f:
+                yield from f
+        return gen()
+
+    def _keep(self, name: str) -> bool:
+        return self.wanted is None or name.split(".", 1)[0] in self.wanted
+
     def kallsyms(self) -> dict[str, list[tuple[int, str]]] | None:
-        """name -> [(address, type)], vmlinux symbols only; None if unreadable."""
+        """name -> [(address, type)], vmlinux symbols only (those wanted); None if unreadable."""
         if self._kallsyms is False:
-            text = self._read("/proc/kallsyms")
-            if text is None:
+            lines = self._lines("/proc/kallsyms")
+            if lines is None:
                 self._kallsyms = None
             else:
                 table: dict[str, list[tuple[int, str]]] = defaultdict(list)
-                for line in text.splitlines():
+                for line in lines:
                     parts = line.split()
-                    if len(parts) != 3:  # a 4th field "[module]": not vmlinux
+                    if len(parts) != 3 or not self._keep(parts[2]):  # 4th field "[module]"
                         continue
                     try:
                         addr = int(parts[0], 16)
@@ -123,17 +147,18 @@ class KernelView:
         return self._kallsyms
 
     def traceable(self) -> dict[str, int] | None:
-        """available_filter_functions: name -> occurrences (vmlinux); None if unreadable."""
+        """available_filter_functions: name -> occurrences (vmlinux, those wanted); None if
+        unreadable."""
         if self._traceable is False:
             tfs = self.tracefs()
-            text = self._read(f"{tfs}/available_filter_functions") if tfs else None
-            if text is None:
+            lines = self._lines(f"{tfs}/available_filter_functions") if tfs else None
+            if lines is None:
                 self._traceable = None
             else:
                 counts: dict[str, int] = defaultdict(int)
-                for line in text.splitlines():
+                for line in lines:
                     parts = line.split()
-                    if parts and len(parts) == 1:
+                    if len(parts) == 1 and self._keep(parts[0]):
                         counts[parts[0]] += 1
                 self._traceable = dict(counts)
         return self._traceable
@@ -327,6 +352,8 @@ def resolve_probe(probe: Probe, view: KernelView) -> ProbeChoice:
 def resolve(catalogue: Catalogue, view: KernelView,
             areas: list[str] | None = None) -> list[Resolution]:
     """One Resolution per selected measurement, in catalogue order."""
+    view.narrow({a.name for m in catalogue.measurements for p in m.probes
+                 for a in p.alternatives} | {"swsusp_save", "hibernate"})
     cache: dict[int, ProbeChoice] = {}
     out = []
     for m in catalogue.select(areas):

@@ -175,11 +175,12 @@ def lock_memory() -> str | None:
     """Keep the pages the cycle needs resident, so nothing is paged in while frozen
     (userland-swsusp.rst asks for mlockall).
 
-    Every mapping but bcc's compiler libraries is locked with MLOCK_ONFAULT: the pages
-    resident now and any faulted in later stay, nothing is faulted in just to be locked.
-    mlockall would also pin LLVM (~100 MB resident after compiling the probes), and locked
-    pages count against the minimum image size: the very shrinking being measured. Freed
-    heap is handed back first (malloc_trim). Returns None, or a note on what went wrong.
+    Every mapping is locked with MLOCK_ONFAULT: the pages resident now and any faulted in
+    later stay, nothing is faulted in just to be locked (locked pages count against the
+    minimum image size: the very shrinking being measured). bcc's compiler libraries are
+    skipped should they be loaded — the recorder itself no longer loads them: the probes
+    are compiled in a child process (snapprof/record/loader.py). Freed heap is handed back
+    first (malloc_trim). Returns None, or a note on what went wrong.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     gc.collect()

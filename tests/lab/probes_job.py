@@ -37,6 +37,15 @@ SNAPSHOT_GET_IMAGE_SIZE = 0x8008330E
 SNAPSHOT_CREATE_IMAGE = 0x40043311
 
 
+def kprobes_list() -> list[str]:
+    """Registered kprobes (debugfs), one line each."""
+    try:
+        with open("/sys/kernel/debug/kprobes/list") as f:
+            return [ln.strip() for ln in f if ln.strip()]
+    except OSError as exc:
+        return [f"unreadable: {exc}"]
+
+
 def kmsg_lines() -> list[str]:
     """The kernel log so far (non-blocking read of /dev/kmsg)."""
     out = []
@@ -121,6 +130,10 @@ def main() -> int:
         return 1
     doc["attach_wall_s"] = time.monotonic() - t
     doc["timings"] = ps.timings
+    doc["sizes"] = ps.sizes
+    doc["bcc_imported"] = "bcc" in sys.modules  # the loader child compiled; not this process
+    doc["loader_alive"] = os.path.exists(f"/proc/{ps.loaded.loader_pid}")
+    doc["kprobes_attached"] = len(kprobes_list())
     doc["status"] = ps.status()
     ps.collect()  # discard anything before the cycle
     doc["cycles"] = []
@@ -154,6 +167,7 @@ def main() -> int:
                              "devices": len(again.devices), "metrics": len(again.metrics),
                              "started": again.started}
     ps.close()
+    doc["kprobes_after_close"] = kprobes_list()  # closing the fds detached everything
     text = json.dumps(doc)
     if out_path:
         with open(out_path, "w") as f:

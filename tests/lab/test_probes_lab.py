@@ -96,6 +96,17 @@ def test_everything_attaches(lab):
     assert lab["timings"]["compile_s"] > 0 and lab["timings"]["hooks"] >= 40
 
 
+def test_compiled_in_a_child_that_is_gone_and_closing_detaches(lab):
+    # bcc ran in the loader child, which exited; the probes stay attached through the
+    # descriptors it handed over, and closing them detaches every kprobe
+    assert lab["bcc_imported"] is False
+    assert lab["loader_alive"] is False
+    assert lab["timings"]["loader_peak_rss_kb"] > 0
+    assert lab["kprobes_attached"] >= 30
+    assert lab["kprobes_after_close"] == []
+    assert set(lab["sizes"]) == {"EVENTS_PAGES", "DEVCALLS_PAGES", "TASKS_MAX", "DEVSTART_MAX"}
+
+
 def test_nothing_dropped_and_state_resets(lab):
     for c in lab["cycles"]:
         assert c["data"]["drops"] == 0, c["label"]
