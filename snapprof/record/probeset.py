@@ -294,8 +294,9 @@ class ProbeSet:
         self.loaded = loaded
         self.timings = {"compile_s": loaded.compile_s, "attach_s": loaded.attach_s,
                         "hooks": float(sum(1 for v in loaded.attach_errors.values() if v is None)),
-                        "loader_peak_rss_kb": float(loaded.loader_peak_rss_kb or 0),
-                        "cache_dropped_kb": float(loaded.cache_dropped_kb or 0)}
+                        "loader_peak_rss_kb": float(loaded.loader_peak_rss_kb or 0)}
+        if loaded.cache_dropped_kb is not None:  # unknown stays unknown
+            self.timings["cache_dropped_kb"] = float(loaded.cache_dropped_kb)
 
     def _open_maps(self, loaded) -> None:
         for name, struct_type in (("events", EventRecord), ("devcalls", DevcallRecord)):

@@ -334,6 +334,8 @@ class Recorder:
                 if ps.timings.get("loader_peak_rss_kb"):
                     meta["probe_loader_peak_rss_kb"] = str(int(ps.timings["loader_peak_rss_kb"]))
                 meta["probe_buffers"] = " ".join(f"{k}={v}" for k, v in ps.sizes.items())
+                if "cache_dropped_kb" in ps.timings:
+                    meta["probe_compiler_cache_dropped_kb"] = str(int(ps.timings["cache_dropped_kb"]))
             writer.set_meta(meta)
             rows = ps.status()
             if not o.probes:
