@@ -311,3 +311,39 @@ def test_every_registry_figure_is_measured_or_explained(trigger):
         assert nm["compress_threads"].startswith("after the atomic copy")
     else:
         assert nm["write_pages"].startswith(f"no image written or read: a {trigger} cycle")
+
+
+def test_power_settings_left_by_a_killed_recorder_are_put_back(tmp_path):
+    import subprocess
+    import sys
+    root = power_tree(tmp_path)
+    # a recorder that sets image_size and dies without restoring it (SIGKILL)
+    code = ("import os, signal, sys; from snapprof.record import triggers as trg; "
+            f"s = trg.PowerSettings({root!r}); s.set('image_size', '0'); s.set('image_size', '1'); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == -9
+    assert trg.read_power("image_size", root) == "1"
+    notes = trg.PowerSettings.recover(root)
+    assert trg.read_power("image_size", root) == "824778752"  # the original, not the first change
+    assert len(notes) == 1 and "left changed by a recorder that died" in notes[0]
+    assert trg.PowerSettings.recover(root) == []  # done once
+
+
+def test_power_settings_of_a_live_recorder_are_left_alone_and_a_restore_clears_the_journal(tmp_path):
+    import json
+    import os
+    root = power_tree(tmp_path)
+    s = trg.PowerSettings(root)
+    s.set("image_size", "0")
+    assert json.loads(open(s.journal).read())["saved"] == [["image_size", "824778752"]]
+    live = os.path.join(os.path.dirname(s.journal), "power-1.json")  # pid 1 is alive
+    with open(live, "w") as f:
+        json.dump({"pid": 1, "saved": [["image_size", "5"]]}, f)
+    os.rename(s.journal, s.journal + ".keep")
+    assert trg.PowerSettings.recover(root) == []  # pid 1 still runs: not touched
+    assert trg.read_power("image_size", root) == "0"
+    os.rename(s.journal + ".keep", s.journal)
+    assert s.restore() == []
+    assert trg.read_power("image_size", root) == "824778752"
+    assert not os.path.exists(s.journal) and os.path.exists(live)

@@ -300,6 +300,8 @@ class Recorder:
     def run(self) -> Summary:
         o = self.opts
         kind, level = self.preflight()
+        for note in trg.PowerSettings.recover():  # a killed recorder's /sys/power changes
+            self.log(f"snapprof record: {note}")
         from snapprof.record.probeset import ProbeSet  # noqa: PLC0415 (resolves, no bcc yet)
 
         summary = Summary(o.output)

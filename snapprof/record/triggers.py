@@ -34,6 +34,7 @@ import ctypes
 import errno
 import fcntl
 import gc
+import json
 import os
 import re
 import signal
@@ -120,17 +121,34 @@ def selected(value: str | None) -> str | None:
     return m.group(1) if m else None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PowerSettings:
     """Sets /sys/power files and puts the previous values back (restore(); also on error).
 
         with PowerSettings() as ps:
             ps.set("image_size", "0")
             ...
+
+    The values to put back are also kept in a journal, /run/snapprof/power-<pid>.json, so
+    that a recorder killed outright (SIGKILL, the cycle deadline) does not leave them
+    changed: the next `snapprof record` puts them back (recover()).
     """
+
+    JOURNAL_DIR = "/run/snapprof"
 
     def __init__(self, root: str = "/"):
         self.root = root
         self._saved: list[tuple[str, str]] = []
+        self.journal = os.path.join(root, self.JOURNAL_DIR.lstrip("/"), f"power-{os.getpid()}.json")
 
     def set(self, name: str, value: str) -> None:
         old = read_power(name, self.root)
@@ -138,12 +156,24 @@ class PowerSettings:
             raise SnapprofError(f"cannot read {POWER}/{name}")
         if name == "pm_test":
             old = selected(old) or old
+        if name not in {n for n, _ in self._saved}:  # the journal keeps the first, original value
+            self._write_journal(self._saved + [(name, old)])
         try:
             write_power(name, value, self.root)
         except OSError as exc:
             raise SnapprofError(f"cannot write '{value}' to {POWER}/{name}: "
                                 f"{exc.strerror or exc}") from None
         self._saved.append((name, old))
+
+    def _write_journal(self, saved) -> None:
+        try:
+            os.makedirs(os.path.dirname(self.journal), mode=0o700, exist_ok=True)
+            tmp = self.journal + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"pid": os.getpid(), "saved": saved}, f)
+            os.replace(tmp, self.journal)
+        except OSError:
+            pass  # best effort: the in-process restore still runs
 
     def restore(self) -> list[str]:
         """Put back every value, newest first; returns the problems (never raises)."""
@@ -154,7 +184,45 @@ class PowerSettings:
                 write_power(name, old, self.root)
             except OSError as exc:
                 problems.append(f"could not restore {POWER}/{name} to '{old}': {exc.strerror or exc}")
+        if not problems:
+            try:
+                os.unlink(self.journal)
+            except OSError:
+                pass
         return problems
+
+    @classmethod
+    def recover(cls, root: str = "/") -> list[str]:
+        """Put back what recorders that died without restoring left changed; one line each."""
+        folder = os.path.join(root, cls.JOURNAL_DIR.lstrip("/"))
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.startswith("power-") and n.endswith(".json"))
+        except OSError:
+            return []
+        out = []
+        for n in names:
+            path = os.path.join(folder, n)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    doc = json.load(f)
+                pid, saved = int(doc["pid"]), [tuple(x) for x in doc["saved"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if pid != os.getpid() and _alive(pid):
+                continue  # another recorder is running
+            for name, old in reversed(saved):
+                try:
+                    write_power(name, old, root)
+                    out.append(f"put back {POWER}/{name} = '{old}', left changed by a recorder "
+                               f"that died (pid {pid})")
+                except OSError as exc:
+                    out.append(f"could not put back {POWER}/{name} = '{old}' (recorder pid {pid} "
+                               f"died): {exc.strerror or exc}")
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        return out
 
     def __enter__(self):
         return self
