@@ -294,6 +294,16 @@ def _show_speed(f: _Figures, events, page_size: int) -> None:
         f.why(["read_ms", "read_kbytes", "read_mbps"], "no image read in this cycle")
 
 
+# kernel/time/timekeeping.c timekeeping_resume(): without a clocksource that keeps running
+# through suspend (CLOCK_SOURCE_SUSPEND_NONSTOP), the pause is measured with the persistent
+# clock (x86: the CMOS RTC, whole seconds) and nothing is injected or reported unless the
+# RTC has ticked past the (sub-second adjusted) time noted at suspend.
+NO_SLEEP_TIME = ("the kernel reported no sleep time for the copy window: with no clocksource "
+                 "running through suspend it measures the pause with the persistent clock "
+                 "(RTC, whole seconds) and reports nothing when the RTC has not ticked past "
+                 "the time noted at suspend")
+
+
 def _copy(f: _Figures, spans, events) -> None:
     saves = spans.get("swsusp_save") or []
     save_begin = [e for e in events if e.name == "swsusp_save" and e.kind == 0]
@@ -331,7 +341,7 @@ def _copy(f: _Figures, spans, events) -> None:
     if saves and saves[0].end.value not in (0, None):
         f.why(["copy_pages", "meta_pages", "zero_pages", "image_pages"],
               f"atomic copy failed ({saves[0].end.value})")
-    f.why("copy_window_ms", "the kernel reported no sleep time for the copy window")
+    f.why("copy_window_ms", NO_SLEEP_TIME)
 
 
 def _devices(f: _Figures, spans, devcalls: list[RawDevcall]) -> list[tuple]:
