@@ -294,6 +294,12 @@ FAKE_QEMU = textwrap.dedent("""\
             if a == "-chardev" and f"id={{name}}," in args[i + 1]:
                 return args[i + 1].split("path=")[1]
     behaviour = os.environ["FAKE_QEMU"]
+    count = os.environ.get("FAKE_QEMU_COUNT")
+    if count:
+        n = int(open(count).read() or 0) + 1 if os.path.exists(count) else 1
+        open(count, "w").write(str(n))
+        if behaviour == "panic-once":
+            behaviour = "panic" if n == 1 else "exit3"
     con = open(chardev("console"), "w")
     con.write("[    0.1] Linux version 6.1.0-50-amd64\\n"); con.flush()
     if behaviour == "panic":
@@ -356,6 +362,26 @@ def test_supervisor_with_fake_qemu(fake_qemu, tmp_path, monkeypatch, behaviour):
         assert res.timed_out and res.returncode is None and 4 <= res.duration_s < 20
         with pytest.raises(SnapprofError, match="did not finish within 4 s"):
             res.check()
+
+
+def test_a_kernel_dying_while_booting_a_fresh_disk_is_booted_once_more(fake_qemu, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_QEMU", "panic-once")
+    monkeypatch.setenv("FAKE_QEMU_COUNT", str(tmp_path / "count"))
+    res = qemu.run_guest(fake_qemu, ["true"], tmp_path / "out", timeout=30, stream=None)
+    assert res.returncode == 3 and res.panic is None
+    assert (tmp_path / "count").read_text() == "2"
+    assert "Kernel panic" in (tmp_path / "out" / "console-attempt1.log").read_text()
+    assert "died while booting, before the job started" in capsys.readouterr().err
+
+
+def test_a_boot_with_state_is_never_retried(fake_qemu, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_QEMU", "exit3")
+    ov = tmp_path / "keep" / "root.qcow2"
+    qemu.run_guest(fake_qemu, ["true"], tmp_path / "o1", overlay=ov, stream=None)  # boot 1
+    monkeypatch.setenv("FAKE_QEMU", "panic")
+    monkeypatch.setenv("FAKE_QEMU_COUNT", str(tmp_path / "count"))
+    res = qemu.run_guest(fake_qemu, ["true"], tmp_path / "o2", overlay=ov, stream=None, timeout=30)
+    assert res.panic and (tmp_path / "count").read_text() == "1"  # boot 2 (a resume) not retried
 
 
 def test_kept_overlay_must_match_the_image(fake_qemu, tmp_path, monkeypatch):

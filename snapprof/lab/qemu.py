@@ -337,6 +337,28 @@ def run_guest(
     out = Path(output_dir).absolute() if output_dir else Path(tempfile.mkdtemp(prefix="snapprof-lab-"))
     out.mkdir(parents=True, exist_ok=True)
     console_log = out / "console.log"
+    fresh = overlay is None or not Path(overlay).exists()
+    for attempt in (1, 2):
+        result = _run_once(img, tools, argv, out, console_log, memory, cpus, timeout, disks, overlay,
+                           extra_append, stream, env, interactive, outbox_size)
+        # A kernel that dies while booting, before the job started, on a fresh root disk
+        # (TCG now and then trips over the kernel's own text patching: "Oops: int3" in
+        # sched_clock_cpu at 6 s): boot once more and say so. Never after the job started,
+        # and never on a disk with state (a resume boot must not be silently retried).
+        if attempt == 2 or interactive or not fresh or not result.panic or result.boot_s is not None:
+            return result
+        kept = out / "console-attempt1.log"
+        shutil.copyfile(console_log, kept)
+        note = (f"snapprof lab: the {img.distro} kernel died while booting, before the job "
+                f"started ({result.panic}); booting once more (first console log: {kept})\n")
+        sys.stderr.write(note)
+        if overlay is not None:
+            Path(overlay).unlink(missing_ok=True)
+    return result
+
+
+def _run_once(img, tools, argv, out, console_log, memory, cpus, timeout, disks, overlay,
+              extra_append, stream, env, interactive, outbox_size) -> GuestResult:
     work = Path(tempfile.mkdtemp(prefix="snapprof-run-"))
     try:
         if overlay is None:
