@@ -109,6 +109,10 @@ _ALL = [
 
 REGISTRY: dict[str, Metric] = {m.name: m for m in _ALL}
 
+# Figures the analysis works out from recorded ones (snapprof.analysis.derived): a capture
+# never holds them, so the recorder gives them no "not measured" reason either.
+DERIVED = ("compression_ratio", "resume_ms")
+
 
 def get(name: str) -> Metric:
     """The registry entry for name; unknown names get a neutral entry (captures may be newer)."""

@@ -294,3 +294,22 @@ def test_same_compressor_pools_and_explicit_labels_win(tmp_path):
     assert not math.isnan(c.row("metric", "write_mbps", "y")["median"])
     with pytest.raises(SnapprofError, match="nothing to compare"):
         compare(group_captures(frames[:2]))
+
+
+LZ4 = DATA / "trixie-6.12-trigger-hibernate-lz4.snap"
+
+
+@pytest.mark.skipif(not LZ4.exists(), reason="real lab lz4 hibernate capture not in tests/data")
+def test_real_lzo_and_lz4_hibernations_of_612_are_told_apart():
+    # two real trixie hibernations in the lab, one with hibernate.compressor=lz4
+    frames = load_captures([NEW, LZ4], for_compare=True)
+    assert [image_compressor(f)[0] for f in frames] == ["lzo", "lz4"]
+    groups = group_captures(frames)
+    release = frames[0].meta["kernel_release"]
+    assert list(groups) == [f"{release} lzo", f"{release} lz4"]
+    c = compare(groups)
+    with sqlite3.connect(LZ4) as db:
+        stored = dict(db.execute("select name, value from metrics where run_id = 1"))
+    row = c.row("metric", "compression_ratio", f"{release} lz4")
+    assert row["median"] == pytest.approx(stored["write_compressed_kbytes"] / stored["write_kbytes"])
+    assert c.row("metric", "write_mbps", f"{release} lz4")["median"] == stored["write_mbps"]

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from snapprof.analysis.phases import CLOCK_JUMP
+from snapprof.metrics import DERIVED
 
 RATIO = "compression_ratio"
 RESUME = "resume_ms"
@@ -51,6 +52,8 @@ def add_derived_all(frames_list) -> None:
     run ids moved apart by capture, as ``compare.load_captures`` does for the phases."""
     if not frames_list:
         return
+    for f in frames_list:  # a recorder's placeholder reason for a figure only worked out here
+        f.not_measured = f.not_measured[~f.not_measured["name"].isin(DERIVED)]
 
     def joined(attr, cols):
         return pd.concat([getattr(f, attr)[cols].assign(

@@ -154,7 +154,7 @@ def build_run(trigger: str, outcome: trg.CycleOutcome, data, records: list[tuple
     if data is None:
         why = probe_reason or "probes not attached"
         for m in registry.REGISTRY.values():
-            if m.area != "system":
+            if m.area != "system" and m.name not in registry.DERIVED:
                 extra.setdefault(m.name, why)
     reasons = list(data.not_measured) if data is not None else []
     if trigger == "hibernate":
@@ -162,7 +162,7 @@ def build_run(trigger: str, outcome: trg.CycleOutcome, data, records: list[tuple
     nm = not_measured_rows(measured, reasons, outcome.pm_test, extra)
     explained = measured | {n for n, _ in nm}
     nm += [(m.name, default_reason(m.name, trigger)) for m in registry.REGISTRY.values()
-           if m.area != "system" and m.name not in explained]
+           if m.area != "system" and m.name not in explained and m.name not in registry.DERIVED]
     nm.sort()
 
     status, error = outcome.status, outcome.error
