@@ -183,6 +183,7 @@ def test_freezer_matches_the_kernel_log(lab):
 
 
 def test_tasks(lab):
+    latencies = []
     for c in lab["cycles"]:
         rows = c["data"]["tasks"]
         kernel = [r for r in rows if r[4] == "kernel"]
@@ -191,8 +192,13 @@ def test_tasks(lab):
         assert user and all(r[3] == 0 for r in user)
         assert all(r[6] == 1 for r in rows)
         lat = [r[5] for r in rows if r[5] is not None]
-        assert lat and all(0 < x < 1_000_000_000 for x in lat)
+        assert all(0 < x < 1_000_000_000 for x in lat)
+        latencies += lat
         assert len(kernel) == metrics(c)["freeze_kernel_tasks"][1]
+    # A task asleep where the freezer can freeze it in place never runs __refrigerator
+    # itself, so a single cycle may have no latency at all (seen once on 6.12 under load);
+    # over the three cycles some task always had to get there.
+    assert latencies
 
 
 def test_copy_window_is_sleep_time_not_timestamps(lab):
