@@ -57,7 +57,6 @@ WRITER_SOURCE = "serial console, writing kernel (boot 1)"
 BOOT_SOURCE = "serial console, boot kernel (boot 2)"
 OFFLINE_SOURCE = ("host monotonic clock, QEMU exit of boot 1 -> QEMU start of boot 2 (10 ms); "
                   "includes host overhead (disk checks, setting up the boot); not kernel time")
-_SAVE_START = re.compile(r"Creating image:|Need to copy \d+ pages")
 _RESUME_START = re.compile(r"PM: hibernation: resume from hibernation|Image signature found|"
                            r"PM: (?:hibernation: )?(?:Looking for|Checking) hibernation image|"
                            r"(?:Loading and decompressing image data|Loading image data pages) \(")
@@ -186,7 +185,7 @@ def console_part(split: console.ConsoleSplit) -> tuple[list[tuple], list[tuple],
                          f"N kbytes' line came without '{done.pattern}': the image was not "
                          f"{'written' if speed[0] == 'write_ms' else 'read'} whole")
         metrics += [(n, v, u, m, f"{source}: {src}") for n, v, u, m, src in figs]
-    lines = _records_from(split.writer, _SAVE_START) + _records_from(split.boot, _RESUME_START)
+    lines = _records_from(split.writer, console.CREATING) + _records_from(split.boot, _RESUME_START)
     rows = [(None, r[1], r[2], r[3]) for r in lines]
     return metrics, rows, notes
 

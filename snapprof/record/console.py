@@ -43,7 +43,7 @@ _RESUME = re.compile(r"PM: hibernation: resume from hibernation|"
                      r"\bRead \d+ kbytes in|Image loading done|Image signature found, resuming")
 _LOADED = re.compile(r"\bRead \d+ kbytes in|Image loading done")
 _RECOVER = re.compile(r"Failed to load image, recovering|resume failed \(")
-_CREATING = re.compile(r"Creating image:|Need to copy \d+ pages")
+CREATING = re.compile(r"Creating image:|Need to copy \d+ pages")
 
 # After the image is loaded the boot kernel prints for milliseconds before the jump; a
 # step of more than this in its timestamps, or any step back, is the restored kernel.
@@ -97,7 +97,7 @@ def _has(records: list[Record], pattern: re.Pattern) -> bool:
 def _save_ts(writer: list[Record]) -> int | None:
     """The writer's clock just before the copy: the line before "Creating image:"."""
     for i, rec in enumerate(writer):
-        if _CREATING.search(rec[3]):
+        if CREATING.search(rec[3]):
             return writer[i - 1][1] if i > 0 else rec[1]
     return None
 

@@ -146,13 +146,6 @@ def decode_task(pid: int, rec) -> RawTask:
                    t_refrig=rec.t_refrig, pass_true=rec.pass_true, n_true=rec.n_true)
 
 
-def _first_line(text: str) -> str:
-    for line in str(text).splitlines():
-        if line.strip():
-            return line.strip()
-    return str(text).strip()
-
-
 class ProbeSet:
     """The probes of the catalogue that this kernel allows, for one record session."""
 
@@ -299,7 +292,7 @@ class ProbeSet:
             self.timings["cache_dropped_kb"] = float(loaded.cache_dropped_kb)
 
     def _open_maps(self, loaded) -> None:
-        for name, struct_type in (("events", EventRecord), ("devcalls", DevcallRecord)):
+        for name in ("events", "devcalls"):
             m = loaded.maps.get(name)
             if m is None:
                 raise SnapprofError(f"the probes have no {name} ring buffer")

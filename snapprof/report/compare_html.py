@@ -172,17 +172,24 @@ def pages_figure(cmp: Comparison) -> str | None:
     height = 0.8 / len(cmp.labels)
     for i, lab in enumerate(cmp.labels):
         sub = s[s["label"] == lab].set_index("name")
-        ys, widths, lo, hi = [], [], [], []
+        ys, widths, err_ys, err_x, lo, hi = [], [], [], [], [], []
         for j, n in enumerate(names):
             if n not in sub.index:
                 continue  # not measured in this label: no bar (never a zero-length one)
             r = sub.loc[n]
             ys.append(j + i * height)
             widths.append(r["median"])
-            lo.append(r["median"] - r["ci_low"] if not math.isnan(r["ci_low"]) else 0)
-            hi.append(r["ci_high"] - r["median"] if not math.isnan(r["ci_high"]) else 0)
-        ax.barh(ys, widths, height=height, color=colors[lab], label=_short(lab, 30),
-                xerr=[lo, hi], error_kw={"elinewidth": 0.8, "capsize": 2})
+            if not (math.isnan(r["ci_low"]) or math.isnan(r["ci_high"])):
+                # an interval only where there is one: too few runs draw no error bar, not
+                # a zero-width one that would look exact
+                err_ys.append(ys[-1])
+                err_x.append(r["median"])
+                lo.append(r["median"] - r["ci_low"])
+                hi.append(r["ci_high"] - r["median"])
+        ax.barh(ys, widths, height=height, color=colors[lab], label=_short(lab, 30))
+        if err_ys:
+            ax.errorbar(err_x, err_ys, xerr=[lo, hi], fmt="none", ecolor="black",
+                        elinewidth=0.8, capsize=2)
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(names))],
                   [_short(f"{registry.get(n).label} ({n})", 60) for n in names], fontsize=8)
     ax.invert_yaxis()

@@ -283,7 +283,7 @@ def _device_tables(d: pd.DataFrame) -> dict[str, list[dict]]:
 
 def _devices(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
     d = frames.devices
-    errors = d[d["error"].fillna(0) != 0]
+    errors = d[d["error"].notna() & (d["error"] != 0)]
     return {
         "metrics": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] == "devices"],
         "callbacks_recorded": int(len(d)),

@@ -115,13 +115,14 @@ def timeline(run: dict) -> str:
                         f"{_fmt_ms(p['duration_ms'])} ({p['method'] or 'not measured'})",
                         va="center", fontsize=8)
                 continue
-            gap = (p["end_ms"] - start) if p["end_ms"] is not None else 0.0
-            ax.barh(y, max(gap, 0) / div, left=start / div, color="white", edgecolor=color,
-                    hatch="////", height=0.6)
+            gap = max(p["end_ms"] - start, 0) if p["end_ms"] is not None else 0.0
+            if p["end_ms"] is not None:  # an unknown end draws no bar, only the mark
+                ax.barh(y, gap / div, left=start / div, color="white", edgecolor=color,
+                        hatch="////", height=0.6)
             ax.plot([start / div], [y], marker="D", color=color, markersize=6)
             length = (f"{_fmt_ms(p['duration_ms'])} ({p['method']})" if p["duration_ms"] is not None
                       else "length not measured")
-            ax.annotate(f"copy {length}*", ((start + max(gap, 0)) / div, y), xytext=(8, 0),
+            ax.annotate(f"copy {length}*", ((start + gap) / div, y), xytext=(8, 0),
                         textcoords="offset points", va="center", fontsize=7.5, color=color)
             continue
         if p.get("after_copy"):
