@@ -182,6 +182,8 @@ def _after_copy_rows(after: dict) -> list[dict]:
     untimed = [s["label"].lower() for s in after["steps"] if s["duration_ms"] is None]
     rows.append({"after_copy": "rest", "phase": "after_copy_rest",
                  "label": (", ".join(untimed) + " †").capitalize(),
+                 # an untimed write or read is not a zero: it stays inside the hatched rest,
+                 # whose label names it among the steps not measured
                  "span": (start + (write or 0), end - (read or 0)) if window else None,
                  "text": (f"{_fmt_ms(after['rest_ms'])} not measured exactly"
                           if after["rest_ms"] is not None else "not measured")})
