@@ -12,7 +12,7 @@
  *
  * Defines passed by snapprof/record/probeset.py (cflags):
  *   EVENTS_PAGES, DEVCALLS_PAGES, TASKS_MAX,       buffer and map sizes (the recorder
- *   DEVSTART_MAX                                   fits them to the machine)
+ *   DEVSTART_MAX, DEVNAMES_MAX                     fits them to the machine)
  *   ADDR_<symbol>=0x...                            address of a kernel static (/proc/kallsyms)
  *   HAVE_TP_<sys>__<event>                         the tracepoint exists in this kernel
  */
@@ -30,6 +30,9 @@
 #endif
 #ifndef DEVSTART_MAX
 #define DEVSTART_MAX 256
+#endif
+#ifndef DEVNAMES_MAX
+#define DEVNAMES_MAX 1024
 #endif
 
 #define NAME_LEN 32

@@ -31,7 +31,10 @@ struct taskrec {
     u8 pad;
     char comm[16];
 };
-BPF_HASH(tasks, u32, struct taskrec, TASKS_MAX);
+/* Allocated as used (a cycle has ~10 such tasks on 6.1+, where sleeping tasks are frozen in
+ * place; older freezers act on every task): only its bucket array is taken up front. A task
+ * that cannot be stored is counted (C_TASKS_FULL). */
+BPF_F_TABLE("hash", u32, struct taskrec, tasks, TASKS_MAX, BPF_F_NO_PREALLOC);
 
 SPAN_INT(ksys_sync_helper)
 SPAN_INT(pm_sleep_fs_sync)

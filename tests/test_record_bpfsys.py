@@ -19,7 +19,7 @@ import pytest
 
 from snapprof.errors import SnapprofError
 from snapprof.record import bpfsys, loader
-from snapprof.record.probeset import (DevcallRecord, EventRecord, ProbeSet, TaskRecord,
+from snapprof.record.probeset import (DevcallRecord, DevnameRecord, EventRecord, ProbeSet, TaskRecord,
                                       buffer_sizes, count_pm_devices, count_threads)
 
 
@@ -138,21 +138,30 @@ def test_consume_stops_at_a_busy_record():
 
 
 def test_record_layouts_match_the_c_structs():
-    # sizes of struct event (common.h), struct devcall (devices.c), struct taskrec (freezer.c)
+    # sizes of struct event (common.h), struct devcall and struct devname (devices.c),
+    # struct taskrec (freezer.c)
     assert ct.sizeof(EventRecord) == 8 * 4 + 4 * 3 + 4 + 16 + 32 + 32
-    assert ct.sizeof(DevcallRecord) == 8 * 2 + 4 * 4 + 48 + 32 + 48 + 24
+    assert ct.sizeof(DevcallRecord) == 8 * 3 + 4 * 3 + 4
+    assert ct.sizeof(DevnameRecord) == 48 + 32 + 48
     assert ct.sizeof(TaskRecord) == 8 * 2 + 4 * 3 + 4 + 16
 
 
 def test_buffer_sizes_fit_the_machine():
+    # 90 devices x 8 callbacks x 48 B = 8.4 pages; 200 events x 144 B = 7 pages
     small = buffer_sizes(n_devices=90, n_threads=100)
-    assert small == {"EVENTS_PAGES": 16, "DEVCALLS_PAGES": 64, "TASKS_MAX": 512, "DEVSTART_MAX": 128}
+    assert small == {"EVENTS_PAGES": 8, "DEVCALLS_PAGES": 16, "TASKS_MAX": 512,
+                     "DEVSTART_MAX": 128, "DEVNAMES_MAX": 128}
+    # the lab's guests: ~300 devices under /sys/devices -> 32 pages (the records of ~2,700
+    # callbacks; a cycle has ~700)
+    lab = buffer_sizes(n_devices=300, n_threads=130)
+    assert lab["DEVCALLS_PAGES"] == 32 and lab["DEVNAMES_MAX"] == 512 and lab["TASKS_MAX"] == 512
     big = buffer_sizes(n_devices=1500, n_threads=3000)
-    assert big["DEVCALLS_PAGES"] == 1024 and big["TASKS_MAX"] == 8192 and big["DEVSTART_MAX"] == 2048
-    for v in (*small.values(), *big.values()):
+    assert big["DEVCALLS_PAGES"] == 256 and big["TASKS_MAX"] == 4096
+    assert big["DEVSTART_MAX"] == 2048 and big["DEVNAMES_MAX"] == 2048
+    for v in (*small.values(), *lab.values(), *big.values()):
         assert v & (v - 1) == 0  # powers of two
     # a huge machine is capped at 16 MiB of device-callback buffer
-    assert buffer_sizes(n_devices=100000, n_threads=10)["DEVCALLS_PAGES"] == 4096
+    assert buffer_sizes(n_devices=400000, n_threads=10)["DEVCALLS_PAGES"] == 4096
 
 
 def test_counting_devices_and_threads(tmp_path):
@@ -239,6 +248,9 @@ def test_loader_hands_over_maps_and_links(fake_bcc):
         assert loaded.attach_errors[hooks[2][:3]] is None
         assert len(loaded.links) == 2
         assert loaded.loader_peak_rss_kb and loaded.loader_peak_rss_kb > 1000
+        # the kernel's accounting of the real maps the fake made (no programs here)
+        assert loaded.bpf_memlock_kb["maps"] > 0
+        assert loaded.bpf_memlock_kb["programs"] == loaded.bpf_memlock_kb["n_programs"] == 0
         # the maps outlive the child: use them from here
         m = loaded.maps["counters"]
         arr = bpfsys.Map(m["fd"], m["key_size"], m["value_size"], m["max_entries"])
@@ -308,3 +320,15 @@ def test_dropping_the_compilers_cache(tmp_path):
     assert isinstance(got, int)  # how the page cache changed, kB
     assert _resident_pages(lib) == 0 and _resident_pages(h) == 0  # dropped
     assert _resident_pages(other) == 16  # not a header: kept
+
+
+def test_bpf_memlock_sums_maps_and_programs_from_fdinfo(tmp_path):
+    (tmp_path / "3").write_text("pos:\t0\nflags:\t02000002\nmap_type:\t27\nkey_size:\t0\n"
+                                "memlock:\t135168\n")
+    (tmp_path / "4").write_text("pos:\t0\nmap_type:\t1\nmemlock:\t12288\n")
+    (tmp_path / "5").write_text("pos:\t0\nprog_type:\t5\nprog_jited:\t1\nmemlock:\t4096\n")
+    (tmp_path / "6").write_text("pos:\t0\nprog_type:\t2\nmemlock:\t8192\n")
+    (tmp_path / "7").write_text("pos:\t0\nflags:\t02\n")  # not BPF: no memlock
+    (tmp_path / "8").write_text("pos:\t0\nmap_type:\t1\nmemlock:\tgarbage\n")
+    assert loader.bpf_memlock_kb(str(tmp_path)) == {"maps": 132 + 12, "programs": 12, "n_programs": 2}
+    assert loader.bpf_memlock_kb(str(tmp_path / "missing")) is None

@@ -377,12 +377,14 @@ def _devices(f: _Figures, spans, devcalls: list[RawDevcall]) -> list[tuple]:
 
 
 def _stage_from_ops(pm_ops: str, event: int) -> str | None:
+    """The noirq/late/early phase a callback outside every dpm_* window belongs to, from
+    the start of its pm_ops ("noirq bus ", "late type ", ...; the probe keeps 3 bytes)."""
     resume = event in RESUME_EVENTS
-    if pm_ops.startswith("noirq"):
+    if pm_ops.startswith("noi"):
         return "resume_noirq" if resume else "suspend_noirq"
-    if pm_ops.startswith("late"):
+    if pm_ops.startswith("lat"):
         return "suspend_late"
-    if pm_ops.startswith("early"):
+    if pm_ops.startswith("ear"):
         return "resume_early"
     return None
 

@@ -13,7 +13,8 @@ recorder measures. The maps are read with snapprof/record/bpfsys.py.
     data = ps.collect()               # after thaw: drains the buffers, resets per-cycle state
     ps.close()
 
-After attach(), ps.timings = {"compile_s", "attach_s", "hooks", "loader_peak_rss_kb"} and
+After attach(), ps.timings = {"compile_s", "attach_s", "hooks", "loader_peak_rss_kb", and
+where known "cache_dropped_kb", "bpf_maps_kb", "bpf_programs_kb", "bpf_n_programs"} and
 ps.sizes (buffer and map sizes, fitted to this machine) go to the capture's meta.
 Nothing is read while a cycle runs (the recorder is frozen): events go to BPF ring buffers
 sized for a whole cycle and per-task freezer data to a map; collect() reads them after
@@ -41,14 +42,16 @@ __all__ = ["CycleData", "ProbeSet"]
 # Every byte of the probes' maps is in the image they measure, so they are sized to this
 # machine, not to the worst case (the sizes go to the capture's meta; a full buffer is
 # counted as drops, never silently). Measured per snapshot cycle in the lab: ~75 events of
-# 144 B; ~700 device callbacks of 200 B (~250 devices under /sys/devices); ~10 tasks
-# needing the freezer's attention.
-MAPS = ("events", "devcalls", "tasks", "counters", "cycle", "devstart")
+# 144 B; ~700 device callbacks (~300 devices with callbacks, ~250-500 under /sys/devices)
+# of 48 B, their names kept once per device in `devnames`; ~10 tasks needing the
+# freezer's attention (every thread on kernels before 6.1).
+MAPS = ("events", "devcalls", "tasks", "counters", "cycle", "devstart", "devnames")
 EVENT_BYTES = 144  # record + ring-buffer header, rounded
-DEVCALL_BYTES = 200
+EVENTS_PER_CYCLE = 200  # ~75 measured: a margin of ~2.5
+DEVCALL_BYTES = 48  # struct devcall (40) + ring-buffer header (8)
 # Each PM device can have 8 callbacks in a cycle (prepare..complete, or freeze..restore
-# around a real hibernation's copy); in the lab only ~35 % of the devices under
-# /sys/devices have callbacks at all, so 8 per device leaves a margin of ~3.
+# around a real hibernation's copy); in the lab devices have ~2.5 on average, so 8 per
+# device leaves a margin of ~3.
 CALLBACKS_PER_DEVICE = 8
 
 
@@ -60,13 +63,15 @@ def _pow2_at_least(n: int) -> int:
 
 
 def buffer_sizes(n_devices: int, n_threads: int, page_size: int = 4096) -> dict[str, int]:
-    """EVENTS_PAGES, DEVCALLS_PAGES (ring buffers, pages, powers of two), TASKS_MAX and
-    DEVSTART_MAX (hash map entries) for a machine with that many PM devices and threads."""
-    events = _pow2_at_least(max(16, -(-400 * EVENT_BYTES // page_size)))  # 400 events
-    devcalls = _pow2_at_least(max(16, -(-n_devices * CALLBACKS_PER_DEVICE * DEVCALL_BYTES // page_size)))
+    """EVENTS_PAGES, DEVCALLS_PAGES (ring buffers, pages, powers of two) and TASKS_MAX,
+    DEVSTART_MAX, DEVNAMES_MAX (hash maps allocated as used: the limit caps them and sizes
+    their bucket arrays, 16 B an entry) for a machine with that many PM devices and threads."""
+    events = _pow2_at_least(-(-EVENTS_PER_CYCLE * EVENT_BYTES // page_size))
+    devcalls = _pow2_at_least(max(4, -(-n_devices * CALLBACKS_PER_DEVICE * DEVCALL_BYTES // page_size)))
     return {"EVENTS_PAGES": events, "DEVCALLS_PAGES": min(devcalls, 4096),
-            "TASKS_MAX": _pow2_at_least(2 * n_threads + 256),
-            "DEVSTART_MAX": _pow2_at_least(max(128, n_devices))}
+            "TASKS_MAX": _pow2_at_least(n_threads + 256),
+            "DEVSTART_MAX": _pow2_at_least(max(128, n_devices)),
+            "DEVNAMES_MAX": _pow2_at_least(max(128, n_devices + n_devices // 8))}
 
 
 def count_pm_devices(sys_root: str = "/sys") -> int:
@@ -104,12 +109,17 @@ class EventRecord(ct.Structure):
 
 
 class DevcallRecord(ct.Structure):
-    """struct devcall in probes/devices.c."""
+    """struct devcall in probes/devices.c (one device PM callback; names in DevnameRecord)."""
 
-    _fields_ = [("start", ct.c_uint64), ("duration", ct.c_uint64), ("error", ct.c_int32),
-                ("event", ct.c_int32), ("pid", ct.c_uint32), ("pad", ct.c_uint32),
-                ("device", ct.c_char * 48), ("driver", ct.c_char * 32),
-                ("parent", ct.c_char * 48), ("pm_ops", ct.c_char * 24)]
+    _fields_ = [("start", ct.c_uint64), ("duration", ct.c_uint64), ("key", ct.c_uint64),
+                ("error", ct.c_int32), ("event", ct.c_int32), ("pid", ct.c_uint32),
+                ("pm_ops", ct.c_char * 4)]
+
+
+class DevnameRecord(ct.Structure):
+    """struct devname in probes/devices.c (value of the `devnames` map, keyed by u64)."""
+
+    _fields_ = [("device", ct.c_char * 48), ("driver", ct.c_char * 32), ("parent", ct.c_char * 48)]
 
 
 class TaskRecord(ct.Structure):
@@ -134,10 +144,11 @@ def decode_event(rec) -> RawEvent:
         text=_s(rec.str))
 
 
-def decode_devcall(rec) -> RawDevcall:
+def decode_devcall(rec, name) -> RawDevcall:
+    """A RawDevcall from a DevcallRecord and the DevnameRecord its key names."""
     return RawDevcall(start=rec.start, duration=rec.duration, error=rec.error, event=rec.event,
-                      pid=rec.pid, device=_s(rec.device), driver=_s(rec.driver),
-                      parent=_s(rec.parent), pm_ops=_s(rec.pm_ops))
+                      pid=rec.pid, device=_s(name.device), driver=_s(name.driver),
+                      parent=_s(name.parent), pm_ops=_s(rec.pm_ops))
 
 
 def decode_task(pid: int, rec) -> RawTask:
@@ -162,7 +173,8 @@ class ProbeSet:
         self._attached: dict[str, bool] = {}
         self._why: dict[str, str] = {}
         self._events: list[RawEvent] = []
-        self._devcalls: list[RawDevcall] = []
+        self._devcalls: list[DevcallRecord] = []
+        self._devnames: dict[int, DevnameRecord] = {}
         self._bad_record: str | None = None
         self._page_size = os.sysconf("SC_PAGE_SIZE")
 
@@ -290,6 +302,8 @@ class ProbeSet:
                         "loader_peak_rss_kb": float(loaded.loader_peak_rss_kb or 0)}
         if loaded.cache_dropped_kb is not None:  # unknown stays unknown
             self.timings["cache_dropped_kb"] = float(loaded.cache_dropped_kb)
+        for key, value in (loaded.bpf_memlock_kb or {}).items():
+            self.timings[f"bpf_{key}" + ("" if key.startswith("n_") else "_kb")] = float(value)
 
     def _open_maps(self, loaded) -> None:
         for name in ("events", "devcalls"):
@@ -298,7 +312,8 @@ class ProbeSet:
                 raise SnapprofError(f"the probes have no {name} ring buffer")
             self._rings[name] = bpfsys.RingBuffer(m["fd"], m["max_entries"])
         for name, (key_size, value_size) in {"tasks": (4, ct.sizeof(TaskRecord)), "counters": (4, 8),
-                                             "cycle": (4, None), "devstart": (4, None)}.items():
+                                             "cycle": (4, None), "devstart": (4, None),
+                                             "devnames": (8, ct.sizeof(DevnameRecord))}.items():
             m = loaded.maps.get(name)
             if m is None:
                 raise SnapprofError(f"the probes have no {name} map")
@@ -324,7 +339,16 @@ class ProbeSet:
         if len(data) < ct.sizeof(DevcallRecord):
             self._bad_record = f"devcall record of {len(data)} bytes, expected {ct.sizeof(DevcallRecord)}"
             return
-        self._devcalls.append(decode_devcall(DevcallRecord.from_buffer_copy(data[:ct.sizeof(DevcallRecord)])))
+        self._devcalls.append(DevcallRecord.from_buffer_copy(data[:ct.sizeof(DevcallRecord)]))
+
+    def _name(self, key: int) -> DevnameRecord | None:
+        """The names a device key stands for (read from `devnames` once, then remembered)."""
+        name = self._devnames.get(key)
+        if name is None:
+            raw = self._maps["devnames"].lookup(key.to_bytes(8, "little"))
+            if raw is not None:
+                name = self._devnames[key] = DevnameRecord.from_buffer_copy(raw)
+        return name
 
     def collect(self, timeout_ms: int = 0) -> CycleData:
         """Drain everything buffered since the last collect (call it after thaw), derive the
@@ -340,7 +364,14 @@ class ProbeSet:
             raise SnapprofError(f"BPF record layout mismatch ({self._bad_record}): "
                                 "probes/*.c and snapprof/record/probeset.py disagree")
         events, self._events = self._events, []
-        devcalls, self._devcalls = self._devcalls, []
+        records, self._devcalls = self._devcalls, []
+        devcalls, nameless = [], 0
+        for rec in records:
+            name = self._name(rec.key)
+            if name is None:  # cannot happen unless the map lost it: a lost callback
+                nameless += 1
+            else:
+                devcalls.append(decode_devcall(rec, name))
         tmap = self._maps["tasks"]
         tasks = [decode_task(int.from_bytes(k, "little"), TaskRecord.from_buffer_copy(v))
                  for k, v in tmap.items()]
@@ -352,6 +383,7 @@ class ProbeSet:
             value = arr.lookup(key)
             counters[name] = int.from_bytes(value, "little") if value is not None else 0
             arr.update(key, bytes(8))
+        counters["devcall_drops"] = counters.get("devcall_drops", 0) + nameless
         self._maps["cycle"].clear()
         self._maps["devstart"].clear()
         status = {r.measurement.name: (self._attached.get(r.measurement.name, False),

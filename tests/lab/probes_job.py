@@ -115,6 +115,29 @@ def snapshot_cycle() -> dict:
     return res
 
 
+def sysfs_devices() -> dict:
+    """Device name -> [driver bound in sysfs or None, parent device or None], for every PM
+    device under /sys/devices (a name seen twice is left out: it cannot be matched)."""
+    out, seen = {}, set()
+    for path, dirs, _files in os.walk("/sys/devices"):
+        if "power" not in dirs:
+            continue
+        dirs.remove("power")
+        name = os.path.basename(path)
+        link = os.path.join(path, "driver")
+        driver = os.path.basename(os.readlink(link)) if os.path.islink(link) else None
+        up = os.path.dirname(path)
+        # under system/ and virtual/ the folder above is a bus root or class, not the parent
+        placed = path.startswith(("/sys/devices/system/", "/sys/devices/virtual/"))
+        parent = os.path.basename(up) if os.path.isdir(os.path.join(up, "power")) and not placed else None
+        if name in seen:
+            out.pop(name, None)
+        else:
+            out[name] = [driver, parent]
+        seen.add(name)
+    return out
+
+
 def main() -> int:
     out_path = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None
     doc: dict = {"release": os.uname().release}
@@ -135,6 +158,7 @@ def main() -> int:
     doc["loader_alive"] = os.path.exists(f"/proc/{ps.loaded.loader_pid}")
     doc["kprobes_attached"] = len(kprobes_list())
     doc["status"] = ps.status()
+    doc["sysfs_devices"] = sysfs_devices()
     ps.collect()  # discard anything before the cycle
     doc["cycles"] = []
     # 1: default image_size (2/5 of RAM): the fast path, no shrink_all_memory.

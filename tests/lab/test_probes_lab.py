@@ -104,7 +104,8 @@ def test_compiled_in_a_child_that_is_gone_and_closing_detaches(lab):
     assert lab["timings"]["loader_peak_rss_kb"] > 0
     assert lab["kprobes_attached"] >= 30
     assert lab["kprobes_after_close"] == []
-    assert set(lab["sizes"]) == {"EVENTS_PAGES", "DEVCALLS_PAGES", "TASKS_MAX", "DEVSTART_MAX"}
+    assert set(lab["sizes"]) == {"EVENTS_PAGES", "DEVCALLS_PAGES", "TASKS_MAX", "DEVSTART_MAX",
+                                 "DEVNAMES_MAX"}
 
 
 def test_nothing_dropped_and_state_resets(lab):
@@ -231,6 +232,31 @@ def test_phases_and_devices(lab):
     assert {"prepare", "suspend", "resume", "complete"} <= stages
     assert {d[3] for d in devs} == {"freeze", "thaw"}
     assert all(d[6] >= 0 for d in devs)
+
+
+def test_device_names_agree_with_sysfs(lab):
+    # the probes keep each device's names once (a key in the callback records): every
+    # callback's device, bound driver and parent must be the ones sysfs shows for it
+    sysfs = lab["sysfs_devices"]
+    devs = cycle(lab, "default")["data"]["devices"]
+    checked_driver = checked_parent = 0
+    for device, driver, parent, *_ in devs:
+        if device not in sysfs:
+            continue
+        bound, up = sysfs[device]
+        if bound is not None:
+            assert driver == bound, device
+            checked_driver += 1
+        if up is not None:
+            assert parent == up, device
+            checked_parent += 1
+    assert checked_driver > 50 and checked_parent > 50
+    # one callback per device and PM verb at most in a cycle
+    per = {}
+    for d in devs:
+        key = (d[0], d[1], d[2], d[3], d[4])
+        per[key] = per.get(key, 0) + 1
+    assert max(per.values()) == 1
 
 
 def test_pm_test_freezer_says_what_was_not_reached(lab):
