@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -40,7 +41,9 @@ import offline  # noqa: E402
 
 FIGURES = [  # (label, metric, methods accepted in both halves)
     ("freeze user space (ms)", "freeze_user_ms", ("kernel-log",)),
+    ("  same, printk timestamps (ms)", "freeze_user_printk_ms", ("printk-time",)),
     ("freeze kernel threads (ms)", "freeze_kernel_ms", ("kernel-log",)),
+    ("  same, printk timestamps (ms)", "freeze_kernel_printk_ms", ("printk-time",)),
     ("preallocation, kernel log (ms)", "prealloc_kernel_ms", ("kernel-log",)),
     ("CREATE_IMAGE ioctl (ms)", "create_image_ms", ("recorder",)),
     ("copy window (ms)", "copy_window_ms", ("printk-time",)),
@@ -87,6 +90,27 @@ def _guest_pairs(outdir: str, pairs: int, tree: str) -> int:
     return 0
 
 
+_FREEZE = re.compile(r"^(?:PM: )?Freezing (user space processes|remaining freezable tasks)( completed)?")
+
+
+def printk_freeze_ms(records) -> dict[str, float]:
+    """Freezing time from the printk timestamps (µs) of the kernel's "Freezing ..." line and
+    its "... completed" line: both are printed by the freezing task, around the same work
+    the kernel's own 1 ms figure covers, so the difference resolves what that figure rounds."""
+    start: dict[str, int] = {}
+    out: dict[str, float] = {}
+    for _seq, ts_us, _level, text in records:
+        m = _FREEZE.match(text.strip())
+        if not m:
+            continue
+        stage = "user" if m.group(1).startswith("user") else "kernel"
+        if m.group(2) is None:
+            start.setdefault(stage, ts_us)
+        elif stage in start and f"freeze_{stage}_printk_ms" not in out:
+            out[f"freeze_{stage}_printk_ms"] = (ts_us - start[stage]) / 1000
+    return out
+
+
 def figures(path: Path) -> dict[str, float]:
     """The run's probe-free figures: kernel-log figures recomputed from its stored log lines,
     device and recorder figures as stored."""
@@ -102,15 +126,23 @@ def figures(path: Path) -> dict[str, float]:
     # tests/lab/test_probes_lab.py shows it equal to the device's figure in every cycle.
     out.update({m["name"]: m["value"] for m in metrics
                 if m["name"] == "image_pages" and m["method"] == "probe"})
-    for key in ("recorder_rss_kb", "probe_loader_peak_rss_kb"):
+    for key in ("recorder_rss_kb", "recorder_rss_anon_kb", "probe_loader_peak_rss_kb"):
         if meta.get(key):
             out[key] = float(meta[key])
     out.update({name: v for name, v, *_ in kmsg.kernel_figures(records)})
+    out.update(printk_freeze_ms(records))
     stable = meta.get("clocksource") == "tsc" or None
     window = kmsg.copy_window_from_printk(records, stable)
     if window:
         out["copy_window_ms"] = window[1]
     return out
+
+
+def _meta(path: Path) -> dict:
+    from snapprof.capture import CaptureReader
+
+    with CaptureReader(path) as r:
+        return r.meta()
 
 
 def main() -> int:
@@ -160,17 +192,24 @@ def main() -> int:
             continue
         mw, mwo = statistics.median(w), statistics.median(wo)
         ratio = f"{(mw / mwo - 1) * 100:+.2f} %" if mwo else "n/a"
-        print(f"  {label:32} {mw:12.1f} {mwo:12.1f} {ratio:>9} {mw - mwo:+9.1f}   "
-              f"(n={len(w)}/{len(wo)}; range {min(w):.0f}-{max(w):.0f} / {min(wo):.0f}-{max(wo):.0f})")
+        digits = 3 if name.endswith("printk_ms") else 1
+        print(f"  {label:32} {mw:12.{digits}f} {mwo:12.{digits}f} {ratio:>9} {mw - mwo:+9.{digits}f}   "
+              f"(n={len(w)}/{len(wo)}; range {min(w):.{digits - 1}f}-{max(w):.{digits - 1}f} / "
+              f"{min(wo):.{digits - 1}f}-{max(wo):.{digits - 1}f})")
     print("  (kernel-log times have 1 ms resolution (freezer) or 10 ms (preallocation))")
     def med(mode, name):
         v = per[mode].get(name)
         return statistics.median(v) if v else None
 
     for mode in ("with", "without"):
-        at_cycle = med(mode, "recorder_rss_kb")
+        at_cycle, anon = med(mode, "recorder_rss_kb"), med(mode, "recorder_rss_anon_kb")
         if at_cycle:
-            print(f"  recorder RSS at the cycle, {mode + ' probes':14} {at_cycle / 1024:7.1f} MiB")
+            print(f"  recorder RSS at the cycle, {mode + ' probes':14} {at_cycle / 1024:7.1f} MiB"
+                  + (f" (private: {anon / 1024:.1f} MiB)" if anon else ""))
+    bpf = [m for m in (_meta(ov / r["capture"]).get("probe_bpf_memlock_kb") for r in rows
+                       if r["mode"] == "with" and r["rc"] == 0) if m]
+    if bpf:
+        print(f"  BPF memory charged by the kernel (memlock, fdinfo): {bpf[0]}")
     loader_peak = med("with", "probe_loader_peak_rss_kb")
     if loader_peak:
         print(f"  probe loader peak RSS (child, gone before the cycle) {loader_peak / 1024:7.1f} MiB")

@@ -57,6 +57,7 @@ class Loaded:
     loader_peak_rss_kb: int | None = None
     tracefs_events: list[str] = field(default_factory=list)
     cache_dropped_kb: int | None = None  # page cache the compile left, given back
+    bpf_memlock_kb: dict | None = None  # the kernel's own accounting of the maps and programs
 
     def close(self) -> None:
         for fd in self.links:
@@ -233,7 +234,8 @@ def _loaded(reply: dict, fds: list[int]) -> Loaded:
     errors = {tuple(k.split("|", 2)): v for k, v in reply["attach"].items()}
     return Loaded(maps=maps, links=links, attach_errors=errors, compile_s=reply["compile_s"],
                   attach_s=reply["attach_s"], loader_peak_rss_kb=reply.get("peak_rss_kb"),
-                  tracefs_events=reply.get("tracefs_events", []))
+                  tracefs_events=reply.get("tracefs_events", []),
+                  bpf_memlock_kb=reply.get("bpf_memlock_kb"))
 
 
 def _send_msg(sock, obj, fds=()) -> None:
@@ -282,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         reply = {"error": f"probe loader: {type(exc).__name__}: {_first_line(str(exc))}"}
     reply["nfds"] = len(fds)
     reply["peak_rss_kb"] = _peak_rss_kb()
+    if fds:
+        reply["bpf_memlock_kb"] = bpf_memlock_kb()
     try:
         _send_msg(sock, reply, fds)
         sock.recv(1)  # the recorder holds the descriptors now
@@ -298,6 +302,38 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def bpf_memlock_kb(fdinfo: str = "/proc/self/fdinfo") -> dict | None:
+    """What the kernel charges for this process's BPF maps and programs (`memlock:` in each
+    descriptor's fdinfo, bytes; 6.4+ measures maps, older kernels estimate them from their
+    sizes): {"maps": kB, "programs": kB, "n_programs": N}, or None if it cannot be read."""
+    out = {"maps": 0, "programs": 0, "n_programs": 0}
+    try:
+        names = os.listdir(fdinfo)
+    except OSError:
+        return None
+    for name in names:
+        fields = {}
+        try:
+            with open(os.path.join(fdinfo, name), encoding="ascii", errors="replace") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    fields[key] = value.strip()
+        except OSError:
+            continue
+        if "memlock" not in fields:
+            continue
+        try:
+            kb = int(fields["memlock"]) // 1024
+        except ValueError:
+            continue
+        if "prog_type" in fields:
+            out["programs"] += kb
+            out["n_programs"] += 1
+        elif "map_type" in fields:
+            out["maps"] += kb
+    return out
 
 
 def _peak_rss_kb() -> int | None:

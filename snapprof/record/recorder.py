@@ -338,6 +338,10 @@ class Recorder:
                 meta["probe_buffers"] = " ".join(f"{k}={v}" for k, v in ps.sizes.items())
                 if "cache_dropped_kb" in ps.timings:
                     meta["probe_compiler_cache_dropped_kb"] = str(int(ps.timings["cache_dropped_kb"]))
+                if "bpf_maps_kb" in ps.timings:  # the kernel's memlock accounting, fdinfo
+                    meta["probe_bpf_memlock_kb"] = (
+                        f"maps={int(ps.timings['bpf_maps_kb'])} programs={int(ps.timings['bpf_programs_kb'])} "
+                        f"n_programs={int(ps.timings['bpf_n_programs'])}")
             writer.set_meta(meta)
             rows = ps.status()
             if not o.probes:
@@ -357,7 +361,8 @@ class Recorder:
             if note:
                 self.log(f"snapprof record: {note}")
             mem = trg.self_memory_kb()
-            writer.set_meta({"recorder_rss_kb": mem.get("VmRSS"), "recorder_locked_kb": mem.get("Locked"),
+            writer.set_meta({"recorder_rss_kb": mem.get("VmRSS"), "recorder_rss_anon_kb": mem.get("RssAnon"),
+                             "recorder_locked_kb": mem.get("Locked"),
                              "recorder_peak_rss_kb": mem.get("VmHWM")})
             self._loop(kind, trigger, ps if o.probes else None, reader, writer, summary,
                        probe_reason)

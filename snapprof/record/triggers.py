@@ -60,10 +60,11 @@ READ_PAGES = 64  # pages per readv(): snapshot_read() returns at most one page p
 
 
 def self_memory_kb() -> dict[str, int]:
-    """The recorder's own memory (kB): VmRSS and VmHWM from /proc/self/status, and Locked
-    (resident pages that are locked) from /proc/self/smaps_rollup."""
+    """The recorder's own memory (kB): VmRSS, RssAnon (its private memory: the rest is file
+    pages and the probes' ring buffers mapped in) and VmHWM from /proc/self/status, and
+    Locked (resident pages that are locked) from /proc/self/smaps_rollup."""
     out = {}
-    for path, keys in (("/proc/self/status", ("VmRSS", "VmHWM")),
+    for path, keys in (("/proc/self/status", ("VmRSS", "RssAnon", "VmHWM")),
                        ("/proc/self/smaps_rollup", ("Locked",))):
         try:
             with open(path, encoding="ascii") as f:
