@@ -19,6 +19,7 @@ import pytest
 
 from snapprof.errors import SnapprofError
 from snapprof.record import bpfsys, loader
+from snapprof.record.resolve import KernelView
 from snapprof.record.probeset import (DevcallRecord, DevnameRecord, EventRecord, ProbeSet, TaskRecord,
                                       buffer_sizes, count_pm_devices, count_threads)
 
@@ -147,21 +148,22 @@ def test_record_layouts_match_the_c_structs():
 
 
 def test_buffer_sizes_fit_the_machine():
-    # 90 devices x 8 callbacks x 48 B = 8.4 pages; 200 events x 144 B = 7 pages
+    # 90 devices x 4 callbacks x 48 B = 4.2 pages; 200 events x 144 B = 7 pages
     small = buffer_sizes(n_devices=90, n_threads=100)
-    assert small == {"EVENTS_PAGES": 8, "DEVCALLS_PAGES": 16, "TASKS_MAX": 512,
+    assert small == {"EVENTS_PAGES": 8, "DEVCALLS_PAGES": 8, "TASKS_MAX": 512,
                      "DEVSTART_MAX": 128, "DEVNAMES_MAX": 128}
-    # the lab's guests: ~300 devices under /sys/devices -> 32 pages (the records of ~2,700
-    # callbacks; a cycle has ~700)
+    # the lab's guests: ~300 devices under /sys/devices -> 16 pages (the records of ~1,360
+    # callbacks; a cycle has ~700), 32 sized for the worst case of 8 a device
     lab = buffer_sizes(n_devices=300, n_threads=130)
-    assert lab["DEVCALLS_PAGES"] == 32 and lab["DEVNAMES_MAX"] == 512 and lab["TASKS_MAX"] == 512
+    assert lab["DEVCALLS_PAGES"] == 16 and lab["DEVNAMES_MAX"] == 512 and lab["TASKS_MAX"] == 512
+    assert buffer_sizes(n_devices=300, n_threads=130, callbacks_per_device=8)["DEVCALLS_PAGES"] == 32
     big = buffer_sizes(n_devices=1500, n_threads=3000)
-    assert big["DEVCALLS_PAGES"] == 256 and big["TASKS_MAX"] == 4096
+    assert big["DEVCALLS_PAGES"] == 128 and big["TASKS_MAX"] == 4096
     assert big["DEVSTART_MAX"] == 2048 and big["DEVNAMES_MAX"] == 2048
     for v in (*small.values(), *lab.values(), *big.values()):
         assert v & (v - 1) == 0  # powers of two
     # a huge machine is capped at 16 MiB of device-callback buffer
-    assert buffer_sizes(n_devices=400000, n_threads=10)["DEVCALLS_PAGES"] == 4096
+    assert buffer_sizes(n_devices=400000, n_threads=10, callbacks_per_device=8)["DEVCALLS_PAGES"] == 4096
 
 
 def test_counting_devices_and_threads(tmp_path):
@@ -182,6 +184,17 @@ def test_cflags_carry_the_sizes():
     flags = ps.cflags()
     for name, value in ps.sizes.items():
         assert f"-D{name}={value}" in flags
+
+
+def test_callbacks_per_device_sizes_the_device_ring(tmp_path):
+    for i in range(100):
+        (tmp_path / "sys" / "devices" / "platform" / f"d{i}" / "power").mkdir(parents=True)
+    (tmp_path / "proc").mkdir()
+    view = KernelView(root=str(tmp_path))
+    # 100 devices x 4 x 48 B = 4.7 pages -> 8; x 16 = 18.75 pages -> 32
+    assert ProbeSet(view=view).sizes["DEVCALLS_PAGES"] == 8
+    wide = ProbeSet(view=view, callbacks_per_device=16)
+    assert wide.sizes["DEVCALLS_PAGES"] == 32 and "-DDEVCALLS_PAGES=32" in wide.cflags()
 
 
 # -- loader: the child process, with a stand-in bcc that creates real maps ------------------

@@ -103,6 +103,14 @@ def test_bad_image_size_is_a_usage_error(tmp_path):
     assert p.returncode == 2 and "not a size in bytes" in p.stderr
 
 
+@pytest.mark.parametrize("value,pattern", [("lots", "not a whole number"), ("0", "between 1 and 64"),
+                                           ("65", "between 1 and 64")])
+def test_bad_callbacks_per_device_is_a_usage_error(tmp_path, value, pattern):
+    p = snapprof("-o", str(tmp_path / "r.snap"), "--callbacks-per-device", value)
+    assert p.returncode == 2 and pattern in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "r.snap").exists()
+
+
 def test_recorder_imports_stay_light():
     """The record command and everything under snapprof/record/ import neither pandas,
     matplotlib, jinja2 nor numpy (bcc only when probes are attached)."""

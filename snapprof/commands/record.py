@@ -57,6 +57,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cycle-timeout", type=float, default=600.0, metavar="S",
                    help="kill the recorder if one snapshot cycle takes longer (default 600); "
                         "closing /dev/snapshot then thaws the system")
+    p.add_argument("--callbacks-per-device", type=_per_device, metavar="N",
+                   help="size the device-callback ring buffer for N callbacks per PM device "
+                        "(default 4; a cycle has at most 8; every page of it is in the image, "
+                        "and records that do not fit are counted as drops in the run)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing capture")
     p.add_argument("--yes", action="store_true", help="confirm --trigger hibernate")
     p.set_defaults(func=run)
@@ -76,6 +80,16 @@ def _size(text: str) -> int:
     return value
 
 
+def _per_device(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return value
+
+
 def _areas(values):
     if not values:
         return None
@@ -88,7 +102,8 @@ def run(args) -> int:
     opts = Options(output=args.output, trigger=args.trigger, runs=args.runs,
                    interval=args.interval, image_size=args.image_size, force=args.force,
                    save_image=args.save_image, probes=not args.no_probes,
-                   areas=_areas(args.area), deadline_s=args.cycle_timeout, yes=args.yes)
+                   areas=_areas(args.area), deadline_s=args.cycle_timeout, yes=args.yes,
+                   callbacks_per_device=args.callbacks_per_device)
     summary = Recorder(opts).run()
     n = len(summary.runs)
     done = sum(1 for _, s, _ in summary.runs if s == "complete")

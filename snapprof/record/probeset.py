@@ -49,10 +49,13 @@ MAPS = ("events", "devcalls", "tasks", "counters", "cycle", "devstart", "devname
 EVENT_BYTES = 144  # record + ring-buffer header, rounded
 EVENTS_PER_CYCLE = 200  # ~75 measured: a margin of ~2.5
 DEVCALL_BYTES = 48  # struct devcall (40) + ring-buffer header (8)
-# Each PM device can have 8 callbacks in a cycle (prepare..complete, or freeze..restore
-# around a real hibernation's copy); in the lab devices have ~2.5 on average, so 8 per
-# device leaves a margin of ~3.
-CALLBACKS_PER_DEVICE = 8
+# A PM device can have up to 8 callbacks in a cycle (prepare..complete, or freeze..restore
+# around a real hibernation's copy; PCI devices have all 8), but in the lab they average
+# 2.4 per device under /sys/devices (~735 for ~300). The ring is sized for 4 a device (a
+# margin of 1.6 there): 8 would double it, and every page of it is in the image. A machine
+# that needs more counts the loss as drops in the run; `snapprof record
+# --callbacks-per-device 8` sizes for the worst case.
+CALLBACKS_PER_DEVICE = 4
 
 
 def _pow2_at_least(n: int) -> int:
@@ -62,12 +65,13 @@ def _pow2_at_least(n: int) -> int:
     return p
 
 
-def buffer_sizes(n_devices: int, n_threads: int, page_size: int = 4096) -> dict[str, int]:
+def buffer_sizes(n_devices: int, n_threads: int, page_size: int = 4096,
+                 callbacks_per_device: int = CALLBACKS_PER_DEVICE) -> dict[str, int]:
     """EVENTS_PAGES, DEVCALLS_PAGES (ring buffers, pages, powers of two) and TASKS_MAX,
     DEVSTART_MAX, DEVNAMES_MAX (hash maps allocated as used: the limit caps them and sizes
     their bucket arrays, 16 B an entry) for a machine with that many PM devices and threads."""
     events = _pow2_at_least(-(-EVENTS_PER_CYCLE * EVENT_BYTES // page_size))
-    devcalls = _pow2_at_least(max(4, -(-n_devices * CALLBACKS_PER_DEVICE * DEVCALL_BYTES // page_size)))
+    devcalls = _pow2_at_least(max(4, -(-n_devices * callbacks_per_device * DEVCALL_BYTES // page_size)))
     return {"EVENTS_PAGES": events, "DEVCALLS_PAGES": min(devcalls, 4096),
             "TASKS_MAX": _pow2_at_least(n_threads + 256),
             "DEVSTART_MAX": _pow2_at_least(max(128, n_devices)),
@@ -160,7 +164,9 @@ def decode_task(pid: int, rec) -> RawTask:
 class ProbeSet:
     """The probes of the catalogue that this kernel allows, for one record session."""
 
-    def __init__(self, catalogue_path=None, areas=None, view: KernelView | None = None):
+    def __init__(self, catalogue_path=None, areas=None, view: KernelView | None = None,
+                 callbacks_per_device: int | None = None):
+        self.callbacks_per_device = callbacks_per_device or CALLBACKS_PER_DEVICE
         self.catalogue = cat.load(catalogue_path)
         self.areas = list(areas) if areas is not None else None
         self.view = view or KernelView()
@@ -221,7 +227,8 @@ class ProbeSet:
         """Buffer and map sizes for this machine (counted once, from the view's /sys and /proc)."""
         if self._sizes is None:
             self._sizes = buffer_sizes(count_pm_devices(self.view.path("/sys")),
-                                       count_threads(self.view.path("/proc")), self._page_size)
+                                       count_threads(self.view.path("/proc")), self._page_size,
+                                       self.callbacks_per_device)
         return self._sizes
 
     def cflags(self) -> list[str]:

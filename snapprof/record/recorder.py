@@ -76,6 +76,7 @@ class Options:
     areas: list[str] | None = None
     deadline_s: float = 600.0
     yes: bool = False
+    callbacks_per_device: int | None = None  # None: the probe set's default
 
 
 @dataclass
@@ -229,7 +230,8 @@ def _summary_line(run_no: int, run: Run) -> str:
     if "image_pages" in m:
         parts.append(f"image {m['image_pages']:.0f} pages")
     if run.ringbuf_drops:
-        parts.append(f"{run.ringbuf_drops} events dropped")
+        parts.append(f"{run.ringbuf_drops} ring-buffer records dropped (buffer full; "
+                     "--callbacks-per-device sizes the device-callback one)")
     if run.error:
         parts.append(run.error)
     return "  ".join(parts)
@@ -308,7 +310,7 @@ class Recorder:
         areas, left_out = probe_areas(kind, o.areas)
         if left_out:
             self.log(f"snapprof record: probe areas {', '.join(ACROSS_COPY_AREAS)} left out: {left_out}")
-        ps = ProbeSet(areas=areas)
+        ps = ProbeSet(areas=areas, callbacks_per_device=o.callbacks_per_device)
         probe_reason = None
         if o.probes:
             t = time.monotonic()
