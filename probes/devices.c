@@ -3,8 +3,8 @@
  * power:device_pm_callback_start / _end, paired by thread: a callback starts and ends in
  * the same thread (the hibernating task, or an async kworker), and callbacks do not nest
  * within a thread. The start is kept per thread; the end checks the device name and, if
- * it matches, writes one compact record (start, duration, error, event, thread, the first
- * bytes of pm_ops, and a 64-bit key naming the device) to the `devcalls` ring buffer.
+ * it matches, writes one compact record (start, duration, error, event, thread, the start
+ * of pm_ops, and a 64-bit key naming the device) to the `devcalls` ring buffer.
  *
  * Every byte here is in the image being measured, and a device has up to 8 callbacks per
  * cycle with the same names each time, so the names are not repeated in the ring: the key
@@ -15,7 +15,8 @@
  * start or name cannot be stored is counted as a drop, never lost silently.
  * The PM phase of a callback (prepare, suspend, ...) is found by user space from the
  * pm:dpm_* events around it; pm_ops ("noirq bus ", "late type ", ...) only says which of
- * the noirq/late/early phases a callback outside them belongs to, so 4 bytes are kept.
+ * the noirq/late/early phases a callback outside them belongs to, so its first 3
+ * characters are kept ("noi", "lat", "ear", "leg"acy, ...).
  */
 #define DEV_LEN 48
 #define DRV_LEN 32
