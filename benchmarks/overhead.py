@@ -11,12 +11,13 @@ this boot ("cold"): the difference between it and the later cycles without probe
 page cache the first compile left behind (kernel headers, libLLVM), which every later
 image carries until the kernel needs the memory — reported, not hidden.
 
-    python benchmarks/overhead.py                       # bookworm, 4 pairs
-    python benchmarks/overhead.py --distro trixie --pairs 6
+    python benchmarks/overhead.py                       # bookworm, 6 pairs (~10 min)
+    python benchmarks/overhead.py --distro trixie --pairs 4
 
 Every figure is read from the kernel's own log lines or /dev/snapshot in both halves
 (method kernel-log / device / recorder), never from the probes, so both halves are
-measured the same way. The copy window has no probe-free measurement on a guest whose
+measured the same way. The freezer times are also given from the printk timestamps (µs)
+of the kernel's "Freezing ..." and "... completed" lines, which its 1 ms figure rounds. The copy window has no probe-free measurement on a guest whose
 sched_clock is unstable (TCG): it is then shown as not measured.
 (Guest side: python3 benchmarks/overhead.py --guest OUTDIR --pairs N.)
 """
@@ -148,7 +149,7 @@ def _meta(path: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--distro", default="bookworm")
-    ap.add_argument("--pairs", type=int, default=4)
+    ap.add_argument("--pairs", type=int, default=6)
     ap.add_argument("--guest", metavar="OUTDIR", help=argparse.SUPPRESS)
     ap.add_argument("--pack", default="/dev/vdb", help=argparse.SUPPRESS)
     ap.add_argument("--out", metavar="DIR", help="keep the guest's captures here")
