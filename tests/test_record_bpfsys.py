@@ -345,3 +345,76 @@ def test_bpf_memlock_sums_maps_and_programs_from_fdinfo(tmp_path):
     (tmp_path / "8").write_text("pos:\t0\nmap_type:\t1\nmemlock:\tgarbage\n")
     assert loader.bpf_memlock_kb(str(tmp_path)) == {"maps": 132 + 12, "programs": 12, "n_programs": 2}
     assert loader.bpf_memlock_kb(str(tmp_path / "missing")) is None
+
+
+# -- collect(): device callbacks named through the devnames map --------------------------------
+class _Ring:
+    def __init__(self, records):
+        self.records = list(records)
+
+    def wait(self, timeout_ms):
+        return bool(self.records)
+
+    def consume(self, callback):
+        n = len(self.records)
+        for r in self.records:
+            callback(r)
+        self.records = []
+        return n
+
+
+class _Map:
+    def __init__(self, entries=None):
+        self.entries = dict(entries or {})
+        self.lookups = []
+
+    def lookup(self, key):
+        self.lookups.append(key)
+        return self.entries.get(key)
+
+    def update(self, key, value, flags=0):
+        self.entries[key] = value
+
+    def items(self):
+        return list(self.entries.items())
+
+    def clear(self):
+        self.entries.clear()
+
+
+def _devcall(start, key, event=1, error=0, ops=b"bus"):
+    return bytes(DevcallRecord(start=start, duration=700, key=key, error=error, event=event,
+                               pid=42, pm_ops=ops))
+
+
+def _devname(device, driver, parent):
+    return bytes(DevnameRecord(device=device, driver=driver, parent=parent))
+
+
+def test_collect_names_device_callbacks_by_key_and_counts_a_nameless_one():
+    ps = ProbeSet()
+    ps.loaded = object()  # attached, as far as collect() cares
+    k1, k2, lost = 0x1111, 0x2222, 0x3333
+    names = _Map({k1.to_bytes(8, "little"): _devname(b"0000:00:05.0", b"virtio-pci", b"pci0000:00"),
+                  k2.to_bytes(8, "little"): _devname(b"card0", b"", b"none")})
+    ps._rings = {"events": _Ring([]),
+                 "devcalls": _Ring([_devcall(100, k1), _devcall(200, k2, error=-5, ops=b"noi"),
+                                    _devcall(300, k1, event=0x20), _devcall(400, lost)])}
+    ps._maps = {"tasks": _Map(), "counters": _Map(), "cycle": _Map(), "devstart": _Map(),
+                "devnames": names}
+    data = ps.collect()
+    rows = [(d[0], d[1], d[2], d[3], d[5], d[7]) for d in data.devices]
+    assert rows == [("0000:00:05.0", "virtio-pci", "pci0000:00", "freeze", 100, 0),
+                    ("card0", None, None, "freeze", 200, -5),
+                    ("0000:00:05.0", "virtio-pci", "pci0000:00", "thaw", 300, 0)]
+    # no dpm_* window around them: "noi" puts the second in a noirq phase
+    assert data.devices[1][4] == "suspend_noirq"
+    # the callback whose key names nothing is lost, and counted as such
+    assert data.counters["devcall_drops"] == 1 and data.drops == 1
+    # each key is read from the map once; known names are remembered across cycles
+    assert sorted(names.lookups) == sorted(k.to_bytes(8, "little") for k in (k1, k2, lost))
+    ps._rings["devcalls"] = _Ring([_devcall(500, k1)])
+    names.lookups.clear()
+    again = ps.collect()
+    assert [d[0] for d in again.devices] == ["0000:00:05.0"] and names.lookups == []
+    assert again.counters["devcall_drops"] == 0 and names.entries  # never cleared
