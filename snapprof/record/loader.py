@@ -161,15 +161,20 @@ def _own_mapped_files() -> set[str]:
     return out
 
 
-def _cached_kb() -> int | None:
+def _proc_kb(path: str, key: str) -> int | None:
+    """The kB figure of a "Key:  N kB" line in a /proc file (meminfo, status), or None."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
+        with open(path, encoding="ascii") as f:
             for line in f:
-                if line.startswith("Cached:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1])
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _cached_kb() -> int | None:
+    return _proc_kb("/proc/meminfo", "Cached")
 
 
 def _dontneed(path: str) -> None:
@@ -337,14 +342,7 @@ def bpf_memlock_kb(fdinfo: str = "/proc/self/fdinfo") -> dict | None:
 
 
 def _peak_rss_kb() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
+    return _proc_kb("/proc/self/status", "VmHWM")
 
 
 def _first_line(text: str) -> str:

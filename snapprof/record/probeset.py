@@ -13,8 +13,8 @@ recorder measures. The maps are read with snapprof/record/bpfsys.py.
     data = ps.collect()               # after thaw: drains the buffers, resets per-cycle state
     ps.close()
 
-After attach(), ps.timings = {"compile_s", "attach_s", "hooks", "loader_peak_rss_kb", and
-where known "cache_dropped_kb", "bpf_maps_kb", "bpf_programs_kb", "bpf_n_programs"} and
+After attach(), ps.timings = {"compile_s", "attach_s", "hooks", and where known
+"loader_peak_rss_kb", "cache_dropped_kb"}, ps.bpf_memlock_kb (the kernel's accounting, or None) and
 ps.sizes (buffer and map sizes, fitted to this machine) go to the capture's meta.
 Nothing is read while a cycle runs (the recorder is frozen): events go to BPF ring buffers
 sized for a whole cycle and per-task freezer data to a map; collect() reads them after
@@ -175,6 +175,7 @@ class ProbeSet:
         self._rings: dict[str, bpfsys.RingBuffer] = {}
         self._maps: dict[str, bpfsys.Map] = {}
         self.timings: dict[str, float] = {}
+        self.bpf_memlock_kb: dict | None = None  # {"maps", "programs", "n_programs"} after attach
         self._sizes: dict[str, int] | None = None
         self._attached: dict[str, bool] = {}
         self._why: dict[str, str] = {}
@@ -305,12 +306,12 @@ class ProbeSet:
             raise
         self.loaded = loaded
         self.timings = {"compile_s": loaded.compile_s, "attach_s": loaded.attach_s,
-                        "hooks": float(sum(1 for v in loaded.attach_errors.values() if v is None)),
-                        "loader_peak_rss_kb": float(loaded.loader_peak_rss_kb or 0)}
-        if loaded.cache_dropped_kb is not None:  # unknown stays unknown
-            self.timings["cache_dropped_kb"] = float(loaded.cache_dropped_kb)
-        for key, value in (loaded.bpf_memlock_kb or {}).items():
-            self.timings[f"bpf_{key}" + ("" if key.startswith("n_") else "_kb")] = float(value)
+                        "hooks": float(sum(1 for v in loaded.attach_errors.values() if v is None))}
+        for key, value in (("loader_peak_rss_kb", loaded.loader_peak_rss_kb),
+                           ("cache_dropped_kb", loaded.cache_dropped_kb)):
+            if value is not None:  # unknown stays unknown, never 0
+                self.timings[key] = float(value)
+        self.bpf_memlock_kb = loaded.bpf_memlock_kb
 
     def _open_maps(self, loaded) -> None:
         for name in ("events", "devcalls"):

@@ -340,10 +340,8 @@ class Recorder:
                 meta["probe_buffers"] = " ".join(f"{k}={v}" for k, v in ps.sizes.items())
                 if "cache_dropped_kb" in ps.timings:
                     meta["probe_compiler_cache_dropped_kb"] = str(int(ps.timings["cache_dropped_kb"]))
-                if "bpf_maps_kb" in ps.timings:  # the kernel's memlock accounting, fdinfo
-                    meta["probe_bpf_memlock_kb"] = (
-                        f"maps={int(ps.timings['bpf_maps_kb'])} programs={int(ps.timings['bpf_programs_kb'])} "
-                        f"n_programs={int(ps.timings['bpf_n_programs'])}")
+                if ps.bpf_memlock_kb:  # the kernel's memlock accounting, fdinfo
+                    meta["probe_bpf_memlock_kb"] = " ".join(f"{k}={v}" for k, v in ps.bpf_memlock_kb.items())
             writer.set_meta(meta)
             rows = ps.status()
             if not o.probes:
