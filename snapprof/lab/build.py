@@ -54,9 +54,16 @@ PACKAGES = (
     "initramfs-tools",
     "util-linux",  # mkswap, swapon, setsid
 )
+# Suites whose own kernel asks for dracut first (its image Depends: dracut | initramfs-tools):
+# debootstrap takes the first alternative and cannot install initramfs-tools beside it.
+# `snapprof lab kernels` shows each build's generator (KernelBuild.initramfs).
+DRACUT_SUITES = ("forky", "sid", "testing", "unstable", "experimental")
+# dracut's counterpart of INITRAMFS_MODULES (a generic initramfs: the build runs in a chroot).
+DRACUT_CONF = "etc/dracut.conf.d/50-snapprof.conf"
 VARIANT = "minbase"
 DISK_SIZE = "4G"
 CONFIGURE_VERSION = 2  # 2: lz4 modules in the initramfs (a boot kernel resuming an lz4 image)
+KERNEL_VARIANT_VERSION = 1  # the steps that put another kernel build into a suite's image
 # Modules the boot kernel's initramfs must load before it reads a hibernation image: the
 # image is decompressed by the crypto API, and a kernel with hibernate.compressor=lz4
 # (6.9 and later) writes images the initramfs could not read without these.
@@ -91,8 +98,43 @@ class Image:
         return self.meta.get("init", GUEST_INIT_PATH)
 
 
+def initramfs_tool(suite: str) -> str:
+    """The initramfs generator a suite's guest is built with."""
+    return "dracut" if suite in DRACUT_SUITES else "initramfs-tools"
+
+
+def packages(suite: str) -> tuple[str, ...]:
+    tool = initramfs_tool(suite)
+    return tuple(tool if p == "initramfs-tools" else p for p in PACKAGES)
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """An image key: "trixie" (the suite's own kernel) or "trixie:7.3.4+deb13-amd64"
+    (trixie's userspace with that kernel build) -> (suite, release or None)."""
+    suite, sep, release = (key or "").partition(":")
+    return suite, (release if sep else None)
+
+
+def image_key(suite: str, release: str | None) -> str:
+    return f"{suite}:{release}" if release else suite
+
+
+def slug(key: str) -> str:
+    """A key as a file or folder name: "trixie:7.3.4+deb13-amd64" -> "trixie_7.3.4+deb13-amd64"."""
+    return key.replace(":", "_")
+
+
 def validate_distro(distro: str, scripts_dir: Path = DEBOOTSTRAP_SCRIPTS) -> str:
-    """A Debian suite name debootstrap knows (bookworm and trixie are tested)."""
+    """A Debian suite name debootstrap knows (bookworm and trixie are tested), optionally
+    with a kernel release after a colon (an image key, see split_key)."""
+    suite, release = split_key(distro)
+    if release is not None and not re.fullmatch(r"\d+\.\d+[0-9A-Za-z.+~\-]{0,60}", release):
+        raise SnapprofError(f"bad kernel release {release!r} in {distro!r}: give one such as 7.3.4+deb13-amd64")
+    validate_suite(suite, scripts_dir)
+    return distro
+
+
+def validate_suite(distro: str, scripts_dir: Path = DEBOOTSTRAP_SCRIPTS) -> str:
     if not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", distro or ""):
         raise SnapprofError(f"bad distro name {distro!r}: give a Debian suite such as {', '.join(TESTED_DISTROS)}")
     if scripts_dir.is_dir() and not (scripts_dir / distro).exists():
@@ -104,11 +146,15 @@ def validate_distro(distro: str, scripts_dir: Path = DEBOOTSTRAP_SCRIPTS) -> str
 
 
 def recipe(distro: str) -> dict:
-    """What an image for `distro` is made of; its hash decides whether to rebuild."""
+    """What an image for `distro` (an image key) is made of; its hash decides whether to
+    rebuild. A kernel variant's recipe is its suite's plus the kernel release."""
+    suite, release = split_key(distro)
+    if release:
+        return {**recipe(suite), "kernel": release, "kernel_variant_version": KERNEL_VARIANT_VERSION}
     return {
         "distro": distro,
         "variant": VARIANT,
-        "packages": sorted(PACKAGES),
+        "packages": sorted(packages(distro)),
         "disk_size": DISK_SIZE,
         "configure_version": CONFIGURE_VERSION,
         "init": GUEST_INIT_PATH,
@@ -121,7 +167,7 @@ def recipe_hash(rec: dict) -> str:
 
 
 def image_dir(distro: str, lab: Path | None = None) -> Path:
-    return (lab or host.lab_dir()) / distro
+    return (lab or host.lab_dir()) / slug(distro)
 
 
 def load_image(distro: str, lab: Path | None = None, expect_hash: str | None = None) -> Image | None:
@@ -183,7 +229,7 @@ def ensure_image(
     tools = host.require_tools(host.BUILD_TOOLS)
     lab.mkdir(parents=True, exist_ok=True)
     progress = progress or (lambda _m: None)
-    with _lock(lab / f".{distro}.lock", progress):
+    with _lock(lab / f".{slug(distro)}.lock", progress):
         if not force:
             img = load_image(distro, lab, want)  # another process may have built it
             if img:
@@ -212,19 +258,28 @@ class _lock:
 
 def _build(distro: str, rec: dict, want: str, lab: Path, tools: dict, progress: Progress) -> Image:
     t0 = time.monotonic()
-    for stale in lab.glob(f".build-{distro}-*"):
+    name = slug(distro)
+    for stale in lab.glob(f".build-{name}-*"):
         remove_tree(stale)
-    for stale in lab.glob(f".old-{distro}-*"):
+    for stale in lab.glob(f".old-{name}-*"):
         remove_tree(stale)
-    tmp = lab / f".build-{distro}-{os.getpid()}"
+    tmp = lab / f".build-{name}-{os.getpid()}"
     tmp.mkdir()
     rootfs = tmp / "rootfs"
-    log_path = lab / f"{distro}-build.log"
+    log_path = lab / f"{name}-build.log"
+    suite, release = split_key(distro)
     try:
-        progress(f"debootstrap {VARIANT} {distro} (packages: {', '.join(PACKAGES)}); log: {log_path}")
-        _debootstrap(distro, rootfs, lab / ".debs" / distro, log_path, tools["debootstrap"], progress, t0)
+        extra: dict = {}
+        if release:
+            extra = _populate_variant(suite, release, rootfs, lab, log_path, tools, progress, t0)
+        else:
+            pk = packages(suite)
+            progress(f"debootstrap {VARIANT} {suite} (packages: {', '.join(pk)}); log: {log_path}")
+            _debootstrap(suite, rootfs, lab / ".debs" / suite, log_path, tools["debootstrap"], progress, t0)
         progress(f"configuring the root file system ({time.monotonic() - t0:.0f} s)")
         facts = _configure(rootfs)
+        if release and facts["kernel_release"] != release:
+            raise SnapprofError(f"the guest boots {facts['kernel_release']}, not {release}; see {log_path}")
         shutil.copyfile(rootfs / "boot" / f"vmlinuz-{facts['kernel_release']}", tmp / "vmlinuz")
         shutil.copyfile(rootfs / "boot" / f"initrd.img-{facts['kernel_release']}", tmp / "initrd.img")
         progress(f"writing the {DISK_SIZE} ext4 disk image ({time.monotonic() - t0:.0f} s)")
@@ -235,9 +290,11 @@ def _build(distro: str, rec: dict, want: str, lab: Path, tools: dict, progress: 
         os.chmod(disk, 0o444)
         meta = {
             "distro": distro,
+            "suite": suite,
             "recipe_hash": want,
             "recipe": rec,
             **facts,
+            **extra,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "build_seconds": round(time.monotonic() - t0, 1),
             "disk_bytes_used": disk.stat().st_blocks * 512,
@@ -245,7 +302,7 @@ def _build(distro: str, rec: dict, want: str, lab: Path, tools: dict, progress: 
         (tmp / "image.json").write_text(json.dumps(meta, indent=2) + "\n")  # the stamp, last
         final = image_dir(distro, lab)
         if final.exists():
-            old = lab / f".old-{distro}-{os.getpid()}"
+            old = lab / f".old-{name}-{os.getpid()}"
             final.rename(old)
             tmp.rename(final)
             remove_tree(old)
@@ -262,6 +319,22 @@ def _build(distro: str, rec: dict, want: str, lab: Path, tools: dict, progress: 
         f"{meta['disk_bytes_used'] / host.GiB:.2f} GiB on disk ({final})"
     )
     return img
+
+
+def _populate_variant(suite, release, rootfs, lab, log_path, tools, progress, t0) -> dict:
+    """The suite's root file system with kernel `release` in place of its own."""
+    from snapprof.lab import archive, kernel
+
+    progress(f"looking up kernel {release} for {suite} in the archive")
+    builds = archive.list_kernels(suite, lab)
+    build = archive.resolve(suite, release, builds, lab)
+    base = ensure_image(suite, progress, lab=lab)
+    log_path.write_text(f"# {suite} userspace with kernel {release}\n")
+    progress(f"copying the {suite} root file system out of {base.disk} ({time.monotonic() - t0:.0f} s)")
+    kernel.copy_rootfs(base.disk, rootfs)
+    facts = kernel.install(rootfs, build, lab / ".debs" / "pool", log_path, progress)
+    return {"base_image": str(base.dir), "base_kernel_release": base.kernel_release,
+            "base_recipe_hash": base.recipe_hash, **facts}
 
 
 class DebootstrapProgress:
@@ -355,7 +428,9 @@ def _configure(rootfs: Path) -> dict:
     apt_archives = rootfs / "var" / "cache" / "apt" / "archives"
     for deb in apt_archives.glob("*.deb"):
         deb.unlink()
-    releases = sorted(p.name for p in (rootfs / "lib" / "modules").iterdir() if p.is_dir()) \
+    # A purged kernel can leave an empty /lib/modules/<release>: count those with a /boot image.
+    releases = sorted(p.name for p in (rootfs / "lib" / "modules").iterdir()
+                      if p.is_dir() and (rootfs / "boot" / f"vmlinuz-{p.name}").is_file()) \
         if (rootfs / "lib" / "modules").is_dir() else []
     if len(releases) != 1:
         raise SnapprofError(f"expected one kernel in the guest, found {releases or 'none'}; rebuild with --force")
@@ -373,24 +448,36 @@ def _configure(rootfs: Path) -> dict:
 
 
 def _initramfs_modules(rootfs: Path, rel: str) -> None:
-    """Add INITRAMFS_MODULES (those this kernel has) to the initramfs and regenerate it."""
+    """Add INITRAMFS_MODULES (those this kernel has) to the initramfs and regenerate it,
+    with whichever generator the guest has (initramfs-tools or dracut)."""
     mod_dir = rootfs / "lib" / "modules" / rel
     have = {p.name.split(".ko")[0] for p in mod_dir.rglob("*.ko*")}
     wanted = [m for m in INITRAMFS_MODULES if m in have]
-    if not wanted:
-        return
-    conf = rootfs / "etc" / "initramfs-tools" / "modules"
-    text = conf.read_text() if conf.exists() else ""
-    missing = [m for m in wanted if m not in text.split()]
-    if not missing:
-        return
-    conf.write_text(text + "".join(f"{m}\n" for m in missing))
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
-    proc = subprocess.run(["chroot", str(rootfs), "update-initramfs", "-u", "-k", rel],
-                          capture_output=True, text=True, env=env)
+    if dpkg_version(rootfs, "dracut") and not dpkg_version(rootfs, "initramfs-tools"):
+        conf = rootfs / DRACUT_CONF
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        # A generic initramfs (not host-only: the build runs in a chroot, not on the guest),
+        # with the lz4 modules a boot kernel needs to read an lz4 hibernation image.
+        conf.write_text('hostonly="no"\n' + (f'add_drivers+=" {" ".join(wanted)} "\n' if wanted else ""))
+        argv = ["dracut", "--force", f"/boot/initrd.img-{rel}", rel]
+    else:
+        if not wanted:
+            return
+        conf = rootfs / "etc" / "initramfs-tools" / "modules"
+        text = conf.read_text() if conf.exists() else ""
+        missing = [m for m in wanted if m not in text.split()]
+        if not missing:
+            return
+        conf.write_text(text + "".join(f"{m}\n" for m in missing))
+        argv = ["update-initramfs", "-u", "-k", rel]
+    from snapprof.lab.kernel import chroot_mounts
+
+    with chroot_mounts(rootfs):
+        proc = subprocess.run(["chroot", str(rootfs), *argv], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise SnapprofError(f"update-initramfs in the guest failed: {tail[0]}")
+        raise SnapprofError(f"{argv[0]} in the guest failed: {tail[0]}")
 
 
 def dpkg_version(rootfs: Path, package: str) -> str:
