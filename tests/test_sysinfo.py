@@ -39,7 +39,8 @@ def guest(tmp_path, **over):
         "/proc/cmdline": "root=/dev/vda rw console=ttyS0 resume=/dev/vdb no_console_suspend\n",
         "/proc/meminfo": MEMINFO,
         "/proc/swaps": SWAPS_ON,
-        "/etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\n',
+        "/etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\n'
+                           'VERSION_ID="12"\nVERSION_CODENAME=bookworm\nID=debian\n',
         "/sys/power/state": "freeze mem disk\n",
         "/sys/power/disk": "[shutdown] reboot suspend test_resume\n",
         "/sys/power/pm_test": "[none] core processors platform devices freezer\n",
@@ -58,6 +59,8 @@ def test_collect_meta(tmp_path):
     assert meta["kernel_release"] == "6.1.0-50-amd64"
     assert meta["kernel_version"].startswith("#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2")
     assert meta["distro"] == "Debian GNU/Linux 12 (bookworm)"
+    assert (meta["os_id"], meta["os_version_id"], meta["os_codename"]) == ("debian", "12", "bookworm")
+    assert "libc_version" not in meta  # only the running system's own C library is known
     assert meta["cmdline"].endswith("no_console_suspend")
     assert meta["machine"] == "x86_64" and meta["hostname"] == "lab"
     assert meta["mem_total_kb"] == "2014520" and meta["swap_total_kb"] == "524284"

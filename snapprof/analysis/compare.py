@@ -36,7 +36,7 @@ from snapprof.capture import COLUMNS, CaptureReader
 from snapprof.analysis import stats
 from snapprof.analysis.derived import add_derived_all, image_compressor
 from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames,
-                                      read_device_totals, read_table)
+                                      check_phases, read_device_totals, read_table)
 from snapprof.analysis.phases import CLOCK_JUMP, PHASE_LABELS, PHASE_ORDER, derive_phases
 from snapprof.analysis.summary import NO_REASON, not_measured_reason, summary_runs
 from snapprof.errors import SnapprofError
@@ -44,6 +44,10 @@ from snapprof.errors import SnapprofError
 LEVEL = 0.95
 
 #: Capture settings that should match for a comparison to be about the kernel alone.
+#: What a capture says of the userspace it was recorded on (everything but the kernel): the
+#: suite and the C library, Python and bcc the recorder ran on. Older captures have some.
+USERSPACE_KEYS = (("distro", "suite"), ("libc_version", "libc"), ("python_version", "Python"),
+                  ("bcc_version", "bcc"))
 SETUP_KEYS = ("machine", "mem_total_kb", "swap_total_kb", "trigger", "pm_test", "power_disk",
               "image_size", "reserved_size")
 #: Settings the kernel itself shifts a little (MemTotal excludes the kernel's own memory,
@@ -107,6 +111,8 @@ class Comparison:
     tasks: pd.DataFrame            # per (stage, comm) and label: changes against the baseline
     setup_notes: list[str] = field(default_factory=list)  # settings that differ from the baseline
     label_notes: list[str] = field(default_factory=list)  # how default labels were chosen
+    #: is the kernel the only variable? see userspace_check
+    userspace: dict = field(default_factory=dict)
 
     def row(self, kind: str, name: str, label: str) -> dict | None:
         """The diffs row for (kind, name, label), or None."""
@@ -139,8 +145,9 @@ def _read_frames(path, for_compare: bool = False) -> CaptureFrames:
                          else read_table(reader, name))
                   for name, cols in COLUMNS.items()}
         summed = read_device_totals(reader) if for_compare else None
+        warnings = reader.warnings
     f = build_frames(meta, probes, runs, tables, source=os.path.basename(os.fspath(path)),
-                     derive=False)
+                     derive=False, warnings=warnings)
     f.summed_devices, f.omitted = summed, omitted
     return f
 
@@ -179,6 +186,7 @@ def load_captures(paths, jobs: int | None = None, for_compare: bool = False) -> 
     for i, f in enumerate(loaded):
         part = phases[cap == i]
         f.phases = part.assign(run_id=part["run_id"] - (i << 32)).reset_index(drop=True)
+        check_phases(f)
     add_derived_all(loaded)
     return loaded
 
@@ -590,6 +598,7 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
                                "write/read figures and the compression ratio depend on it")
     return Comparison(
         labels=labels, baseline=baseline, groups=built, level=level, setup_notes=setup_notes,
+        userspace=userspace_check(built, labels),
         label_notes=list(getattr(groups, "notes", [])),
         summary=pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS),
         diffs=pd.DataFrame(diff_rows, columns=DIFF_COLUMNS),
@@ -597,6 +606,51 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
         devices=pd.concat(dev_rows, ignore_index=True),
         tasks=pd.concat(task_rows, ignore_index=True),
     )
+
+
+def userspace_of(meta: dict) -> dict[str, str]:
+    """{what: value} of the userspace a capture's meta names (suite, libc, Python, bcc)."""
+    return {what: str(meta[key]) for key, what in USERSPACE_KEYS if meta.get(key)}
+
+
+def userspace_check(groups: dict[str, Group], labels: list[str]) -> dict:
+    """Is the kernel the only variable between the labels?
+
+    ``status``: "same" (every label's captures name the same suite, libc, Python and bcc),
+    "differs" (some differ: any change may come from the userspace as well as the kernel) or
+    "unknown" (a label's captures do not say all of it). ``sentence`` says it in one line;
+    ``labels`` has each label's userspace; ``differs`` the parts that differ. Captures pooled
+    under one label that differ among themselves count as differing."""
+    per = {}
+    mixed = set()
+    for lab in labels:
+        seen = [userspace_of(f.meta) for f in groups[lab].frames] or [userspace_of(groups[lab].meta)]
+        per[lab] = seen[0]
+        for other in seen[1:]:
+            mixed |= {k for k in set(seen[0]) | set(other) if seen[0].get(k) != other.get(k)}
+    whats = [what for _, what in USERSPACE_KEYS]
+    differs = [w for w in whats if w in mixed or len({per[lab].get(w) for lab in labels
+                                                      if per[lab].get(w) is not None}) > 1]
+    unknown = [w for w in whats if w not in differs and any(w not in per[lab] for lab in labels)]
+    base = labels[0]
+
+    def desc(lab, keys):
+        return ", ".join(f"{k} {per[lab][k]}" for k in keys if k in per[lab]) or "not recorded"
+
+    if differs:
+        parts = "; ".join(f"{lab}: {desc(lab, differs)}" for lab in labels)
+        sentence = (f"kernel and userspace differ ({', '.join(differs)}: {parts}): a change below may come "
+                    "from the userspace as well as the kernel; for the kernel alone, record every kernel on "
+                    "one userspace (snapprof lab compare --distro SUITE --kernel A --kernel B)")
+        status = "differs"
+    elif unknown:
+        sentence = (f"the captures do not all say their {', '.join(unknown)}: whether the kernel is the only "
+                    f"variable is not known (same {desc(base, [w for w in whats if w not in unknown])})")
+        status = "unknown"
+    else:
+        sentence = f"one userspace ({desc(base, whats)}): the kernel is the only variable recorded"
+        status = "same"
+    return {"status": status, "sentence": sentence, "differs": differs, "unknown": unknown, "labels": per}
 
 
 def _measured_list(g: Group) -> str:

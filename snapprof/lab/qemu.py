@@ -379,6 +379,8 @@ def _run_once(img, tools, argv, out, console_log, memory, cpus, timeout, disks, 
             size = shutil.get_terminal_size()
             conf.update(ROWS=str(size.lines), COLS=str(size.columns))
         (job_dir / "job.conf").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in conf.items()))
+        # The recorder keeps the image it ran in (suite, or suite:kernel) as lab_distro.
+        env = {"SNAPPROF_LAB_DISTRO": img.distro, **(env or {})}
         (job_dir / "job.sh").write_text(job_script(argv if not interactive else ["/bin/bash", "-l"], env))
         job_out = None if interactive else work / "job.out"
         if job_out:

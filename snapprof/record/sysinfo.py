@@ -74,6 +74,18 @@ def selected(value: str | None) -> str | None:
     return m.group(1) if m else None
 
 
+def _libc_version() -> str | None:
+    """"glibc 2.41" from confstr (the C library this Python runs on), else platform's guess."""
+    try:
+        v = os.confstr("CS_GNU_LIBC_VERSION")
+    except (ValueError, OSError, AttributeError):
+        v = None
+    if v:
+        return v
+    lib, ver = platform.libc_ver()
+    return f"{lib} {ver}" if lib and ver else None
+
+
 def _bcc_version() -> str | None:
     """bcc's version, read from its version.py without importing bcc (which loads libbcc)."""
     try:
@@ -125,7 +137,14 @@ def collect_meta(root: str = "/") -> dict[str, str]:
 
     put("kernel_release", _read(root, "/proc/sys/kernel/osrelease"))
     put("kernel_version", _read(root, "/proc/sys/kernel/version"))
-    put("distro", _os_release(root).get("PRETTY_NAME"))
+    osr = _os_release(root)
+    put("distro", osr.get("PRETTY_NAME"))
+    # The userspace, apart from the kernel: which suite, and the libc, Python and bcc the
+    # recorder ran on (compare says when two captures differ here as well as in the kernel).
+    put("os_id", osr.get("ID"))
+    put("os_version_id", osr.get("VERSION_ID"))
+    put("os_codename", osr.get("VERSION_CODENAME"))
+    put("libc_version", _libc_version() if os.path.abspath(root) == "/" else None)
     put("cmdline", _read(root, CMDLINE))
     put("machine", _read(root, "/proc/sys/kernel/arch") or
         (platform.machine() if os.path.abspath(root) == "/" else None))

@@ -327,6 +327,7 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
         "method": ct.method_note(cmp),
         "setup_notes": cmp.setup_notes,
         "label_notes": cmp.label_notes,
+        "userspace": cmp.userspace,
         "level": f"{cmp.level * 100:g}",
         "max_change_figures": MAX_CHANGE_FIGURES,
         "comparisons": comparisons,

@@ -96,6 +96,8 @@ def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
     lines = [f"snapprof compare: {len(cmp.labels)} labels, "
              f"{sum(len(g.sources) for g in cmp.groups.values())} captures; "
              f"baseline = the first label, {cmp.baseline}"]
+    if cmp.userspace:
+        lines.append(("  WARNING: " if cmp.userspace["status"] == "differs" else "  ") + cmp.userspace["sentence"])
     lines += ["  " + group_line(cmp, lab) for lab in cmp.labels]
     for lab in cmp.labels:
         if cmp.groups[lab].meta_differs:
@@ -163,6 +165,7 @@ def to_dict(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) ->
         "method": method_note(cmp),
         "setup_notes": cmp.setup_notes,
         "label_notes": cmp.label_notes,
+        "userspace": cmp.userspace,
         "groups": {lab: {"captures": g.sources, "complete_runs": g.n_runs,
                          "runs_total": g.runs_total, "excluded": g.excluded,
                          "kernel_release": g.meta.get("kernel_release"),
