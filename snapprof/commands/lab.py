@@ -13,13 +13,18 @@ EPILOG = """\
 examples:
   snapprof lab build                         # the default guest (bookworm), if missing or stale
   snapprof lab build --distro trixie         # Debian 13 with its 6.12 kernel
+  snapprof lab kernels --distro trixie       # kernel builds a trixie guest can take (trixie + backports)
+  snapprof lab build --distro trixie --kernel 7.3
+                                             # trixie's userspace with the newest 7.3 build
   snapprof lab run -- uname -r               # boot, run, power off; exits with CMD's status
   snapprof lab run --distro trixie -o out -- python3 -m snapprof --version
   snapprof lab run --timeout 300 --memory 3G --cpus 2 -- sh -c 'cat /sys/power/state'
   snapprof lab shell --distro trixie         # interactive root shell; exit to power off
   snapprof lab status                        # which images are built, where, what they hold
+  snapprof lab compare --distro trixie --kernel 6.12 --kernel 7.3 --runs 5 -o cmp
+                                             # one userspace, two kernels: record, report, compare
   snapprof lab compare --distro bookworm --distro trixie --runs 5 -o cmp
-                                             # record each kernel, report each, compare them
+                                             # two whole systems (kernel and userspace differ)
   snapprof lab record --distro trixie --trigger hibernate --runs 2 -o hib
                                              # real hibernate + resume (two boots per cycle),
                                              # both kernels' console figures joined in hib/trixie.snap
@@ -45,6 +50,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     def distro_arg(sp):
         sp.add_argument("--distro", default="bookworm", metavar="SUITE",
                         help="Debian suite of the guest (tested: bookworm, trixie; default: bookworm)")
+        sp.add_argument("--kernel", metavar="VERSION",
+                        help="boot this kernel build on the suite's userspace instead of the suite's own: "
+                        "a release (7.3.4+deb13-amd64), a version (7.3.4) or a series (7.3: its newest "
+                        "build), from the suite or its backports (see `snapprof lab kernels`)")
 
     def machine_args(sp):
         sp.add_argument("--memory", default="2G", help="guest memory, e.g. 2G or 1536M (default: 2G)")
@@ -81,7 +90,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                        "(DIR/compare.html, .txt, .json) and print the headline table. Guests run one "
                        "at a time so that they do not skew each other's timings.")
     c.add_argument("--distro", action="append", required=True, metavar="SUITE",
-                   help="a Debian suite to record (give two or more; the first is the baseline)")
+                   help="a Debian suite to record (give two or more, or one with several --kernel; "
+                   "the first is the baseline)")
+    c.add_argument("--kernel", action="append", default=[], metavar="VERSION",
+                   help="with one --distro: a kernel build to boot on that userspace (repeatable; "
+                   "the first is the baseline), e.g. --kernel 6.12 --kernel 7.3")
     c.add_argument("--runs", type=int, default=5, help="cycles recorded per kernel (default: 5)")
     c.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="folder for the captures, reports and comparison")
@@ -112,11 +125,49 @@ def register(subparsers) -> argparse.ArgumentParser:
     h.add_argument("--timeout", type=float, default=900, metavar="S",
                    help="kill a boot that has not powered off after S seconds (default: 900)")
 
+    k = sub.add_parser("kernels", help="list the kernel builds a suite's guest can install",
+                       description="Every amd64 kernel build of the suite and its backports, oldest first, "
+                       "with its package version, where its packages come from, and its initramfs "
+                       "generator. Reads the archive's package index (cached a day).")
+    k.add_argument("--distro", default="bookworm", metavar="SUITE", help="Debian suite (default: bookworm)")
+    k.add_argument("--refresh", action="store_true", help="fetch the package indices again now")
+
     st = sub.add_parser("status", help="list the cached guest images")
     st.add_argument("--distro", action="append", metavar="SUITE", help="only these suites")
 
     p.set_defaults(func=run)
     return p
+
+
+def img_key(lab, folder: str) -> str | None:
+    """The image key a cache folder holds (its stamp says), else the folder name."""
+    import json
+
+    try:
+        return json.loads((lab / folder / "image.json").read_text()).get("distro") or folder
+    except (OSError, ValueError):
+        return folder
+
+
+def _kernels(args) -> int:
+    from snapprof.lab import archive, build
+
+    suite = build.validate_suite(args.distro)
+    if args.refresh:
+        for dist in archive.dists_for(suite):
+            try:
+                archive.load_index(dist, refresh=True)
+            except Exception:  # noqa: BLE001 - a missing backports section is fine
+                pass
+    builds = archive.list_kernels(suite)
+    own = archive.default_release(suite)
+    print(f"kernel builds for a {suite} guest ({', '.join(archive.dists_for(suite))}), oldest first:")
+    for b in builds:
+        mark = " (the suite's own)" if b.release == own else ""
+        print(f"  {b.release:26s} {b.version:22s} {b.dist:20s} {b.initramfs:15s} {b.describe()}{mark}")
+    ok = sum(b.installable for b in builds)
+    print(f"{ok} of {len(builds)} installable; build one with: snapprof lab build --distro {suite} --kernel VERSION")
+    return 0
 
 
 def _progress(msg: str) -> None:
@@ -135,6 +186,12 @@ def run(args) -> int:
 
     signal.signal(signal.SIGTERM, _terminated)
 
+    if getattr(args, "kernel", None) and isinstance(args.kernel, str):
+        args.distro = build.resolve_key(args.distro, args.kernel)
+
+    if args.lab_command == "kernels":
+        return _kernels(args)
+
     if args.lab_command == "build":
         t0 = time.monotonic()
         status = build.image_status(build.validate_distro(args.distro))
@@ -149,10 +206,20 @@ def run(args) -> int:
 
         from snapprof.lab.compare import headline_table, lab_compare
 
-        kernels, cmp = lab_compare(args.distro, args.runs, Path(args.output), memory=args.memory,
+        targets = args.distro
+        if args.kernel:
+            if len(args.distro) != 1:
+                raise SnapprofError("--kernel goes with one --distro (the userspace every kernel boots on); "
+                                    f"got {len(args.distro)}")
+            from snapprof.lab import archive
+
+            builds = archive.list_kernels(build.validate_suite(args.distro[0]))
+            targets = [build.resolve_key(args.distro[0], k, builds=builds) for k in args.kernel]
+        kernels, cmp = lab_compare(targets, args.runs, Path(args.output), memory=args.memory,
                                    cpus=args.cpus, timeout=args.timeout, record_args=args.record_arg,
                                    force=args.force)
-        print(f"\nHeadline: median [95 % CI] over complete runs; change vs {cmp.baseline}")
+        print(f"\n{cmp.userspace.get('sentence', '')}")
+        print(f"Headline: median [95 % CI] over complete runs; change vs {cmp.baseline}")
         print(headline_table(cmp))
         for k in kernels:
             print(f"  {k.distro}: capture {k.capture}, report {k.report}")
@@ -179,12 +246,13 @@ def run(args) -> int:
         if not names:
             cached = {p.name for p in lab.iterdir() if p.is_dir() and not p.name.startswith(".")} \
                 if lab.is_dir() else set()
-            names = sorted(cached | set(build.TESTED_DISTROS))
+            names = sorted({build.split_key(n)[0] + (":" + build.split_key(n)[1] if build.split_key(n)[1] else "")
+                            for n in (img_key(lab, c) for c in cached) if n} | set(build.TESTED_DISTROS))
         print(f"lab cache: {lab}")
         for name in names:
             st = build.image_status(name, lab)
             img = build.load_image(name, lab)
-            line = f"  {name:10s} {st:8s}"
+            line = f"  {name:26s} {st:8s}"
             if img:
                 line += (f" kernel {img.kernel_release}, bcc {img.bcc_version}, python {img.python_version}, "
                          f"built {img.meta.get('built_at', '?')} in {img.meta.get('build_seconds', '?')} s")

@@ -531,3 +531,18 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
     else:
         os.unlink(path)
+
+
+def resolve_key(suite: str, spec: str | None, lab: Path | None = None, builds=None) -> str:
+    """The image key for `--distro SUITE [--kernel SPEC]`: the plain suite when SPEC is
+    absent or names the suite's own kernel (the one its image has, else the one its
+    index installs), else "SUITE:RELEASE" of the newest installable build SPEC names."""
+    validate_suite(suite)
+    if not spec:
+        return suite
+    from snapprof.lab import archive
+
+    build = archive.resolve(suite, spec, builds, lab)
+    base = load_image(suite, lab)
+    own = base.kernel_release if base else archive.default_release(suite, lab)
+    return suite if build.release == own else image_key(suite, build.release)
