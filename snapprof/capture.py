@@ -267,57 +267,109 @@ class _Transaction:
 
 
 class CaptureReader(_Database):
-    """Opens a capture read-only after checking that it is one, of a version this snapprof knows.
+    """Opens a capture for reading after checking that it is one, of a version this snapprof
+    knows, with the schema and values a capture may hold.
 
-    Every command that reads captures goes through this class.
+    Every command that reads captures goes through this class. The file is never written:
+    it is copied into memory (``snapprof.capture_open``: regular files only, a hot journal
+    left by a killed writer rolled back in a private copy) and checked there
+    (``snapprof.capture_check``: schema, integrity, impossible values). Problems that
+    refuse the capture raise SnapprofError (one line naming the file); values left out are
+    counted in ``warnings``. Every SQLite error while reading becomes a SnapprofError.
     """
 
     def __init__(self, path: str | os.PathLike):
+        # imported here: the recorder (standard library only, on the machine being
+        # hibernated) needs the writer alone
+        from snapprof.capture_check import check
+        from snapprof.capture_open import open_snapshot
+
         self.path = Path(path)
-        if not self.path.exists():
-            raise SnapprofError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise SnapprofError(f"{self.path}: is a directory, not a capture")
+        self.db, self.version, notes = open_snapshot(self.path, APPLICATION_ID, SCHEMA_VERSION)
+        self._bad_text: int | None = None
         try:
-            with open(self.path, "rb") as fh:
-                head = fh.read(16)
-        except OSError as exc:
-            raise SnapprofError(f"{self.path}: cannot read: {exc.strerror}") from None
-        if head != b"SQLite format 3\x00":
-            raise SnapprofError(f"{self.path}: not a snapprof capture (not an SQLite file)")
-        try:
-            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-            app_id = self.db.execute("PRAGMA application_id").fetchone()[0]
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise SnapprofError(f"{self.path}: not a readable capture ({exc})") from None
-        if app_id != APPLICATION_ID:
-            raise SnapprofError(f"{self.path}: not a snapprof capture (SQLite application_id {app_id:#x})")
-        if version > SCHEMA_VERSION:
-            raise SnapprofError(
-                f"{self.path}: capture schema version {version} is newer than this snapprof "
-                f"understands ({SCHEMA_VERSION}); upgrade snapprof to read it")
-        if version < 1:
-            raise SnapprofError(f"{self.path}: unknown capture schema version {version}")
-        self.version = version
+            self._findings = [*notes, *map(str, check(self.db, self.path))]
+        except BaseException:
+            self.db.close()
+            raise
+
+    @property
+    def warnings(self) -> list[str]:
+        """What was left out or recovered, counted, one line each (without the file name)."""
+        out = list(self._findings)
+        if self._bad_text:
+            out.append(f"{self._bad_text} text values that are not valid UTF-8 (shown with "
+                       "the bad bytes as \\x escapes)")
+        return out
 
     def meta(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT key, value FROM meta"))
+        return dict(self.fetch("SELECT key, value FROM meta"))
 
     def probes(self) -> list[dict]:
         return self.rows("SELECT name, area, target, attached, reason FROM probes ORDER BY area, name")
 
     def runs(self) -> list[dict]:
-        return self.rows("SELECT * FROM runs ORDER BY run_id")
+        return self.rows(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY run_id")
 
     def table(self, name: str) -> list[dict]:
         if name not in COLUMNS:
             raise ValueError(name)
-        order = "run_id, ts_ns" if name == "events" else "run_id"
-        return self.rows(f"SELECT {', '.join(COLUMNS[name])} FROM {name} ORDER BY {order}")
+        return self.rows(table_sql(name))
 
     def rows(self, sql: str, params: tuple = ()) -> list[dict]:
-        cur = self.db.execute(sql, params)
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur]
+        cols, rows = self._query(sql, params)
+        return [dict(zip(cols, row)) for row in rows]
 
+    def fetch(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """All rows of a query as tuples; SQLite errors become a SnapprofError."""
+        return self._query(sql, params)[1]
+
+    def _query(self, sql: str, params: tuple) -> tuple[list[str], list[tuple]]:
+        try:
+            try:
+                cur = self.db.execute(sql, params)
+                return [d[0] for d in cur.description or ()], cur.fetchall()
+            except sqlite3.OperationalError as exc:
+                if "decode" not in str(exc) or self._bad_text is not None:
+                    raise
+            self._bad_text = _count_bad_text(self.db)
+            self.db.text_factory = _decode
+            cur = self.db.execute(sql, params)
+            return [d[0] for d in cur.description or ()], cur.fetchall()
+        except sqlite3.Error as exc:
+            raise SnapprofError(f"{self.path}: cannot read the capture ({exc})") from None
+
+
+RUN_COLUMNS = ("run_id", "trigger", "status", "error", "started_ns", "ended_ns",
+               "started_wall", "ringbuf_drops")
+
+
+def table_sql(name: str) -> str:
+    """The query reading one per-run table, in CaptureReader.table's row order."""
+    order = "run_id, ts_ns" if name == "events" else "run_id"
+    return f"SELECT {', '.join(COLUMNS[name])} FROM {name} ORDER BY {order}"
+
+
+def _decode(raw: bytes) -> str:
+    """Text as stored; bytes that are not UTF-8 shown as \\x escapes (never dropped)."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _count_bad_text(db: sqlite3.Connection) -> int:
+    """How many text values of the capture's tables are not valid UTF-8."""
+    from snapprof.capture_check import RULES
+
+    saved, db.text_factory = db.text_factory, bytes
+    bad = 0
+    try:
+        for table, cols in RULES.items():
+            for col in cols:
+                for (value,) in db.execute(f"SELECT {col} FROM {table} "
+                                           f"WHERE typeof({col}) = 'text'"):
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        bad += 1
+    finally:
+        db.text_factory = saved
+    return bad

@@ -19,7 +19,7 @@ import pandas as pd
 
 from snapprof.analysis.derived import add_derived
 from snapprof.analysis.phases import PHASE_COLUMNS, PHASE_ORDER, derive_phases
-from snapprof.capture import COLUMNS, CaptureReader
+from snapprof.capture import COLUMNS, CaptureReader, table_sql
 
 PROBE_COLUMNS = ["name", "area", "target", "attached", "reason"]
 RUN_COLUMNS = ["run_id", "trigger", "status", "error", "started_ns", "ended_ns",
@@ -64,6 +64,9 @@ class CaptureFrames:
     #: tables a loader left out (empty frames here): ``load_captures(..., for_compare=True)``
     #: reads only what ``snapprof compare`` uses
     omitted: tuple[str, ...] = ()
+    #: what the reader left out or recovered, counted, one line each (CaptureReader.warnings,
+    #: then ``check_phases``); empty for a clean capture
+    warnings: list[str] = field(default_factory=list)
 
     def wide(self) -> pd.DataFrame:
         """Index run_id (every run), one float column per metric name; NaN where absent."""
@@ -100,10 +103,7 @@ class CaptureFrames:
 def read_table(reader: CaptureReader, table: str) -> pd.DataFrame:
     """One per-run table of an open capture (columns as in snapprof.capture.COLUMNS, the row
     order of CaptureReader.table), as stored: no type conversion (``build_frames`` does it)."""
-    cols = COLUMNS[table]
-    order = "run_id, ts_ns" if table == "events" else "run_id"
-    cur = reader.db.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}")
-    return pd.DataFrame.from_records(cur.fetchall(), columns=list(cols))
+    return pd.DataFrame.from_records(reader.fetch(table_sql(table)), columns=list(COLUMNS[table]))
 
 
 #: Columns of ``device_totals`` / ``read_device_totals``.
@@ -125,8 +125,11 @@ def device_totals(devices: pd.DataFrame) -> pd.DataFrame:
 
 # MIN(...) over the rows that name a driver makes the bare ``driver`` column come from the
 # first of them in recording order (SQLite's documented bare-column rule for min/max).
+# TOTAL, not SUM: a float sum cannot overflow (the reader bounds each duration by 2**53 ns,
+# so the sums of a real capture stay exact); NULL when no callback was timed.
 _DEVICE_TOTALS_SQL = """
-SELECT run_id, device, driver, SUM(duration_ns) AS duration_ns,
+SELECT run_id, device, driver,
+       CASE WHEN COUNT(duration_ns) THEN TOTAL(duration_ns) END AS duration_ns,
        MIN(CASE WHEN driver IS NOT NULL THEN rowid END)
 FROM devices GROUP BY run_id, device ORDER BY run_id, device
 """
@@ -135,7 +138,7 @@ FROM devices GROUP BY run_id, device ORDER BY run_id, device
 def read_device_totals(reader: CaptureReader) -> pd.DataFrame:
     """``device_totals`` of the capture's devices table, summed by SQLite: the same frame
     without pulling every callback row into pandas."""
-    rows = [r[:4] for r in reader.db.execute(_DEVICE_TOTALS_SQL)]
+    rows = [r[:4] for r in reader.fetch(_DEVICE_TOTALS_SQL)]
     return _device_totals_frame(rows)
 
 
@@ -157,12 +160,14 @@ def load_capture(path: str | os.PathLike) -> CaptureFrames:
         probes = pd.DataFrame(reader.probes(), columns=PROBE_COLUMNS)
         runs = pd.DataFrame(reader.runs(), columns=RUN_COLUMNS)
         tables = {name: read_table(reader, name) for name in COLUMNS}
-    return build_frames(meta, probes, runs, tables, source=os.path.basename(os.fspath(path)))
+        warnings = reader.warnings
+    return build_frames(meta, probes, runs, tables, source=os.path.basename(os.fspath(path)),
+                        warnings=warnings)
 
 
 def build_frames(meta: dict, probes: pd.DataFrame, runs: pd.DataFrame,
                  tables: dict[str, pd.DataFrame], source: str | None = None,
-                 derive: bool = True) -> CaptureFrames:
+                 derive: bool = True, warnings: list[str] = ()) -> CaptureFrames:
     """Frames from already-read tables (column names as in snapprof.capture.COLUMNS).
 
     ``derive=False`` leaves ``phases`` empty and adds no derived figures
@@ -190,10 +195,27 @@ def build_frames(meta: dict, probes: pd.DataFrame, runs: pd.DataFrame,
     frames = CaptureFrames(
         meta=dict(meta), probes=probes, runs=runs, metrics=metrics,
         not_measured=tables["not_measured"].copy(), phases=phases, tasks=tasks,
-        devices=devices, kmsg=tables["kmsg"].copy(), events=events, source=source)
+        devices=devices, kmsg=tables["kmsg"].copy(), events=events, source=source,
+        warnings=list(warnings))
     if derive:
+        check_phases(frames)
         add_derived(frames)
     return frames
+
+
+def check_phases(frames: CaptureFrames) -> None:
+    """Phases whose end comes before their beginning (time running backwards within a span
+    of the capture's events) keep their start and lose their end and duration (absent,
+    never negative), counted in ``frames.warnings``."""
+    ph = frames.phases
+    if ph.empty:
+        return
+    back = (ph["duration_ms"] < 0) | (ph["end_ns"] < ph["start_ns"])
+    if back.any():
+        frames.phases = ph.assign(
+            end_ns=ph["end_ns"].mask(back), duration_ms=ph["duration_ms"].mask(back))
+        frames.warnings.append(f"{int(back.sum())} phases ending before they begin "
+                               "(their end and duration left out)")
 
 
 def phase_durations(frames: CaptureFrames) -> pd.DataFrame:
