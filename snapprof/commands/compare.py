@@ -101,12 +101,15 @@ def _check_inputs(args) -> None:
     fmt = _format(args)
     if fmt == "html" and not args.output:
         raise SnapprofError("--format html needs -o FILE")
-    if args.output and os.path.exists(args.output) and not args.force:
-        raise SnapprofError(f"{args.output} exists; use --force to replace it")
+    if args.output and args.output != "-":
+        from snapprof.cmdio import check_output
+
+        check_output(args.output, args.captures, args.force)
 
 
 def run(args) -> int:
-    from snapprof.errors import SnapprofError
+    from snapprof.cmdio import print_warnings, write_atomic
+    from snapprof.termsafe import visible
 
     _check_inputs(args)
     from snapprof.analysis.compare import (check_thresholds, compare, group_captures, load_captures,
@@ -114,6 +117,7 @@ def run(args) -> int:
 
     thresholds = [parse_threshold(e) for e in args.fail_on]  # bad syntax fails before any work
     frames = load_captures(args.captures, for_compare=True)
+    print_warnings("compare", args.captures, frames)
     cmp = compare(group_captures(frames, args.label), level=args.level)
     results = check_thresholds(cmp, thresholds)
 
@@ -129,21 +133,15 @@ def run(args) -> int:
         out = render_text(cmp, results)
 
     if args.output and args.output != "-":
-        tmp = args.output + ".new"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(out)
-            os.replace(tmp, args.output)
-        except OSError as exc:
-            raise SnapprofError(f"cannot write {args.output}: {exc.strerror}") from None
-        print(f"snapprof compare: wrote {args.output} ({fmt}; baseline {cmp.baseline})",
-              file=sys.stderr)
+        write_atomic(args.output, out)
+        print(f"snapprof compare: wrote {visible(args.output)} ({fmt}; baseline "
+              f"{visible(cmp.baseline)})", file=sys.stderr)
     else:
         sys.stdout.write(out)
 
     crossed = [r for r in results if r.status == "crossed"]
     for r in results:
         if r.status != "not crossed":
-            print(f"snapprof compare: --fail-on {r.threshold.expr} [{r.label} vs {cmp.baseline}]: "
-                  f"{r.status}: {r.detail}", file=sys.stderr)
+            print(visible(f"snapprof compare: --fail-on {r.threshold.expr} [{r.label} vs "
+                          f"{cmp.baseline}]: {r.status}: {r.detail}"), file=sys.stderr)
     return 1 if crossed else 0

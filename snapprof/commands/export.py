@@ -38,56 +38,48 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _write(path: str, text: str) -> None:
-    from snapprof.errors import SnapprofError
-
-    tmp = path + ".new"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise SnapprofError(f"cannot write {path}: {exc.strerror}") from None
-
-
 def run(args) -> int:
+    from snapprof.cmdio import check_output, print_warnings, refuse_input, write_atomic
     from snapprof.errors import SnapprofError
+    from snapprof.termsafe import visible
 
     stem = os.path.splitext(args.capture)[0]
     out = args.output or (stem + ".json" if args.format == "perfetto" else stem + "-csv")
-    if os.path.realpath(out) == os.path.realpath(args.capture):
-        raise SnapprofError(f"{out} is the capture itself; choose another -o")
     if args.format == "perfetto":
-        if os.path.exists(out) and not args.force:
-            raise SnapprofError(f"{out} exists; use --force to replace it")
-    elif os.path.exists(out):
-        if not os.path.isdir(out):
-            raise SnapprofError(f"{out} exists and is not a directory")
-        if os.listdir(out) and not args.force:
-            raise SnapprofError(f"{out} is not empty; use --force to replace its files")
+        check_output(out, [args.capture], args.force)
+    else:
+        refuse_input(out, [args.capture])
+        if os.path.exists(out):
+            if not os.path.isdir(out):
+                raise SnapprofError(f"{out} exists and is not a directory")
+            if os.listdir(out) and not args.force:
+                raise SnapprofError(f"{out} is not empty; use --force to replace its files")
 
     from snapprof.analysis.frames import load_capture
 
     frames = load_capture(args.capture)
+    print_warnings("export", [args.capture], [frames])
     if args.format == "perfetto":
-        import json
-
-        from snapprof.export.perfetto import build_trace
+        from snapprof.export.perfetto import build_trace, render_trace
 
         trace = build_trace(frames)
-        _write(out, json.dumps(trace, ensure_ascii=False, allow_nan=False))
-        print(f"snapprof export: wrote {out} ({len(trace['traceEvents'])} trace events, "
+        write_atomic(out, render_trace(trace))
+        print(f"snapprof export: wrote {visible(out)} ({len(trace['traceEvents'])} trace events, "
               f"{len(frames.runs)} runs)", file=sys.stderr)
         return 0
 
     from snapprof.export.csv import render_csv, tables
 
+    # every file is checked and rendered before anything is written
+    texts = {os.path.join(out, name + ".csv"): render_csv(table)
+             for name, table in tables(frames).items()}
+    for path in texts:
+        check_output(path, [args.capture], force=True)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise SnapprofError(f"cannot create {out}: {exc.strerror}") from None
-    written = tables(frames)
-    for name, table in written.items():
-        _write(os.path.join(out, name + ".csv"), render_csv(table))
-    print(f"snapprof export: wrote {len(written)} CSV files to {out}", file=sys.stderr)
+    for path, text in texts.items():
+        write_atomic(path, text)
+    print(f"snapprof export: wrote {len(texts)} CSV files to {visible(out)}", file=sys.stderr)
     return 0

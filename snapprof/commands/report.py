@@ -59,19 +59,20 @@ def _output(args, fmt: str) -> str | None:
 
 
 def run(args) -> int:
-    from snapprof.errors import SnapprofError
+    from snapprof.cmdio import check_output, print_warnings, write_atomic
+    from snapprof.termsafe import visible
 
     fmt = _format(args)
     out_path = _output(args, fmt)
-    if out_path and os.path.exists(out_path) and not args.force:
-        raise SnapprofError(f"{out_path} exists; use --force to replace it")
-    if out_path and os.path.realpath(out_path) == os.path.realpath(args.capture):
-        raise SnapprofError(f"{out_path} is the capture itself; choose another -o")
+    if out_path:
+        check_output(out_path, [args.capture], args.force)
 
     from snapprof.analysis.frames import load_capture
     from snapprof.report.model import build_model
 
-    model = build_model(load_capture(args.capture))
+    frames = load_capture(args.capture)
+    print_warnings("report", [args.capture], [frames])
+    model = build_model(frames)
     if fmt == "html":
         from snapprof.report.html import render_html
         text = render_html(model)
@@ -85,14 +86,8 @@ def run(args) -> int:
     if out_path is None:
         sys.stdout.write(text)
         return 0
-    tmp = out_path + ".new"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, out_path)
-    except OSError as exc:
-        raise SnapprofError(f"cannot write {out_path}: {exc.strerror}") from None
+    write_atomic(out_path, text)
     h = model["header"]["runs_by_status"]
-    print(f"snapprof report: wrote {out_path} ({fmt}; {h['complete']} complete, "
+    print(f"snapprof report: wrote {visible(out_path)} ({fmt}; {h['complete']} complete, "
           f"{h['failed']} failed, {h['incomplete']} incomplete runs)", file=sys.stderr)
     return 0
