@@ -90,7 +90,7 @@ def _phase_events(pid: int, phases: pd.DataFrame, us) -> list[dict]:
         start, end, dur_ms = _num(row.start_ns), _num(row.end_ns), _num(row.duration_ms)
         if start is None:
             continue
-        args = {"method": row.method}
+        args = _clean({"method": _text(row.method)})
         if dur_ms is None:
             args["duration"] = "not measured"
             out.append({"ph": "i", "s": "t", "name": row.phase, "cat": "phase", "pid": pid,
@@ -231,6 +231,15 @@ def build_trace(frames: CaptureFrames) -> dict:
             events.append({"ph": "C", "name": "pages", "pid": rid, "ts": us(start),
                            "args": pages})
     metadata = {k: str(v) for k, v in frames.meta.items()}
+    if frames.warnings:
+        metadata["capture_warnings"] = list(frames.warnings)
     metadata.update({"source": frames.source or "", "time_base_ns": base,
                      "time_base": "CLOCK_BOOTTIME of the capture's first event; ts in µs"})
     return {"traceEvents": events, "displayTimeUnit": "ms", "metadata": metadata}
+
+
+def render_trace(trace: dict) -> str:
+    """The trace as strict JSON text (no NaN/Infinity; control characters escaped)."""
+    from snapprof.report.json import strict_dumps
+
+    return strict_dumps(trace)

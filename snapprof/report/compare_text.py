@@ -7,10 +7,9 @@ thresholds; nothing here computes a statistic. NaN is never printed as a number:
 
 from __future__ import annotations
 
-import json
-
 from snapprof.analysis.compare import Comparison, ThresholdResult
 from snapprof.report.fmt import missing, number
+from snapprof.report.json import strict_dumps
 from snapprof.report.model import clean, records
 from snapprof.report.text import table
 
@@ -184,4 +183,4 @@ def to_dict(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) ->
 
 
 def render_json(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) -> str:
-    return json.dumps(to_dict(cmp, thresholds), indent=1, allow_nan=False) + "\n"
+    return strict_dumps(to_dict(cmp, thresholds), indent=1) + "\n"
