@@ -25,6 +25,8 @@ examples:
                                              # one userspace, two kernels: record, report, compare
   snapprof lab compare --distro bookworm --distro trixie --runs 5 -o cmp
                                              # two whole systems (kernel and userspace differ)
+  snapprof lab trend --distro trixie --kernels 6.12,6.16,6.17,6.18,6.19,7.0,7.1,7.2,7.3 --runs 5 -o trend
+                                             # each figure against kernel version, real steps marked
   snapprof lab record --distro trixie --trigger hibernate --runs 2 -o hib
                                              # real hibernate + resume (two boots per cycle),
                                              # both kernels' console figures joined in hib/trixie.snap
@@ -125,6 +127,23 @@ def register(subparsers) -> argparse.ArgumentParser:
     h.add_argument("--timeout", type=float, default=900, metavar="S",
                    help="kill a boot that has not powered off after S seconds (default: 900)")
 
+    t = sub.add_parser("trend", help="one userspace, several kernels: each figure against kernel version",
+                       description="Record each kernel build on the suite's userspace (oldest first), report "
+                       "each, then chart every headline figure's median and 95 % interval against the "
+                       "version and list the steps between consecutive kernels that the statistics call "
+                       "real (DIR/trend.html, .txt, .json). An interrupted trend reuses the captures it has.")
+    t.add_argument("--distro", required=True, metavar="SUITE", help="the userspace every kernel boots on")
+    t.add_argument("--kernels", required=True, metavar="LIST",
+                   help="comma-separated kernel builds, e.g. 6.12,6.16,6.17,6.18,6.19,7.0,7.1,7.2,7.3 "
+                   "(a series means its newest build)")
+    t.add_argument("--runs", type=int, default=5, help="cycles per kernel (default: 5; 4 or more for a verdict)")
+    t.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for captures and reports")
+    t.add_argument("--memory", default="2G", help="guest memory (default: 2G)")
+    t.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
+    t.add_argument("--timeout", type=float, default=1800, metavar="S", help="kill a guest after S s (default: 1800)")
+    t.add_argument("--record-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for `snapprof record` in the guests (repeatable)")
+
     k = sub.add_parser("kernels", help="list the kernel builds a suite's guest can install",
                        description="Every amd64 kernel build of the suite and its backports, oldest first, "
                        "with its package version, where its packages come from, and its initramfs "
@@ -191,6 +210,19 @@ def run(args) -> int:
 
     if args.lab_command == "kernels":
         return _kernels(args)
+
+    if args.lab_command == "trend":
+        from pathlib import Path
+
+        from snapprof.lab.trend import lab_trend
+        from snapprof.report.trend import render_text
+
+        specs = [k.strip() for k in args.kernels.split(",") if k.strip()]
+        res = lab_trend(args.distro, specs, args.runs, Path(args.output), memory=args.memory, cpus=args.cpus,
+                        timeout=args.timeout, record_args=args.record_arg)
+        print(render_text(res.trend, res.reports))
+        print(f"{len(res.keys)} kernels in {res.seconds:.0f} s; {Path(args.output) / 'trend.html'}")
+        return 0
 
     if args.lab_command == "build":
         t0 = time.monotonic()

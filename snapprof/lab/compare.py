@@ -39,7 +39,7 @@ class KernelRun:
 
 def record_in_guest(distro: str, runs: int, out_dir: Path, *, memory: str, cpus: int,
                     timeout: float, record_args: Sequence[str] = (),
-                    stream: IO[str] | None = sys.stdout) -> tuple[Path, "object"]:
+                    stream: IO[str] | None = sys.stdout, name: str | None = None) -> tuple[Path, "object"]:
     """Boot `distro`, run `snapprof record --runs N` in it; return (capture path, GuestResult).
 
     The 9p shares die at the first snapshot cycle, so the recorder runs from a tmpfs copy
@@ -48,15 +48,17 @@ def record_in_guest(distro: str, runs: int, out_dir: Path, *, memory: str, cpus:
     """
     from snapprof.lab.qemu import GUEST_OUTBOX, run_guest
 
+    from snapprof.lab.build import slug
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{distro}.snap"
+    name = f"{name or slug(distro)}.snap"
     capture = out_dir / name
     if capture.exists():
         capture.unlink()
     argv = ["python3", "-m", "snapprof.lab.offline", "--", "record",
             "-o", f"{GUEST_OUTBOX}/{name}", "--runs", str(runs), *record_args]
     res = run_guest(distro, argv, out_dir, memory=memory, cpus=cpus, timeout=timeout,
-                    stream=stream).check()
+                    stream=stream, env={"SNAPPROF_LAB_RECORD_ARGS": " ".join(record_args)}).check()
     if res.returncode != 0:
         kept = f"; the runs it completed are in {capture}" if capture.exists() else ""
         raise SnapprofError(f"snapprof record failed in the {distro} guest (exit "
@@ -65,6 +67,46 @@ def record_in_guest(distro: str, runs: int, out_dir: Path, *, memory: str, cpus:
         raise SnapprofError(f"the {distro} guest finished but wrote no capture "
                             f"({capture}); see {res.console_log}")
     return capture, res
+
+
+def complete_runs(capture: Path, key: str, record_args: Sequence[str] = ()) -> int:
+    """How many complete runs a capture from an earlier session holds for image `key`
+    recorded with `record_args` (0 when it is missing, unreadable, or from another image)."""
+    from snapprof.capture import CaptureReader
+
+    try:
+        with CaptureReader(capture) as rd:
+            meta = rd.meta()
+            runs = rd.runs()
+    except (SnapprofError, OSError, Exception):  # noqa: BLE001 - any unreadable file counts as none
+        return 0
+    if meta.get("lab_distro") != key or meta.get("lab_record_args", "") != " ".join(record_args):
+        return 0
+    return sum(1 for r in runs if r.get("status") == "complete")
+
+
+def record_or_reuse(key: str, runs: int, folder: Path, *, memory: str, cpus: int, timeout: float,
+                    record_args: Sequence[str] = (), stream=None, say=None, part: int = 0) -> tuple[Path, bool]:
+    """The capture of image `key` in folder/<slug>[-more<part>].snap: reused when an earlier
+    (interrupted) job left one with `runs` complete runs of the same image and arguments,
+    else recorded now. Returns (capture, reused)."""
+    from snapprof.lab import build
+
+    name = build.slug(key) + (f"-more{part}" if part else "")
+    capture = folder / f"{name}.snap"
+    have = complete_runs(capture, key, record_args)
+    if have >= runs:
+        if say:
+            say(f"{key}: reusing {capture} ({have} complete runs)")
+        return capture, True
+    build.ensure_image(key, progress=(lambda m: say(f"{key}: {m}")) if say else None)
+    if say:
+        say(f"{key}: booting and recording {runs} cycle(s)")
+    got, res = record_in_guest(key, runs, folder, memory=memory, cpus=cpus, timeout=timeout,
+                               record_args=record_args, stream=stream, name=name)
+    if say:
+        say(f"{key}: {got} (guest run {res.duration_s:.0f} s)")
+    return got, False
 
 
 def write_report(capture: Path, html_path: Path) -> None:
@@ -148,9 +190,9 @@ def lab_compare(distros: Sequence[str], runs: int, out_dir: Path, *, memory: str
         say(f"{d}: image")
         build.ensure_image(d, progress=lambda m, d=d: say(f"{d}: {m}"))
         say(f"{d}: booting and recording {runs} cycle(s)")
-        capture, res = record_in_guest(d, runs, out_dir / d, memory=memory, cpus=cpus,
+        capture, res = record_in_guest(d, runs, out_dir / build.slug(d), memory=memory, cpus=cpus,
                                        timeout=timeout, record_args=record_args, stream=stream)
-        html = out_dir / f"{d}.html"
+        html = out_dir / f"{build.slug(d)}.html"
         write_report(capture, html)
         say(f"{d}: {capture} and {html} (guest run {res.duration_s:.0f} s, "
             f"boot {res.boot_s or float('nan'):.0f} s)")

@@ -332,6 +332,8 @@ class Recorder:
                 meta["pm_test"] = level
             if os.environ.get("SNAPPROF_LAB_DISTRO"):
                 meta["lab_distro"] = os.environ["SNAPPROF_LAB_DISTRO"]
+            if "SNAPPROF_LAB_RECORD_ARGS" in os.environ:  # what a lab job asked the recorder for
+                meta["lab_record_args"] = os.environ["SNAPPROF_LAB_RECORD_ARGS"]
             meta["probes"] = "attached" if o.probes else "off (--no-probes)"
             if ps.timings:
                 meta["probe_compile_s"] = f"{ps.timings.get('compile_s', 0):.2f}"
