@@ -12,6 +12,7 @@ from snapprof.report.fmt import missing, number
 from snapprof.report.json import strict_dumps
 from snapprof.report.model import clean, records
 from snapprof.report.text import table
+from snapprof.termsafe import visible_text
 
 TOP = 10  # devices and tasks listed per label
 
@@ -136,7 +137,7 @@ def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
         lines += ["", "thresholds (--fail-on):"]
         for t in thresholds:
             lines.append(f"  {t.threshold.expr} [{t.label}]: {t.status.upper()} — {t.detail}")
-    return "\n".join(lines) + "\n"
+    return visible_text("\n".join(lines) + "\n")  # capture text: controls shown, not obeyed
 
 
 def _changes_text(frame, label: str, keys: list[str], title: str) -> list[str]:

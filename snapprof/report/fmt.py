@@ -19,7 +19,12 @@ def number(value, unit: str = "", dash: str = "–") -> str:
     """A value in its unit, readable: ms above a second become s, bytes become MiB."""
     if missing(value):
         return dash
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):  # not a number (the reader refuses these): never one
+        return dash
+    if not math.isfinite(v):
+        return dash
     if unit == "ms":
         if abs(v) >= 1000:
             return f"{v / 1000:.2f} s"

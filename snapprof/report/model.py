@@ -51,7 +51,7 @@ def clean(value):
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, np.bool_):
         return bool(value)
     return value
@@ -79,6 +79,8 @@ def build_model(frames: CaptureFrames, max_timelines: int = 6) -> dict:
         "devices": _devices(frames, msum),
         "io": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] in IO_AREAS],
         "kernel_log": _kernel_log(frames, wide),
+        # what the capture reader left out or recovered, counted (empty for a sound capture)
+        "capture_warnings": list(frames.warnings),
     }
     return model
 

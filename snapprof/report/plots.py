@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from snapprof.analysis.phases import CLOCK_JUMP, LESS_SLEEP
+from snapprof.termsafe import visible
 
 GROUP_COLORS = {
     "sync": "#8c8c8c", "freeze_user": "#1f77b4", "prealloc": "#ff7f0e", "freeze_kernel": "#17becf",
@@ -36,8 +37,9 @@ UNTIMED = "#7f7f7f"
 
 
 def literal(text) -> str:
-    """Capture text for a matplotlib label: literal, never mathtext."""
-    return str(text).replace("$", r"\$")
+    """Capture text for a matplotlib label: literal, never mathtext, its control characters
+    shown as escapes (no font has a glyph for them: matplotlib would warn, quoting them)."""
+    return visible(text).replace("$", r"\$")
 
 
 def to_svg(fig: Figure, salt: str) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from snapprof.report.fmt import NOT_MEASURED, number, spread
+from snapprof.termsafe import visible, visible_text
 
 
 def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:
     """Columns padded to their widest cell; numeric-looking columns right-aligned."""
     if not rows:
         return indent + "(none)"
-    cells = [headers] + [[("" if c is None else str(c)) for c in r] for r in rows]
+    cells = [headers] + [[("" if c is None else visible(c)) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     right = [all(_numeric(r[i]) for r in cells[1:] if r[i] not in ("", "–", NOT_MEASURED)) for i in
              range(len(headers))]
@@ -49,7 +50,7 @@ def render_text(model: dict) -> str:
     h = model["header"]
     meta = h["meta"]
     by = h["runs_by_status"]
-    out = [f"snapprof report — {model['source'] or 'capture'}", ""]
+    out = [f"snapprof report — {visible(model['source'] or 'capture')}", ""]
     facts = [["kernel", meta.get("kernel_release", "unknown")],
              ["machine", " ".join(filter(None, [meta.get("machine"), meta.get("hostname")]))],
              ["distro", meta.get("lab_distro") or meta.get("distro", "")],
@@ -136,7 +137,11 @@ def render_text(model: dict) -> str:
         out.append(table(["figure", "runs", "why"], [
             [m["label"], ", ".join(map(str, m["runs"])), m["reason"]]
             for m in h["not_measured_in_some_runs"]]))
-    return "\n".join(out) + "\n"
+    if model.get("capture_warnings"):
+        out += ["", "Capture problems (values left out or recovered while reading)"]
+        out += [f"  {visible(w)}" for w in model["capture_warnings"]]
+    # capture text is made visible cell by cell above; this catches any other way in
+    return visible_text("\n".join(out) + "\n")
 
 
 __all__ = ["render_text", "table", "spread"]
