@@ -2,7 +2,8 @@
 
 ``tables(frames)`` returns {name: DataFrame} for meta, probes, runs, metrics, not_measured,
 phases, tasks, devices, kmsg, events; ``render_csv`` turns one into text. Absent values
-(NULL/NaN) stay empty cells, never 0; a metric a run did not measure has no row in
+(NULL/NaN) stay empty cells, never 0; records end in CRLF and fields are quoted as RFC 4180
+says (the exact text of the capture, control characters included); a metric a run did not measure has no row in
 ``metrics`` (its reason, when known, is in ``not_measured``).
 """
 
@@ -33,4 +34,6 @@ def render_csv(table: pd.DataFrame) -> str:
             if len(present) and (present == present.round()).all() \
                     and present.abs().max() < 2**53:
                 table[col] = s.astype("Int64")
-    return table.to_csv(index=False)
+    # RFC 4180: CRLF between records, so the csv module's QUOTE_MINIMAL quotes any field
+    # holding a CR or an LF (with a bare LF terminator a lone CR went unquoted and split rows)
+    return table.to_csv(index=False, lineterminator="\r\n")
