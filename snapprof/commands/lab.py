@@ -27,6 +27,8 @@ examples:
                                              # two whole systems (kernel and userspace differ)
   snapprof lab trend --distro trixie --kernels 6.12,6.16,6.17,6.18,6.19,7.0,7.1,7.2,7.3 --runs 5 -o trend
                                              # each figure against kernel version, real steps marked
+  snapprof lab bisect --distro trixie --good 6.12 --bad 7.3 --fail-on 'image_pages>+5%' -o bis
+                                             # the first build at which the image grew past +5 %
   snapprof lab record --distro trixie --trigger hibernate --runs 2 -o hib
                                              # real hibernate + resume (two boots per cycle),
                                              # both kernels' console figures joined in hib/trixie.snap
@@ -144,6 +146,26 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--record-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `snapprof record` in the guests (repeatable)")
 
+    bi = sub.add_parser("bisect", help="the first kernel build at which a figure moved past a threshold",
+                        description="Bisect the suite's installable kernel builds from --good to --bad on its "
+                        "userspace: record the middle build, compare it with the good one on the threshold "
+                        "(compare --fail-on language), halve the range. A step that stays undecided after "
+                        "--max-runs stops the bisection (never a guess). Resumable: captures in DIR are reused.")
+    bi.add_argument("--distro", required=True, metavar="SUITE", help="the userspace every kernel boots on")
+    bi.add_argument("--good", required=True, metavar="VERSION", help="a build without the change, e.g. 6.12")
+    bi.add_argument("--bad", required=True, metavar="VERSION", help="a build with it, e.g. 7.3")
+    bi.add_argument("--fail-on", required=True, metavar="EXPR",
+                    help="the change to find, e.g. 'image_pages>+5%%' (as snapprof compare --fail-on)")
+    bi.add_argument("--runs", type=int, default=5, help="cycles per build and boot (default: 5; at least 4)")
+    bi.add_argument("--max-runs", type=int, default=15,
+                    help="runs a build may get before its step is called undecided (default: 15)")
+    bi.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for captures and the log")
+    bi.add_argument("--memory", default="2G", help="guest memory (default: 2G)")
+    bi.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
+    bi.add_argument("--timeout", type=float, default=1800, metavar="S", help="kill a guest after S s (default: 1800)")
+    bi.add_argument("--record-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for `snapprof record` in the guests (repeatable)")
+
     k = sub.add_parser("kernels", help="list the kernel builds a suite's guest can install",
                        description="Every amd64 kernel build of the suite and its backports, oldest first, "
                        "with its package version, where its packages come from, and its initramfs "
@@ -210,6 +232,17 @@ def run(args) -> int:
 
     if args.lab_command == "kernels":
         return _kernels(args)
+
+    if args.lab_command == "bisect":
+        from pathlib import Path
+
+        from snapprof.lab.bisect import lab_bisect
+
+        res = lab_bisect(args.distro, args.good, args.bad, args.fail_on, Path(args.output), runs=args.runs,
+                         max_runs=args.max_runs, memory=args.memory, cpus=args.cpus, timeout=args.timeout,
+                         record_args=args.record_arg)
+        print(f"log: {Path(args.output) / 'bisect.txt'}")
+        return 0 if res.outcome == "found" else 1
 
     if args.lab_command == "trend":
         from pathlib import Path
