@@ -23,7 +23,7 @@ _PATTERNS: list[tuple[re.Pattern, list[tuple[str, int, float, str]]]] = [
     (re.compile(r"Allocated (\d+) pages for snapshot"), [("preallocated_pages", 1, 1.0, "pages")]),
     (re.compile(r"Allocated (\d+) kbytes in (\d+\.\d+) seconds"),
      [("prealloc_ms", 2, 1000.0, "ms")]),
-    (re.compile(r"Need to copy (\d+) pages"), [("need_copy_pages", 1, 1.0, "pages")]),
+    (re.compile(r"Need to copy (\d+) pages"), [("copy_needed_pages", 1, 1.0, "pages")]),
     (re.compile(r"Image created \((\d+) pages copied(?:, (\d+) zero pages)?\)"),
      [("copy_pages", 1, 1.0, "pages"), ("zero_pages", 2, 1.0, "pages")]),
     (re.compile(r"Wrote (\d+) kbytes in (\d+\.\d+) seconds \((\d+\.\d+) MB/s\)"),
@@ -34,8 +34,9 @@ _PATTERNS: list[tuple[re.Pattern, list[tuple[str, int, float, str]]]] = [
       ("read_mbps", 3, 1.0, "MB/s")]),
 ]
 
-#: Labels for kernel figures that have no registry metric of their own.
-EXTRA_LABELS = {"need_copy_pages": "Pages to copy (kernel's count before the copy)"}
+#: Labels for kernel figures that have no registry metric of their own (each figure above
+#: is named after its registry metric, so that the report puts the measured one beside it).
+EXTRA_LABELS: dict[str, str] = {}
 
 
 def kernel_figures(kmsg: pd.DataFrame) -> pd.DataFrame:

@@ -202,7 +202,8 @@ def _run_start(run, phases: pd.DataFrame, frames: CaptureFrames) -> float | None
 
 def build_trace(frames: CaptureFrames) -> dict:
     """The trace as a JSON-ready dict: {"traceEvents", "displayTimeUnit", "metadata"}."""
-    base = time_base_ns(frames) or 0
+    first = time_base_ns(frames)
+    base = first or 0  # no timestamp at all: nothing is placed on the time axis
 
     def us(ns) -> float:
         return (float(ns) - base) / 1000.0
@@ -233,8 +234,12 @@ def build_trace(frames: CaptureFrames) -> dict:
     metadata = {k: str(v) for k, v in frames.meta.items()}
     if frames.warnings:
         metadata["capture_warnings"] = list(frames.warnings)
-    metadata.update({"source": frames.source or "", "time_base_ns": base,
-                     "time_base": "CLOCK_BOOTTIME of the capture's first event; ts in µs"})
+    metadata["source"] = frames.source or ""
+    if first is None:  # never a made-up 0: the capture holds no timestamp to start from
+        metadata["time_base"] = "none: the capture holds no timestamp"
+    else:
+        metadata.update({"time_base_ns": first,
+                         "time_base": "CLOCK_BOOTTIME of the capture's first event; ts in µs"})
     return {"traceEvents": events, "displayTimeUnit": "ms", "metadata": metadata}
 
 

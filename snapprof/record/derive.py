@@ -101,6 +101,7 @@ class CycleData:
     started: bool = False
     ended: bool = False
     counters: dict = field(default_factory=dict)  # raw BPF counters (event_drops, tasks_full, ...)
+    drop_notes: list[str] = field(default_factory=list)  # what the counted drops lost, one line each
 
 
 # -- events ----------------------------------------------------------------------------
@@ -187,7 +188,8 @@ def _first(spans: dict[str, list[Span]], *names: str) -> Span | None:
     return None
 
 
-def _freezer(f: _Figures, spans, events, tasks: list[RawTask]) -> tuple[list[tuple], dict]:
+def _freezer(f: _Figures, spans, events, tasks: list[RawTask],
+             tasks_lost: str | None = None) -> tuple[list[tuple], dict]:
     sync = _first(spans, *SYNC_FUNCS)
     if sync:
         f.add("sync_ms", sync.ns / 1e6, "probe", sync.name)
@@ -219,16 +221,19 @@ def _freezer(f: _Figures, spans, events, tasks: list[RawTask]) -> tuple[list[tup
         else:
             frozen = 1
         rows.append((t.pid, t.tgid, t.comm, t.kthread, stage, latency, frozen))
+    if tasks_lost:  # the counts below come from the tasks map, which lost some
+        f.why(["freeze_user_tasks", "freeze_kernel_tasks", "freeze_failed_tasks"], tasks_lost)
     for stage in ("user", "kernel"):
         if stage in stage_end:
             ret, passes, _swept = stage_end[stage]
             f.add(f"freeze_{stage}_passes", passes, "probe", "try_to_freeze_tasks,freeze_task")
-            f.add(f"freeze_{stage}_tasks", sum(1 for r in rows if r[4] == stage), "probe",
-                  "freeze_task,__refrigerator")
+            if not tasks_lost:
+                f.add(f"freeze_{stage}_tasks", sum(1 for r in rows if r[4] == stage), "probe",
+                      "freeze_task,__refrigerator")
         else:
             f.why([f"freeze_{stage}_passes", f"freeze_{stage}_tasks"],
                   f"not reached in this cycle ({stage} freezing did not run to its end)")
-    if stage_end:
+    if stage_end and not tasks_lost:
         f.add("freeze_failed_tasks", sum(1 for r in rows if r[6] == 0), "probe", "freeze_task")
     return rows, stage_end
 
@@ -344,7 +349,9 @@ def _copy(f: _Figures, spans, events) -> None:
     f.why("copy_window_ms", NO_SLEEP_TIME)
 
 
-def _devices(f: _Figures, spans, devcalls: list[RawDevcall]) -> list[tuple]:
+def _devices(f: _Figures, spans, devcalls: list[RawDevcall], lost: str | None = None) -> list[tuple]:
+    """Device rows and figures; ``lost`` (why some callbacks were not recorded) leaves the
+    callback counts out with that reason: a count missing some of its members is no count."""
     windows = []
     for name, stage in DPM_STAGES.items():
         for s in spans.get(name, []):
@@ -368,7 +375,9 @@ def _devices(f: _Figures, spans, devcalls: list[RawDevcall]) -> list[tuple]:
         f.add("device_resume_ms", sum(s.ns for s in res) / 1e6, "tracepoint", "power:suspend_resume")
     else:
         f.why("device_resume_ms", "not reached in this cycle (devices were not resumed)")
-    if devcalls or sus:
+    if lost:
+        f.why(["device_callbacks", "device_errors"], lost)
+    elif devcalls or sus:
         f.add("device_callbacks", len(rows), "tracepoint", "power:device_pm_callback_start/end")
         f.add("device_errors", sum(1 for r in rows if r[7]), "tracepoint", "power:device_pm_callback_end")
     else:
@@ -401,18 +410,25 @@ def derive(events: list[RawEvent], devcalls: list[RawDevcall], tasks: list[RawTa
     events = sorted(events, key=lambda e: e.ts)  # stable: equal stamps keep ring order
     spans = pair_spans(events)
     f = _Figures()
-    task_rows, _ = _freezer(f, spans, events, tasks)
+    notes = drop_notes(counters)
+    task_rows, _ = _freezer(f, spans, events, tasks, notes.get("tasks_full"))
     _shrink(f, spans, events)
     _show_speed(f, events, page_size)
     _copy(f, spans, events)
-    dev_rows = _devices(f, spans, devcalls)
+    lost = "; ".join(notes[k] for k in ("devcall_drops", "dev_unpaired") if k in notes)
+    dev_rows = _devices(f, spans, devcalls, lost or None)
 
+    def attached(metric: str) -> list[str]:
+        return [o for o in metric_owners[metric] if measurements.get(o, (False, None))[0]]
+
+    # a figure whose probes never attached is absent with their reason, never a 0 made up
+    # from another probe's events (device_callbacks from the suspend phases alone, ...)
+    kept = [k for k in f.metrics if k in metric_owners and attached(k)]
     not_measured = []
     for metric, owners in metric_owners.items():
-        if metric in f.metrics:
+        if metric in kept:
             continue
-        attached = [o for o in owners if measurements.get(o, (False, None))[0]]
-        if not attached:
+        if not attached(metric):
             o = owners[0]
             why = measurements.get(o, (False, None))[1] or "not attached"
             not_measured.append((metric, f"probe {o} not attached: {why}"))
@@ -420,13 +436,30 @@ def derive(events: list[RawEvent], devcalls: list[RawDevcall], tasks: list[RawTa
             not_measured.append((metric, f.reasons.get(metric, "not seen in this cycle")))
     drops = None
     if counters:
-        drops = counters.get("event_drops", 0) + counters.get("devcall_drops", 0)
+        drops = sum(counters.get(k, 0) for k in COUNTERS)
     names_begin = {e.name for e in events if e.kind == 0}
     names_end = {e.name for e in events if e.kind == 1}
     return CycleData(
         events=event_rows(events), tasks=task_rows, devices=dev_rows,
-        metrics=[f.metrics[k] for k in f.metrics if k in metric_owners],
+        metrics=[f.metrics[k] for k in kept],
         not_measured=not_measured, drops=drops,
         started=any(n in names_begin for n in CYCLE_STARTS),
         ended=any(n in names_end for n in CYCLE_ENDS),
-        counters=dict(counters))
+        counters=dict(counters), drop_notes=list(notes.values()))
+
+
+# What each BPF counter (probes/common.h C_*) counts: a record or map entry lost in a cycle.
+DROP_WHAT = {
+    "event_drops": "events lost: the events ring buffer was full",
+    "devcall_drops": ("device callbacks lost: the device-callback ring buffer or the "
+                      "devstart/devnames map was full (--callbacks-per-device sizes the ring)"),
+    "tasks_full": ("tasks the freezer acted on not stored: the tasks map was full "
+                   "(TASKS_MAX, sized from the threads counted at start)"),
+    "dev_unpaired": ("device callbacks lost: a callback's end named another device than the "
+                     "start recorded on its thread"),
+}
+
+
+def drop_notes(counters: dict[str, int]) -> dict[str, str]:
+    """counter -> "N <what was lost>", for every counter above 0."""
+    return {k: f"{counters[k]} {DROP_WHAT[k]}" for k in COUNTERS if counters.get(k, 0) > 0}

@@ -230,8 +230,7 @@ def _summary_line(run_no: int, run: Run) -> str:
     if "image_pages" in m:
         parts.append(f"image {m['image_pages']:.0f} pages")
     if run.ringbuf_drops:
-        parts.append(f"{run.ringbuf_drops} ring-buffer records dropped (buffer full; "
-                     "--callbacks-per-device sizes the device-callback one)")
+        parts.append(f"{run.ringbuf_drops} records lost to full BPF buffers or maps (below)")
     if run.error:
         parts.append(run.error)
     return "  ".join(parts)
@@ -410,6 +409,8 @@ class Recorder:
                 n += 1
                 summary.runs.append((run_id, run.status, run.error))
                 self.log(_summary_line(run_id, run))
+                for note in (data.drop_notes if data is not None else []):
+                    self.log(f"  lost: {note}")
                 for note in outcome.notes:
                     self.log(f"  note: {note}")
                 if outcome.image is not None and o.save_image:

@@ -51,11 +51,13 @@ def render_text(model: dict) -> str:
     meta = h["meta"]
     by = h["runs_by_status"]
     out = [f"snapprof report — {visible(model['source'] or 'capture')}", ""]
-    facts = [["kernel", meta.get("kernel_release", "unknown")],
+    # the model names every header key, with None for what the capture does not say
+    facts = [["kernel", meta.get("kernel_release") or "unknown"],
              ["machine", " ".join(filter(None, [meta.get("machine"), meta.get("hostname")]))],
-             ["distro", meta.get("lab_distro") or meta.get("distro", "")],
-             ["recorded", meta.get("recorded_at", "")], ["trigger", meta.get("trigger", "")],
-             ["pm_test / disk", f"{meta.get('pm_test', '?')} / {meta.get('power_disk', '?')}"],
+             ["distro", meta.get("lab_distro") or meta.get("distro") or ""],
+             ["recorded", meta.get("recorded_at") or ""], ["trigger", meta.get("trigger") or ""],
+             ["pm_test / disk", f"{meta.get('pm_test') or 'not recorded'} / "
+                                f"{meta.get('power_disk') or 'not recorded'}"],
              ["runs", f"{h['runs_total']} ({by['complete']} complete, {by['failed']} failed, "
                       f"{by['incomplete']} incomplete); statistics over the complete runs"],
              ["probes", f"{h['probes_attached']} of {h['probes_total']} attached"]]
@@ -63,8 +65,9 @@ def render_text(model: dict) -> str:
         facts.append(["image compressor", f"{h['compressor']['name']} ({h['compressor']['how']})"])
     out.append(table(["", ""], facts).split("\n", 2)[2])
     if h["ringbuf_drops"]:
-        out.append(f"  WARNING: {h['ringbuf_drops']} ring-buffer events dropped "
-                   f"(runs {', '.join(map(str, h['runs_with_drops']))}); counts may be low")
+        out.append(f"  WARNING: {h['ringbuf_drops']} records lost to full BPF buffers or maps "
+                   f"(runs {', '.join(map(str, h['runs_with_drops']))}); counts may be low, "
+                   "and the figures they make are not measured (see why below)")
     missing = [p for p in h["probes"] if not p["attached"]]
     if missing:
         out += ["", "Probes not attached"]
