@@ -134,9 +134,10 @@ def lab_bisect(suite: str, good: str, bad: str, fail_on: str, out_dir: Path, *, 
                 return "good"
             v = decide(rec.frames(keys[0]), cur, th, rel[keys[0]], rel[key])
             n = _complete(cur)
-            if v.decision != "undecided" or n + runs > max_runs:
+            # bounded by the runs asked for (a boot whose runs failed still counts)
+            if v.decision != "undecided" or (parts + 1) * runs > max_runs:
                 break
-            echo(f"  {rel[key]}: undecided with {n} runs ({v.detail}); recording {runs} more")
+            echo(f"  {rel[key]}: undecided with {n} complete runs ({v.detail}); recording {runs} more")
             parts += 1
         s = Step(len(res.steps) + 1, key, rel[key], f"build {i + 1} of {len(span)} ({role})", n, v.decision,
                  v.detail, parts)
