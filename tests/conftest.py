@@ -18,7 +18,18 @@ import sys
 
 import pytest
 
-LAB_DISTROS = ("bookworm", "trixie")
+# The lab images CI runs every lab test on: bookworm (6.1), trixie (6.12), and trixie's
+# userspace with the newest kernel build trixie-backports has (bump NEWEST when a newer one
+# lands: `snapprof lab kernels --distro trixie`). An image key is "SUITE[:RELEASE]".
+NEWEST = "trixie:7.3.4+deb13-amd64"
+LAB_DISTROS = ("bookworm", "trixie", NEWEST)
+KERNEL_VERSIONS = {"bookworm": (6, 1), "trixie": (6, 12), NEWEST: (7, 3)}
+
+
+def lab_id(key: str) -> str:
+    """A short pytest id for an image key: bookworm, trixie, trixie-7.3."""
+    suite, _, rel = key.partition(":")
+    return suite if not rel else f"{suite}-{'.'.join(rel.split('.')[:2])}"
 
 
 def in_ci() -> bool:

@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-LAB_DISTROS = ("bookworm", "trixie")
+from conftest import LAB_DISTROS, lab_id
 
 pytestmark = pytest.mark.lab
 
@@ -25,7 +25,7 @@ LOADING = re.compile(r"(?:Loading and decompressing image data|Loading image dat
 CREATED = re.compile(r"Image created \((\d+) pages copied")
 
 
-@pytest.fixture(scope="module", params=LAB_DISTROS)
+@pytest.fixture(scope="module", params=LAB_DISTROS, ids=lab_id)
 def cycle(request, lab_guest, tmp_path_factory):
     return _one_cycle(request.param, lab_guest, tmp_path_factory)
 

@@ -1,6 +1,8 @@
-"""`snapprof lab compare` end to end: both kernels recorded in their guests (2 runs each),
-each reported, compared, and the headline table printed. One invocation; the tests below
-assert on what it left behind."""
+"""Kernels side by side on one userspace, end to end in the lab: `snapprof lab compare`
+(two trixie-backports kernels on trixie's userspace), `snapprof lab trend` over three
+kernels in the same folder (it reuses the two captures and records only the new kernel),
+and `snapprof lab bisect` over those three builds (it reuses all three: no boot).
+One folder, three invocations; the tests below assert on what they left behind."""
 
 from __future__ import annotations
 
@@ -17,19 +19,48 @@ from snapprof.capture import CaptureReader
 
 pytestmark = pytest.mark.lab
 
-DISTROS = ("bookworm", "trixie")
-RUNS = 2
+SUITE = "trixie"
+KERNELS = ("7.2.11+deb13-amd64", "7.2.12+deb13-amd64", "7.3.4+deb13-amd64")  # consecutive builds
+RUNS = 4  # the fewest that give a 95 % interval (and so a verdict) with 4 runs a side
+
+
+def _snapprof(*argv, timeout=3600):
+    return subprocess.run([sys.executable, "-m", "snapprof", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+
+
+def _key(rel):
+    return f"{SUITE}_{rel}"
 
 
 @pytest.fixture(scope="module")
-def lab_compare(tmp_path_factory):
-    out = tmp_path_factory.mktemp("labcmp") / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "snapprof", "lab", "compare", "--distro", DISTROS[0],
-         "--distro", DISTROS[1], "--runs", str(RUNS), "-o", str(out), "--timeout", "2400"],
-        capture_output=True, text=True, timeout=3600,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
-    return proc, out
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("labcmp") / "out"
+
+
+@pytest.fixture(scope="module")
+def lab_compare(out):
+    proc = _snapprof("lab", "compare", "--distro", SUITE, "--kernel", KERNELS[0], "--kernel", KERNELS[2],
+                     "--runs", str(RUNS), "-o", str(out), "--timeout", "2400")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def lab_trend(out, lab_compare):
+    assert lab_compare.returncode == 0, lab_compare.stderr[-3000:]
+    mtimes = {k: (out / _key(k) / f"{_key(k)}.snap").stat().st_mtime for k in (KERNELS[0], KERNELS[2])}
+    proc = _snapprof("lab", "trend", "--distro", SUITE, "--kernels", ",".join(KERNELS), "--runs", str(RUNS),
+                     "-o", str(out), "--timeout", "2400")
+    return proc, mtimes
+
+
+@pytest.fixture(scope="module")
+def lab_bisect(out, lab_trend):
+    assert lab_trend[0].returncode == 0, lab_trend[0].stderr[-3000:]
+    # A threshold every build past the first crosses (their images differ by a few %, far above
+    # -50 %): the bisection must walk to the middle build and call it the first bad one.
+    return _snapprof("lab", "bisect", "--distro", SUITE, "--good", KERNELS[0], "--bad", KERNELS[2],
+                     "--fail-on", "image_pages>-50%", "--runs", str(RUNS), "-o", str(out))
 
 
 def _metric_values(path: Path, name: str) -> list[float]:
@@ -38,50 +69,59 @@ def _metric_values(path: Path, name: str) -> list[float]:
         return [m["value"] for m in r.table("metrics") if m["name"] == name and m["run_id"] in complete]
 
 
-def test_exit_and_headline(lab_compare):
-    proc, out = lab_compare
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Headline" in proc.stdout
-    for name in ("freeze_user_ms", "image_pages", "copy_window_ms"):
-        assert any(line.strip().startswith(name) for line in proc.stdout.splitlines()), proc.stdout
-
-
-def test_each_kernel_recorded_in_its_own_guest(lab_compare):
-    proc, out = lab_compare
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    kernels = set()
-    for d in DISTROS:
-        cap = out / d / f"{d}.snap"
-        with CaptureReader(cap) as r:
-            runs = r.runs()
-            meta = r.meta()
-        assert [x["status"] for x in runs] == ["complete"] * RUNS
-        assert meta["trigger"] == "snapshot"
-        kernels.add(meta["kernel_release"])
-        assert (out / d / "console.log").stat().st_size > 0
-        html = (out / f"{d}.html").read_text()
-        assert meta["kernel_release"] in html
-        assert "<script" not in html.lower()  # self-contained, no script
-    assert len(kernels) == 2  # 6.1 and 6.12: two different kernels
-
-
-def test_comparison_figures_equal_the_captures(lab_compare):
-    proc, out = lab_compare
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_compare_is_controlled_one_userspace(lab_compare, out):
+    assert lab_compare.returncode == 0, lab_compare.stderr[-3000:]
+    assert "the kernel is the only variable" in lab_compare.stdout
+    assert "Headline" in lab_compare.stdout
     cmp = json.loads((out / "compare.json").read_text())
-    assert (out / "compare.html").stat().st_size > 0
-    assert len(cmp["labels"]) == 2
-    summary = {(s["kind"], s["name"], s["label"]): s for s in cmp["summary"]}
-    for d in DISTROS:
-        cap = out / d / f"{d}.snap"
+    assert cmp["userspace"]["status"] == "same", cmp["userspace"]
+    assert cmp["labels"] == [KERNELS[0], KERNELS[2]]
+    metas = []
+    for rel in (KERNELS[0], KERNELS[2]):
+        cap = out / _key(rel) / f"{_key(rel)}.snap"
         with CaptureReader(cap) as r:
-            label = r.meta()["kernel_release"]
-        for name in ("image_pages", "freeze_user_ms", "preallocated_pages"):
-            values = _metric_values(cap, name)
-            assert len(values) == RUNS
-            s = summary[("metric", name, label)]
-            assert s["n"] == RUNS
-            assert s["median"] == pytest.approx(statistics.median(values))
-    # zero pages are counted by 6.12 only: not comparable, never compared against 0
-    nc = [x for x in cmp["not_comparable"] if x["name"] == "zero_pages"]
-    assert nc and "not measured" in nc[0]["reason"]
+            runs, meta = r.runs(), r.meta()
+        metas.append(meta)
+        assert [x["status"] for x in runs] == ["complete"] * RUNS
+        assert meta["kernel_release"] == rel and meta["lab_distro"] == f"{SUITE}:{rel}"
+        assert meta["os_codename"] == SUITE and meta["libc_version"].startswith("glibc ")
+        assert (out / f"{_key(rel)}.html").read_text().count(rel) > 0
+    for key in ("libc_version", "python_version", "bcc_version", "distro"):
+        assert metas[0][key] == metas[1][key], key  # the userspace is the same, byte for byte
+    summary = {(s["kind"], s["name"], s["label"]): s for s in cmp["summary"]}
+    for rel in (KERNELS[0], KERNELS[2]):
+        values = _metric_values(out / _key(rel) / f"{_key(rel)}.snap", "image_pages")
+        assert summary[("metric", "image_pages", rel)]["median"] == pytest.approx(statistics.median(values))
+
+
+def test_trend_reuses_captures_and_charts_every_kernel(lab_trend, out):
+    proc, mtimes = lab_trend
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rel, before in mtimes.items():  # reused, not recorded again
+        assert (out / _key(rel) / f"{_key(rel)}.snap").stat().st_mtime == before
+        assert "reusing" in proc.stderr
+    doc = json.loads((out / "trend.json").read_text())
+    assert doc["labels"] == list(KERNELS)
+    assert doc["userspace"]["status"] == "same"
+    pts = {(p["name"], p["label"]): p for p in doc["points"]}
+    for rel in KERNELS:
+        p = pts[("image_pages", rel)]
+        values = _metric_values(out / _key(rel) / f"{_key(rel)}.snap", "image_pages")
+        assert p["n"] == RUNS and p["median"] == pytest.approx(statistics.median(values))
+        assert p["ci_low"] <= p["median"] <= p["ci_high"]
+    steps = [s for s in doc["steps"] if s["name"] == "image_pages"]
+    assert [(s["before"], s["after"]) for s in steps] == list(zip(KERNELS, KERNELS[1:]))
+    html = (out / "trend.html").read_text()
+    assert html.count("<svg") == len(doc["figures"]) and "<script" not in html.lower()
+    assert "Real steps between consecutive kernels" in (out / "trend.txt").read_text()
+
+
+def test_bisect_walks_the_builds_from_the_captures_it_has(lab_bisect, out):
+    assert lab_bisect.returncode == 0, lab_bisect.stderr[-3000:] + lab_bisect.stdout[-3000:]
+    assert "booting" not in lab_bisect.stderr  # every capture reused: resumable
+    log = json.loads((out / "bisect.json").read_text())
+    assert log["outcome"] == "found", log
+    assert log["first_bad"] == KERNELS[1] and log["last_good"] == KERNELS[0]
+    assert [s["release"] for s in log["steps"]] == [KERNELS[2], KERNELS[1]]  # the bad end, then the middle
+    assert all(s["decision"] == "bad" and "interval of the change" in s["detail"] for s in log["steps"])
+    assert "step 1:" in lab_bisect.stdout and "first bad build 7.2.12" in lab_bisect.stdout

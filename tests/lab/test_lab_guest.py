@@ -16,12 +16,14 @@ import time
 
 import pytest
 
+from conftest import KERNEL_VERSIONS, LAB_DISTROS, lab_id
+
 from snapprof.paths import project_root
 
 pytestmark = pytest.mark.lab
 
-DISTROS = ("bookworm", "trixie")
-KERNEL_SERIES = {"bookworm": "6.1.", "trixie": "6.12."}
+DISTROS = LAB_DISTROS
+KERNEL_SERIES = {k: ".".join(map(str, v)) + "." for k, v in KERNEL_VERSIONS.items()}
 
 
 def snapprof_cli(*args, timeout):
@@ -33,7 +35,7 @@ def snapprof_cli(*args, timeout):
     return proc
 
 
-@pytest.fixture(scope="module", params=DISTROS)
+@pytest.fixture(scope="module", params=DISTROS, ids=lab_id)
 def checks(request, lab_guest, tmp_path_factory):
     distro = request.param
     img = lab_guest(distro).image  # builds if needed, outside the timed run

@@ -15,12 +15,12 @@ import pytest
 
 pytestmark = pytest.mark.lab
 
-from conftest import LAB_DISTROS
+from conftest import KERNEL_VERSIONS, LAB_DISTROS, lab_id
 
-VERSIONS = {"bookworm": (6, 1), "trixie": (6, 12)}
+VERSIONS = KERNEL_VERSIONS
 
 
-@pytest.fixture(scope="module", params=LAB_DISTROS)
+@pytest.fixture(scope="module", params=LAB_DISTROS, ids=lab_id)
 def lab(request, lab_guest):
     distro = request.param
     run = lab_guest(distro)

@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from conftest import KERNEL_VERSIONS, LAB_DISTROS, lab_id
+
 from snapprof.capture import CaptureReader
 
 pytestmark = pytest.mark.lab
 
-DISTROS = {"bookworm": (6, 1), "trixie": (6, 12)}
+DISTROS = KERNEL_VERSIONS
 PAGE = 4096
 
 
-@pytest.fixture(scope="module", params=sorted(DISTROS))
+@pytest.fixture(scope="module", params=LAB_DISTROS, ids=lab_id)
 def job(request, tmp_path_factory):
     from snapprof.lab.qemu import create_disk, run_guest
 
