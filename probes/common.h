@@ -150,6 +150,8 @@ struct cycle_state {
     u32 cdp_calls;       /* count_data_pages() calls inside the preallocation */
     u32 in_save;         /* inside swsusp_save() */
     u32 pad;
+    u64 fz_t0;           /* first freeze_task() call of the stage's first sweep */
+    u64 fz_t1;           /* last freeze_task() return so far (the last sweep's, at the end) */
 };
 BPF_ARRAY(cycle, struct cycle_state, 1);
 

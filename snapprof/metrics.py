@@ -34,10 +34,14 @@ class Metric:
 _ALL = [
     # freezer
     Metric("sync_ms", "ms", "freezer", "Filesystem sync"),
-    Metric("freeze_user_ms", "ms", "freezer", "Freeze user space"),
+    # freeze_*_ms: the freezing itself, as the kernel's "(elapsed N seconds)" times it
+    # (try_to_freeze_tasks' sweeps); freeze_*_call_ms: the whole call around it
+    Metric("freeze_user_ms", "ms", "freezer", "Freeze user space (the kernel's elapsed)"),
+    Metric("freeze_user_call_ms", "ms", "freezer", "freeze_processes(), whole call"),
     Metric("freeze_user_passes", "count", "freezer", "User-space freezer passes"),
     Metric("freeze_user_tasks", "count", "freezer", "User tasks that had to freeze", None),
-    Metric("freeze_kernel_ms", "ms", "freezer", "Freeze kernel threads"),
+    Metric("freeze_kernel_ms", "ms", "freezer", "Freeze kernel threads (the kernel's elapsed)"),
+    Metric("freeze_kernel_call_ms", "ms", "freezer", "freeze_kernel_threads(), whole call"),
     Metric("freeze_kernel_passes", "count", "freezer", "Kernel-thread freezer passes"),
     Metric("freeze_kernel_tasks", "count", "freezer", "Kernel threads that had to freeze", None),
     Metric("freeze_failed_tasks", "count", "freezer", "Tasks that failed to freeze"),

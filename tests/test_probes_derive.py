@@ -48,6 +48,7 @@ def snapshot_cycle(shrink=True, freeze_fail=False) -> Timeline:
     t.add(8, B, "freeze_processes")
     t.add(9, B, "try_to_freeze_tasks", 1)
     t.add(12, E, "try_to_freeze_tasks", -16 if freeze_fail else 0, aux1=3, aux2=66, text="u")
+    t.add(12, I, "freeze_sweeps", int(2.5 * MS), aux1=int(9.2 * MS), aux2=int(11.7 * MS), text="u")
     t.add(13, E, "freeze_processes", -16 if freeze_fail else 0)
     if freeze_fail:
         t.span(14, 15, "thaw_processes")
@@ -72,6 +73,7 @@ def snapshot_cycle(shrink=True, freeze_fail=False) -> Timeline:
     t.add(63, B, "freeze_kernel_threads")
     t.add(64, B, "try_to_freeze_tasks", 0)
     t.add(66, E, "try_to_freeze_tasks", 0, aux1=2, aux2=66, text="k")
+    t.add(66, I, "freeze_sweeps", int(1.5 * MS), aux1=int(64.2 * MS), aux2=int(65.7 * MS), text="k")
     t.add(67, E, "freeze_kernel_threads", 0)
     t.span(70, 75, "pm:dpm_prepare", 1, 1)
     t.span(76, 500, "pm:dpm_suspend", 1, 1)
@@ -110,7 +112,8 @@ def test_slow_path_cycle_metrics():
     d = derive(t.events, [], tasks, {"event_drops": 2, "devcall_drops": 1}, status, own)
     m = metrics_of(d)
     assert m["sync_ms"][1:4] == (7.0, "ms", "probe")
-    assert m["freeze_user_ms"][1] == 5.0
+    assert m["freeze_user_call_ms"][1] == 5.0  # freeze_processes(), the whole call
+    assert m["freeze_user_ms"][1] == 2.5 and m["freeze_kernel_ms"][1] == 1.5  # the sweeps
     assert m["freeze_user_passes"][1] == 3 and m["freeze_kernel_passes"][1] == 2
     assert m["freeze_user_tasks"][1] == 2 and m["freeze_kernel_tasks"][1] == 1
     assert m["freeze_failed_tasks"][1] == 0

@@ -113,6 +113,9 @@ def event_detail(e: RawEvent) -> str | None:
             return "stage=user" if e.value else "stage=kernel"
         stage = "user" if e.text == "u" else "kernel"
         return f"stage={stage} passes={e.aux1} swept={e.aux2}"
+    if e.name == "freeze_sweeps":
+        stage = "user" if e.text == "u" else "kernel"
+        return f"stage={stage} first freeze_task {e.aux1} .. last return {e.aux2}"
     if e.name == "count_data_pages" and e.kind == 1:
         return COUNT_DATA_CALLS.get(e.aux1 or 0)
     if e.name == "preallocate_image_memory" and e.kind == 0:
@@ -188,18 +191,34 @@ def _first(spans: dict[str, list[Span]], *names: str) -> Span | None:
     return None
 
 
+#: Source of freeze_user_ms / freeze_kernel_ms: the kernel's "elapsed" quantity.
+SWEEPS_SOURCE = ("freeze_task: first call of the first sweep to the last return of the last "
+                 "sweep, as try_to_freeze_tasks times its '(elapsed N seconds)'")
+#: Source of freeze_*_call_ms: the whole call, the freezing's log lines and set-up included.
+CALL_SOURCE = "{fn}: the whole call (kprobe to return probe)"
+
+
 def _freezer(f: _Figures, spans, events, tasks: list[RawTask],
              tasks_lost: str | None = None) -> tuple[list[tuple], dict]:
     sync = _first(spans, *SYNC_FUNCS)
     if sync:
         f.add("sync_ms", sync.ns / 1e6, "probe", sync.name)
-    for metric, fn in (("freeze_user_ms", "freeze_processes"), ("freeze_kernel_ms", "freeze_kernel_threads"),
-                       ("thaw_kernel_ms", "thaw_kernel_threads"), ("thaw_ms", "thaw_processes")):
+    for metric, fn in (("freeze_user_call_ms", "freeze_processes"),
+                       ("freeze_kernel_call_ms", "freeze_kernel_threads")):
+        s = _first(spans, fn)
+        if s:
+            f.add(metric, s.ns / 1e6, "probe", CALL_SOURCE.format(fn=fn))
+    for metric, fn in (("thaw_kernel_ms", "thaw_kernel_threads"), ("thaw_ms", "thaw_processes")):
         s = _first(spans, fn)
         if s:
             f.add(metric, s.ns / 1e6, "probe", fn)
     if not spans.get("freeze_kernel_threads"):
-        f.why("freeze_kernel_ms", "not reached in this cycle (kernel threads were not frozen)")
+        f.why("freeze_kernel_call_ms", "not reached in this cycle (kernel threads were not frozen)")
+    # the freezing itself, per stage: the first "freeze_sweeps" of each
+    for e in events:
+        if e.name == "freeze_sweeps" and e.kind == 2 and e.value is not None and e.value >= 0:
+            f.add(f"freeze_{'user' if e.text == 'u' else 'kernel'}_ms", e.value / 1e6, "probe",
+                  SWEEPS_SOURCE)
 
     # stage -> (ret, passes, swept) from try_to_freeze_tasks returns
     stage_end: dict[str, tuple[int, int, int]] = {}
@@ -230,8 +249,10 @@ def _freezer(f: _Figures, spans, events, tasks: list[RawTask],
             if not tasks_lost:
                 f.add(f"freeze_{stage}_tasks", sum(1 for r in rows if r[4] == stage), "probe",
                       "freeze_task,__refrigerator")
+            f.why(f"freeze_{stage}_ms", "try_to_freeze_tasks returned without a freeze_task "
+                  "call timed (no sweep recorded)")
         else:
-            f.why([f"freeze_{stage}_passes", f"freeze_{stage}_tasks"],
+            f.why([f"freeze_{stage}_ms", f"freeze_{stage}_passes", f"freeze_{stage}_tasks"],
                   f"not reached in this cycle ({stage} freezing did not run to its end)")
     if stage_end and not tasks_lost:
         f.add("freeze_failed_tasks", sum(1 for r in rows if r[6] == 0), "probe", "freeze_task")
