@@ -275,7 +275,7 @@ def _build(distro: str, rec: dict, want: str, lab: Path, tools: dict, progress: 
         else:
             pk = packages(suite)
             progress(f"debootstrap {VARIANT} {suite} (packages: {', '.join(pk)}); log: {log_path}")
-            _debootstrap(suite, rootfs, lab / ".debs" / suite, log_path, tools["debootstrap"], progress, t0)
+            _debootstrap(suite, rootfs, lab / ".debs" / suite, log_path, tools["debootstrap"], progress, t0, pk)
         progress(f"configuring the root file system ({time.monotonic() - t0:.0f} s)")
         facts = _configure(rootfs)
         if release and facts["kernel_release"] != release:
@@ -372,10 +372,10 @@ class DebootstrapProgress:
             self.progress(f"  [{now - self.t0:5.0f} s] {line[3:]}")
 
 
-def _debootstrap(distro, rootfs, debs, log_path, exe, progress, t0) -> None:
+def _debootstrap(distro, rootfs, debs, log_path, exe, progress, t0, pkgs=PACKAGES) -> None:
     debs.mkdir(parents=True, exist_ok=True)
     cmd = [
-        exe, f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}",
+        exe, f"--variant={VARIANT}", f"--include={','.join(pkgs)}",
         f"--cache-dir={debs}", distro, str(rootfs), os.environ.get("SNAPPROF_LAB_MIRROR", MIRROR),
     ]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8",
