@@ -89,6 +89,14 @@ def test_collect_meta_keeps_the_hibernate_compressor(tmp_path):
     assert sysinfo.collect_meta(root)["hibernate_compressor"] == "lz4"
 
 
+def test_collect_meta_keeps_newer_kernels_hibernation_settings(tmp_path):
+    root = tree(tmp_path, {"/sys/power/freeze_filesystems": "1\n",
+                           "/sys/power/hibernate_compression_threads": "3\n"})
+    meta = sysinfo.collect_meta(root)
+    assert meta["freeze_filesystems"] == "1" and meta["hibernate_compression_threads"] == "3"
+    assert "freeze_filesystems" not in sysinfo.collect_meta(guest(tmp_path / "old"))  # 6.12: no such file
+
+
 def test_bcc_version_read_without_import(tmp_path, monkeypatch):
     pkg = tmp_path / "site" / "bcc"
     pkg.mkdir(parents=True)

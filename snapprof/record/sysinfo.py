@@ -155,7 +155,10 @@ def collect_meta(root: str = "/") -> dict[str, str]:
     power = power_settings(root)
     for key, name in (("power_state", "state"), ("power_disk", "disk"), ("pm_test", "pm_test"),
                       ("image_size", "image_size"), ("reserved_size", "reserved_size"),
-                      ("hibernate_compressor", "compressor")):  # compressor: 6.9 and later
+                      ("hibernate_compressor", "compressor"),  # compressor: 6.9 and later
+                      # settings of newer kernels' hibernation path (absent before them)
+                      ("freeze_filesystems", "freeze_filesystems"),
+                      ("hibernate_compression_threads", "hibernate_compression_threads")):
         put(key, power.get(name))
     put("snapprof_version", __version__)
     put("bcc_version", _bcc_version())
