@@ -428,3 +428,13 @@ def test_reader_on_this_machine():
         mine = [r for r in reader.read_new() if r[3] == text]
         assert len(mine) == 1 and mine[0][2] == 5
         assert text not in [r[3] for r in reader.read_new()]  # not returned twice
+
+
+def test_pages_to_copy_from_normal_pages_needed_on_7x():
+    # trixie-backports 7.3.4 under /dev/snapshot, lab 2026-11-30: no "Need to copy" line; the
+    # same count comes in enough_free_mem()'s debug line (ts set back after it: the clock ran)
+    lines = [(476, 51766355, 7, "PM: hibernation: Normal pages needed: 44764 + 1024, available pages: 479327"),
+             (477, 51569673, 6, "Enabling non-boot CPUs ...")]
+    figs = {f[0]: f for f in kmsg.kernel_figures(lines)}
+    assert figs["copy_needed_pages"][1] == 44764 and figs["copy_needed_pages"][3] == "kernel-log"
+    assert "Normal pages needed" in figs["copy_needed_pages"][4]

@@ -221,6 +221,11 @@ _SIMPLE: list[tuple[re.Pattern, str, str, str]] = [
     (re.compile(r"Allocated " + _NUM + r" pages for snapshot"), "preallocated_pages", "pages", "exact"),
     (re.compile(r"Need to copy " + _NUM + r" pages"), "copy_needed_pages", "pages",
      "exact; includes zero pages on 6.6+"),
+    # enough_free_mem() in swsusp_save(): "Normal pages needed: %u + %u, available pages: %u",
+    # the first number count_data_pages() plus what highmem cannot hold (0 on 64-bit), the
+    # second PAGES_FOR_IO. Logged where "Need to copy" is not (7.x under /dev/snapshot).
+    (re.compile(r"Normal pages needed: " + _NUM + r" \+ \d+, available pages"), "copy_needed_pages", "pages",
+     "exact on 64-bit (no highmem); includes zero pages"),
     (re.compile(r"(?:Saving image data pages|(?:Compressing and saving|Saving and compressing) image data) \(" + _NUM
                 + r" pages\)"), "write_pages", "pages", "exact; image pages minus the header"),
     (re.compile(r"(?:Loading image data pages|Loading and decompressing image data) \(" + _NUM
