@@ -72,7 +72,7 @@ _ALL = [
     Metric("image_pages", "pages", "copy", "Image pages (data + metadata + header)"),
     Metric("image_bytes", "bytes", "copy", "Image size"),
     Metric("copy_window_ms", "ms", "copy", "Atomic copy window (clocks stopped)"),
-    Metric("copy_needed_pages", "pages", "copy", "Pages to copy (kernel log, incl. zero pages)"),
+    Metric("copy_needed_pages", "pages", "copy", "Pages to copy, counted before the copy (incl. zero pages)"),
     Metric("timekeeping_suspended_ms", "ms", "copy", "Timekeeping suspended (kernel log)"),
     Metric("create_image_ms", "ms", "cycle", "CREATE_IMAGE ioctl (whole hibernation_snapshot)"),
     Metric("freeze_ioctl_ms", "ms", "cycle", "FREEZE ioctl (sync + freeze user space)"),

@@ -280,18 +280,15 @@ def test_hibernate_trigger_without_pm_test_file(tmp_path):
 
 
 def test_probe_areas_keep_return_probes_off_the_atomic_copy_of_a_real_hibernation():
-    from snapprof.record.recorder import ACROSS_COPY_AREAS, SAFE_AREAS, probe_areas
+    from snapprof.record.recorder import probe_areas
 
-    assert probe_areas("snapshot", None) == (None, None)  # /dev/snapshot: everything
-    assert probe_areas("pm-test", ["copy"]) == (["copy"], None)
-    areas, why = probe_areas("hibernate", None)
-    assert areas == list(SAFE_AREAS) and not set(areas) & set(ACROSS_COPY_AREAS)
-    assert "swsusp_save" in why
-    with pytest.raises(SnapprofError, match="cannot be recorded with --trigger hibernate"):
-        probe_areas("hibernate", ["freezer", "copy"])
-    areas, why = probe_areas("none", None)  # the cycle may be a real hibernation
-    assert areas == list(SAFE_AREAS) and "--area shrink,copy" in why
-    assert probe_areas("none", ["copy"]) == (["copy"], None)  # asked for explicitly
+    assert probe_areas("snapshot", None) == (None, False)  # /dev/snapshot: everything
+    assert probe_areas("pm-test", ["copy"]) == (["copy"], False)
+    # a real hibernation: every area, without the return probes pending across the copy
+    assert probe_areas("hibernate", None) == (None, True)
+    assert probe_areas("hibernate", ["freezer", "copy"]) == (["freezer", "copy"], True)
+    assert probe_areas("none", None) == (None, True)  # the cycle may be a real hibernation
+    assert probe_areas("none", ["copy"]) == (["copy"], False)  # asked for explicitly
 
 
 @pytest.mark.parametrize("trigger", ["snapshot", "hibernate", "none"])

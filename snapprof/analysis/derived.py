@@ -12,6 +12,15 @@
   its jump into the image) is the time away, which no clock in a capture splits up apart
   from the image read (``read_ms``).
 
+* ``image_pages`` / ``image_bytes`` of a real hibernation whose restored system could not
+  tell the image's size (a kernel that leaves zero pages out: snapprof.record.image), from
+  the writing kernel's own line "Saving image data pages (N pages)" / "Compressing and
+  saving image data (N pages)" (``write_pages``, the image less its header page, as the
+  lab joins it from that kernel's console): image_pages = write_pages + 1, image_bytes =
+  that x the page size the same kernel's "Wrote N kbytes" gives (write_kbytes x 1024 /
+  write_pages). Only where the run has none: probes before the copy and the kernel's
+  "Need to copy" come first (the recorder); the run's reason for the missing figure goes.
+
 A run that lacks a derived figure gets a ``not_measured`` row saying why (the reason of the
 missing input, or why the figure does not apply), like a recorded figure.
 
@@ -64,12 +73,19 @@ def add_derived_all(frames_list) -> None:
                          joined("metrics", ["run_id", "name", "value"]),
                          joined("not_measured", ["run_id", "name", "reason"]),
                          joined("phases", ["run_id", "phase", "start_ns", "end_ns", "method"]))
+    image = image_from_console(joined("runs", ["run_id", "trigger"]),
+                               joined("metrics", ["run_id", "name", "value"]))
+    metrics = pd.concat([metrics, image], ignore_index=True) if len(image) else metrics
     for out, attr in ((metrics, "metrics"), (nm, "not_measured")):
         cap = out["run_id"].to_numpy() >> 32
         for i, f in enumerate(frames_list):
             part = out[cap == i]
             if len(part):
                 part = part.assign(run_id=part["run_id"] - (i << 32))
+                if attr == "metrics":  # a figure worked out here replaces the run's reason
+                    worked = set(zip(part["run_id"].astype("int64"), part["name"]))
+                    keys = zip(f.not_measured["run_id"].astype("int64"), f.not_measured["name"])
+                    f.not_measured = f.not_measured[[k not in worked for k in keys]]
                 setattr(f, attr, pd.concat([getattr(f, attr), part], ignore_index=True))
 
 
@@ -174,6 +190,42 @@ def _resume(runs: pd.DataFrame, phases: pd.DataFrame) -> dict:
                   "kernel's part (boot, image read, jump into the image) is not in it")
         out[rid] = (float(end - start) / 1e6, "ms", ", ".join(methods) + RESUME_DERIVED, source,
                     None)
+    return out
+
+
+IMAGE_METHOD = "kernel-log, derived: write_pages + 1"
+IMAGE_SOURCE = ("derived: write_pages + 1, the writing kernel's 'Saving image data pages (N "
+                "pages)' line (the image less its header page)")
+
+
+def image_from_console(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """image_pages / image_bytes rows (metrics columns) of the real-hibernation runs that have
+    none, from the writing kernel's write_pages (and write_kbytes for the page size)."""
+    cols = ["run_id", "name", "value", "unit", "method", "source"]
+    real = set(runs.loc[runs["trigger"] == REAL_HIBERNATION, "run_id"].astype("int64"))
+    if not real:
+        return pd.DataFrame(columns=cols)
+    have: dict[int, dict[str, float]] = {}
+    for rid, name, value in zip(metrics["run_id"].astype("int64"), metrics["name"], metrics["value"]):
+        if int(rid) in real and not pd.isna(value):
+            have.setdefault(int(rid), {}).setdefault(name, float(value))
+    rows = []
+    for rid in sorted(real):
+        m = have.get(rid, {})
+        written = m.get("write_pages")
+        if written is None or written < 1:
+            continue
+        image = written + 1
+        if "image_pages" not in m:
+            rows.append((rid, "image_pages", image, "pages", IMAGE_METHOD, IMAGE_SOURCE))
+        kb = m.get("write_kbytes")
+        page = kb * 1024 / written if kb else None
+        if "image_bytes" not in m and page and page.is_integer() and int(page) & (int(page) - 1) == 0:
+            rows.append((rid, "image_bytes", image * page, "bytes", IMAGE_METHOD,
+                         f"{IMAGE_SOURCE} x the page size (write_kbytes x 1024 / write_pages = "
+                         f"{int(page)})"))
+    out = pd.DataFrame(rows, columns=cols)
+    out["value"] = out["value"].astype("float64")
     return out
 
 

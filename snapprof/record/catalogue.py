@@ -84,6 +84,14 @@ class Catalogue:
     path: Path
     files: tuple[str, ...]
     measurements: tuple[Measurement, ...]
+    #: functions no return probe may be pending on at a real hibernation's atomic copy, and why
+    pending_across_copy: tuple[str, ...] = ()
+    pending_why: str = ""
+
+    def returns_across_copy(self, m: Measurement) -> list[str]:
+        """The functions of ``pending_across_copy`` that measurement ``m`` reads the return of."""
+        return [a.name for p in m.probes if p.kind == "kprobe" and p.ret
+                for a in p.alternatives if a.name in self.pending_across_copy]
 
     def select(self, areas: list[str] | tuple[str, ...] | None) -> list[Measurement]:
         """Measurements in any of `areas` (all when None), plus those marked always."""
@@ -209,4 +217,11 @@ def _build(path: Path, data: dict) -> Catalogue:
             ends_cycle=bool(m.get("ends_cycle"))))
     if not out:
         raise ValueError("no measurements")
-    return Catalogue(path=path, files=files, measurements=tuple(out))
+    pending = data.get("pending_across_copy") or {}
+    funcs = tuple(pending.get("functions") or ())
+    if not all(isinstance(f, str) and f for f in funcs):
+        raise ValueError("pending_across_copy: functions must be function names")
+    if funcs and not pending.get("why"):
+        raise ValueError("pending_across_copy: says no why")
+    return Catalogue(path=path, files=files, measurements=tuple(out),
+                     pending_across_copy=funcs, pending_why=str(pending.get("why") or ""))

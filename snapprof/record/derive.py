@@ -370,6 +370,26 @@ def _copy(f: _Figures, spans, events) -> None:
     f.why("copy_window_ms", NO_SLEEP_TIME)
 
 
+#: Source of copy_needed_pages from the probes: counted in swsusp_save() before the copy.
+PAGES_TO_COPY_SOURCE = ("count_data_pages#3: swsusp_save's count before the copy (the kernel's "
+                        "'Need to copy N pages'; zero pages included on 6.6+)")
+
+
+def _pages_to_copy(f: _Figures, events, highmem: bool) -> None:
+    """copy_needed_pages from count_data_pages() inside swsusp_save(): it returns before the
+    copy, so a restored image holds it too (unlike everything read at swsusp_save's return)."""
+    for e in events:
+        if e.name == "count_data_pages" and e.kind == 1 and e.aux1 == 3 and e.value is not None:
+            if highmem:  # "Need to copy" adds count_highmem_pages(), which is not probed
+                f.why("copy_needed_pages", "a 32-bit kernel counts its highmem pages apart "
+                      "(count_highmem_pages, not probed): the kernel log's line has the total")
+                return
+            f.add("copy_needed_pages", e.value, "probe", PAGES_TO_COPY_SOURCE)
+            return
+    f.why("copy_needed_pages", "no count_data_pages call inside swsusp_save in this cycle "
+          "(the atomic copy was not reached)")
+
+
 def _devices(f: _Figures, spans, devcalls: list[RawDevcall], lost: str | None = None) -> list[tuple]:
     """Device rows and figures; ``lost`` (why some callbacks were not recorded) leaves the
     callback counts out with that reason: a count missing some of its members is no count."""
@@ -421,12 +441,14 @@ def _stage_from_ops(pm_ops: str, event: int) -> str | None:
 
 def derive(events: list[RawEvent], devcalls: list[RawDevcall], tasks: list[RawTask],
            counters: dict[str, int], measurements: dict[str, tuple[bool, str | None]],
-           metric_owners: dict[str, list[str]], page_size: int = 4096) -> CycleData:
+           metric_owners: dict[str, list[str]], page_size: int = 4096,
+           highmem: bool = False) -> CycleData:
     """Build one cycle's rows.
 
     measurements: measurement name -> (attached, reason if not); metric_owners: metric name ->
     names of the measurements that can yield it (catalogue order). Every metric in
-    metric_owners ends up either in metrics or in not_measured.
+    metric_owners ends up either in metrics or in not_measured. highmem: a 32-bit kernel
+    with highmem, whose pages to copy the probes cannot count whole.
     """
     events = sorted(events, key=lambda e: e.ts)  # stable: equal stamps keep ring order
     spans = pair_spans(events)
@@ -436,6 +458,7 @@ def derive(events: list[RawEvent], devcalls: list[RawDevcall], tasks: list[RawTa
     _shrink(f, spans, events)
     _show_speed(f, events, page_size)
     _copy(f, spans, events)
+    _pages_to_copy(f, events, highmem)
     lost = "; ".join(notes[k] for k in ("devcall_drops", "dev_unpaired") if k in notes)
     dev_rows = _devices(f, spans, devcalls, lost or None)
 

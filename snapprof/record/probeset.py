@@ -165,12 +165,17 @@ class ProbeSet:
     """The probes of the catalogue that this kernel allows, for one record session."""
 
     def __init__(self, catalogue_path=None, areas=None, view: KernelView | None = None,
-                 callbacks_per_device: int | None = None):
+                 callbacks_per_device: int | None = None, real_hibernation: bool = False):
+        """``real_hibernation``: the cycles may restore an image, so no return probe is ever
+        attached on a function the catalogue lists as pending across the atomic copy
+        (swsusp_save); the measurements that need one are left out with the reason."""
         self.callbacks_per_device = callbacks_per_device or CALLBACKS_PER_DEVICE
         self.catalogue = cat.load(catalogue_path)
         self.areas = list(areas) if areas is not None else None
         self.view = view or KernelView()
-        self.resolutions: list[Resolution] = resolve(self.catalogue, self.view, self.areas)
+        self.real_hibernation = real_hibernation
+        self.resolutions: list[Resolution] = resolve(self.catalogue, self.view, self.areas,
+                                                     real_hibernation)
         self.loaded: loader.Loaded | None = None
         self._rings: dict[str, bpfsys.RingBuffer] = {}
         self._maps: dict[str, bpfsys.Map] = {}
@@ -267,6 +272,22 @@ class ProbeSet:
                 out.append(("tracepoint", c.name, f"tp__{system}__{event}", 0))
         return out
 
+    def attach_hooks(self) -> list[tuple[str, str, str, int]]:
+        """Every hook attach() asks the loader for: those of the available measurements.
+
+        With ``real_hibernation`` a return probe on a function pending across the atomic copy
+        is refused here, whatever the catalogue says (SnapprofError, before anything is
+        compiled): the restored kernel would crash on it."""
+        hooks = sorted({h for r in self.resolutions if r.available for h in self.hooks(r)})
+        if self.real_hibernation:
+            pending = set(self.catalogue.pending_across_copy)
+            bad = [f"{kind} {target}" for kind, target, _h, _m in hooks
+                   if kind == "kretprobe" and target.split(".", 1)[0] in pending]
+            if bad:
+                raise SnapprofError(f"refusing to attach {', '.join(bad)} for a real hibernation: "
+                                    f"{self.catalogue.pending_why}")
+        return hooks
+
     def attach(self) -> None:
         """Compile once (in a child process: snapprof/record/loader.py) and attach every
         available measurement; SnapprofError if none can be."""
@@ -281,7 +302,7 @@ class ProbeSet:
             raise SnapprofError(f"no probe can be attached on this kernel ({first})")
         if not self.view.bcc_installed:
             raise SnapprofError("bcc missing; install python3-bpfcc")
-        hooks = sorted({h for r in usable for h in self.hooks(r)})
+        hooks = self.attach_hooks()
         loaded = loader.load(self.source(), self.cflags(), hooks, list(MAPS))
         for r in self.resolutions:
             name = r.measurement.name
@@ -398,7 +419,7 @@ class ProbeSet:
                                        r.reason or self._why.get(r.measurement.name))
                   for r in self.resolutions}
         return derive(events, devcalls, tasks, counters, status, self._metric_owners(),
-                      self._page_size)
+                      self._page_size, highmem=not os.uname().machine.endswith("64"))
 
     def close(self) -> None:
         """Detach everything: close the ring buffers' mappings, the maps and perf events."""

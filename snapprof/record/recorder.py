@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from snapprof import metrics as registry
 from snapprof.capture import CaptureWriter, Run
 from snapprof.errors import SnapprofError
-from snapprof.record import kmsg, sysinfo
+from snapprof.record import image, kmsg, sysinfo
 from snapprof.record import triggers as trg
 
 COPY_METRICS = ("copy_pages", "zero_pages", "meta_pages", "image_pages", "image_bytes",
@@ -47,6 +47,8 @@ AFTER_COPY = ("write_ms", "write_kbytes", "write_mbps", "write_pages", "write_co
 PM_DEBUG_ONLY = ("dpm_freeze_ms", "dpm_late_freeze_ms", "dpm_noirq_freeze_ms", "dpm_noirq_thaw_ms",
                  "dpm_early_thaw_ms", "dpm_thaw_ms", "timekeeping_suspended_ms")
 LAB_ONLY = ("lab_offline_ms",)
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+LONG_BYTES = 8 if os.uname().machine.endswith("64") else 4  # the kernel's sizeof(long)
 
 
 def default_reason(name: str, trigger: str) -> str:
@@ -130,9 +132,14 @@ def not_measured_rows(measured: set[str], reasons: list[tuple], pm_test: str | N
 
 def build_run(trigger: str, outcome: trg.CycleOutcome, data, records: list[tuple],
               before: list[tuple], probe_reason: str | None = None,
-              clock_stable: bool | None = None, started_wall: str | None = None) -> Run:
+              clock_stable: bool | None = None, started_wall: str | None = None,
+              zero_pages_left_out: bool | None = None, page_size: int = 4096) -> Run:
     """One capture run from what the trigger, the probes (``data``: CycleData or None) and
-    the kernel log (``records``) say about a cycle. Pure: unit tests drive it."""
+    the kernel log (``records``) say about a cycle. Pure: unit tests drive it.
+
+    In a real hibernation (trigger hibernate) the image's size comes from the pages to copy,
+    counted before the copy (probes first, then the kernel's log line), where that is exact
+    (``zero_pages_left_out`` False: snapprof.record.image)."""
     probe_rows = list(data.metrics) if data is not None else []
     log_rows = kmsg.kernel_figures(records)
     window = kmsg.copy_window_from_printk(records, clock_stable)
@@ -141,6 +148,13 @@ def build_run(trigger: str, outcome: trg.CycleOutcome, data, records: list[tuple
     dev_rows = [m for m in outcome.metrics if m[3] == "device"]
     rec_rows = [m for m in outcome.metrics if m[3] != "device"]
     rows = merge_metrics(probe_rows, log_rows, dev_rows, rec_rows, before)
+
+    image_why = None
+    if trigger == "hibernate" and "image_pages" not in {r[0] for r in rows}:
+        need = next((r for r in rows if r[0] == "copy_needed_pages"), None)
+        image_rows, image_why = image.image_from_pages_to_copy(
+            need, zero_pages_left_out, page_size, LONG_BYTES)
+        rows = merge_metrics(rows, image_rows)
 
     measured = {r[0] for r in rows}
     extra = {}
@@ -160,6 +174,8 @@ def build_run(trigger: str, outcome: trg.CycleOutcome, data, records: list[tuple
     reasons = list(data.not_measured) if data is not None else []
     if trigger == "hibernate":
         reasons = [r for r in reasons if r[0] not in AFTER_COPY]
+    if image_why:  # the image's own reason, before a probe's about its counters
+        reasons = [(n, image_why) for n in ("image_pages", "image_bytes")] + reasons
     nm = not_measured_rows(measured, reasons, outcome.pm_test, extra)
     explained = measured | {n for n, _ in nm}
     nm += [(m.name, default_reason(m.name, trigger)) for m in registry.REGISTRY.values()
@@ -236,33 +252,32 @@ def _summary_line(run_no: int, run: Run) -> str:
     return "  ".join(parts)
 
 
-# Probe areas that hold a return probe across the atomic copy (on swsusp_save). In a real
-# hibernation the restored image resumes in swsusp_arch_suspend() and never returns through
-# swsusp_save(); the stale return-probe node then crashes the restored kernel (seen in the
-# lab on Debian 6.1 and 6.12: "WARNING ... rethook.c rethook_trampoline_handler", then a
-# NULL pointer dereference). /dev/snapshot and pm_test cycles return normally.
-ACROSS_COPY_AREAS = ("shrink", "copy")
+# A return probe on swsusp_save() is pending at the atomic copy: in a real hibernation the
+# restored image resumes in swsusp_arch_suspend() and never returns through swsusp_save();
+# the stale return-probe node then crashes the restored kernel (seen in the lab on Debian 6.1
+# and 6.12: "WARNING ... rethook.c rethook_trampoline_handler", then a NULL pointer
+# dereference). /dev/snapshot and pm_test cycles return normally. So a cycle that may be a
+# real hibernation records every area with ProbeSet(real_hibernation=True), which leaves out
+# exactly the measurements that need such a return probe (the catalogue's
+# pending_across_copy: the image counters read at swsusp_save's return), with the reason.
+ACROSS_COPY_AREAS = ("shrink", "copy")  # the areas that hold measurements needing one
+# What a real hibernation recorded before the return probes were left out one by one: the
+# default of snapprof.lab.hibernate's guest job, which passes them as --area.
 SAFE_AREAS = ("freezer", "devices", "phases", "io")
 
 
-def probe_areas(kind: str, requested: list[str] | None) -> tuple[list[str] | None, str | None]:
-    """The probe areas to attach for a trigger kind, and why some were left out (or None).
+def probe_areas(kind: str, requested: list[str] | None) -> tuple[list[str] | None, bool]:
+    """The probe areas to attach for a trigger kind, and whether the cycles may be real
+    hibernations (ProbeSet's real_hibernation: no return probe pending across the copy).
 
-    hibernate: never the areas in ACROSS_COPY_AREAS (refused if asked for). none: the cycle
-    may be a real hibernation, so they are left out unless asked for explicitly.
+    hibernate: always. none: by default (anyone may start a real hibernation); an explicit
+    --area keeps every probe of its areas, for runs where only /dev/snapshot cycles happen.
     """
-    reason = ("their return probe on swsusp_save() would be pending at the atomic copy and "
-              "crash the restored kernel after a real hibernation")
     if kind == "hibernate":
-        asked = sorted(set(requested or ()) & set(ACROSS_COPY_AREAS))
-        if asked:
-            raise SnapprofError(f"--area {','.join(asked)} cannot be recorded with --trigger "
-                                f"hibernate: {reason}")
-        return (list(requested) if requested else list(SAFE_AREAS)), f"not recorded with --trigger hibernate: {reason}"
+        return (list(requested) if requested else None), True
     if kind == "none" and requested is None:
-        return list(SAFE_AREAS), (f"not recorded with --trigger none by default ({reason}); "
-                                  "--area shrink,copy adds them if no real hibernation will run")
-    return requested, None
+        return None, True
+    return requested, False
 
 
 class Recorder:
@@ -306,10 +321,16 @@ class Recorder:
         from snapprof.record.probeset import ProbeSet  # noqa: PLC0415 (resolves, no bcc yet)
 
         summary = Summary(o.output)
-        areas, left_out = probe_areas(kind, o.areas)
-        if left_out:
-            self.log(f"snapprof record: probe areas {', '.join(ACROSS_COPY_AREAS)} left out: {left_out}")
-        ps = ProbeSet(areas=areas, callbacks_per_device=o.callbacks_per_device)
+        areas, real = probe_areas(kind, o.areas)
+        ps = ProbeSet(areas=areas, callbacks_per_device=o.callbacks_per_device,
+                      real_hibernation=real)
+        if real:
+            gone = [r.measurement.name for r in ps.resolutions
+                    if ps.catalogue.returns_across_copy(r.measurement)]
+            if gone:
+                self.log(f"snapprof record: left out for a real hibernation: {', '.join(gone)} "
+                         f"(no return probe on {', '.join(ps.catalogue.pending_across_copy)}: "
+                         f"{ps.catalogue.pending_why})")
         probe_reason = None
         if o.probes:
             t = time.monotonic()
@@ -347,10 +368,6 @@ class Recorder:
             rows = ps.status()
             if not o.probes:
                 rows = [(n, a, t, False, probe_reason) for n, a, t, _att, _r in rows]
-            if left_out:
-                kept = {r[0] for r in rows}
-                rows += [(m.name, m.area, None, False, left_out)
-                         for m in ps.catalogue.measurements if m.name not in kept]
             writer.set_probes(rows)
             if kind == "snapshot":
                 trigger = trg.SnapshotTrigger(deadline_s=o.deadline_s, save_image=bool(o.save_image))
@@ -366,7 +383,7 @@ class Recorder:
                              "recorder_locked_kb": mem.get("Locked"),
                              "recorder_peak_rss_kb": mem.get("VmHWM")})
             self._loop(kind, trigger, ps if o.probes else None, reader, writer, summary,
-                       probe_reason)
+                       probe_reason, ps.view.zero_pages_left_out())
         finally:
             summary.problems += settings.restore()
             for obj in (trigger, reader, writer):
@@ -377,7 +394,8 @@ class Recorder:
             self.log(f"snapprof record: {p}")
         return summary
 
-    def _loop(self, kind, trigger, ps, reader, writer, summary, probe_reason) -> None:
+    def _loop(self, kind, trigger, ps, reader, writer, summary, probe_reason,
+              zero_pages_left_out=None) -> None:
         o = self.opts
         runs = o.runs if o.runs is not None else (None if kind == "none" else 1)
         clock_stable = sysinfo.sched_clock_stable()
@@ -404,7 +422,7 @@ class Recorder:
                 if reader.lost:
                     outcome.notes.append(f"{reader.lost} kernel log records lost to overruns")
                 run = build_run(trigger.name, outcome, data, records, before, probe_reason,
-                                clock_stable, wall)
+                                clock_stable, wall, zero_pages_left_out, PAGE_SIZE)
                 run_id = writer.add_run(run)
                 n += 1
                 summary.runs.append((run_id, run.status, run.error))

@@ -182,6 +182,15 @@ class KernelView:
             return True, None
         return False, f"tracepoint {name} absent in this kernel"
 
+    def zero_pages_left_out(self) -> bool | None:
+        """Whether the kernel leaves all-zero pages out of its image (6.6+: it has the
+        nr_zero_pages static), so the pages to copy are more than the image holds; None
+        when kallsyms cannot be read."""
+        syms = self.kallsyms()
+        if syms is None:
+            return None
+        return "nr_zero_pages" in syms
+
     def hibernation_built(self) -> bool | None:
         """Whether the kernel has hibernation code at all (its swsusp_save symbol)."""
         syms = self.kallsyms()
@@ -349,19 +358,31 @@ def resolve_probe(probe: Probe, view: KernelView) -> ProbeChoice:
     return _choose_static(probe, view)
 
 
-def resolve(catalogue: Catalogue, view: KernelView,
-            areas: list[str] | None = None) -> list[Resolution]:
-    """One Resolution per selected measurement, in catalogue order."""
+def resolve(catalogue: Catalogue, view: KernelView, areas: list[str] | None = None,
+            real_hibernation: bool = False) -> list[Resolution]:
+    """One Resolution per selected measurement, in catalogue order.
+
+    ``real_hibernation``: the cycle may restore an image (a real hibernation), so a
+    measurement that reads the return of a function in the catalogue's
+    ``pending_across_copy`` cannot be made: its return probe would be pending at the atomic
+    copy, and the restored kernel never returns through it. Its reason says so."""
     view.narrow({a.name for m in catalogue.measurements for p in m.probes
                  for a in p.alternatives} | {"swsusp_save", "hibernate"})
     cache: dict[int, ProbeChoice] = {}
     out = []
     for m in catalogue.select(areas):
         res = Resolution(m)
+        across = catalogue.returns_across_copy(m) if real_hibernation else []
         for probe in m.probes:
             key = id(probe)
             if key not in cache:
                 cache[key] = resolve_probe(probe, view)
-            res.choices.append(cache[key])
+            choice = cache[key]
+            if probe.kind == "kprobe" and probe.ret and {a.name for a in probe.alternatives} & set(across):
+                choice = ProbeChoice(probe, reason=(
+                    f"left out where a real hibernation may run (--trigger hibernate; none by "
+                    f"default): its return probe on {'/'.join(across)}() is never attached "
+                    f"there ({catalogue.pending_why})"))
+            res.choices.append(choice)
         out.append(res)
     return out
