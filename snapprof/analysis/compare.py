@@ -37,7 +37,8 @@ from snapprof.analysis import stats
 from snapprof.analysis.derived import add_derived_all, image_compressor
 from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames,
                                       check_phases, read_device_totals, read_table)
-from snapprof.analysis.phases import CLOCK_JUMP, PHASE_LABELS, PHASE_ORDER, derive_phases
+from snapprof.analysis.phases import (CLOCK_BACK, CLOCK_JUMP, PHASE_LABELS, PHASE_ORDER,
+                                      derive_phases)
 from snapprof.analysis.summary import NO_REASON, not_measured_reason, summary_runs
 from snapprof.errors import SnapprofError
 
@@ -92,6 +93,8 @@ class Group:
     #: image compressor of the group's captures, how it is known ("lz4 (the kernel's log)"),
     #: "/"-joined when pooled captures differ; None when no capture names one
     compressor: str | None = None
+    #: (kind, name) -> how many negative durations were refused (left out of values/phases)
+    refused: dict = field(default_factory=dict)
 
     @property
     def n_runs(self) -> int:
@@ -290,8 +293,12 @@ def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
             excluded[status] = excluded.get(status, 0) + count
 
     metrics = _pooled(frames_list, complete, "metrics", ["run_id", "name", "value", "unit", "method"])
+    metrics, refused = _refuse_negative(metrics, "metric", "name", "value",
+                                        metrics["unit"] == "ms")
     values = _wide(metrics, index, "name", "value")
     phases_long = _pooled(frames_list, complete, "phases", ["run_id", "phase", "duration_ms", "method"])
+    phases_long, refused_phases = _refuse_negative(phases_long, "phase", "phase", "duration_ms")
+    refused.update(refused_phases)
     phases = _wide(phases_long, index, "phase", "duration_ms")
     phases = phases[[p for p in PHASE_ORDER if p in phases.columns]
                     + sorted(p for p in phases.columns if p not in PHASE_ORDER)]
@@ -343,7 +350,24 @@ def build_group(label: str, frames_list: list[CaptureFrames]) -> Group:
         tasks=tasks,
         meta_differs=differs,
         compressor=" / ".join(named) or None,
+        refused=refused,
     )
+
+
+#: Why a negative duration is never a figure, said with the count refused.
+NEGATIVE = ("negative durations refused (a duration is never negative: the clock was set "
+            "back during the span, or the capture is damaged)")
+
+
+def _refuse_negative(long: pd.DataFrame, kind: str, key: str, value: str, where=True
+                     ) -> tuple[pd.DataFrame, dict]:
+    """Rows of a long table without its negative durations (``where``: the rows that are
+    durations), and (kind, name) -> how many were left out. Never a verdict from one."""
+    bad = (long[value] < 0) & where
+    if not bad.any():
+        return long, {}
+    counts = long.loc[bad, key].value_counts()
+    return long[~bad], {(kind, str(n)): int(c) for n, c in counts.items()}
 
 
 def group_captures(frames_list: list[CaptureFrames], labels: list[str] | None = None
@@ -429,6 +453,12 @@ def _series(group: Group, kind: str, name: str) -> pd.Series | None:
 def _missing_reason(group: Group, kind: str, name: str) -> str:
     if group.n_runs == 0:
         return "no complete run"
+    if (kind, name) in group.refused:
+        why = f"{group.refused[(kind, name)]} {NEGATIVE}"
+        if kind == "phase":
+            return why
+        other = group_reason(group, name)
+        return why if other == NO_REASON else f"{why}; {other}"
     if kind == "metric":
         return group_reason(group, name)
     if name == "copy":
@@ -438,6 +468,9 @@ def _missing_reason(group: Group, kind: str, name: str) -> str:
         if methods.str.endswith(CLOCK_JUMP).any():
             return ("its span holds the clocks' jump after the atomic copy, by an amount no "
                     "sleep-time report gave")
+        if methods.str.endswith(CLOCK_BACK).any():
+            return ("the clock was set back during its span (its end stamped before its begin, "
+                    "or less clock time than the sleep time injected inside it)")
     return "no events for this phase in its complete runs"
 
 
@@ -514,6 +547,7 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
     for g in built.values():
         names.update(("metric", c) for c in g.values.columns)
         names.update(("phase", c) for c in g.phases.columns)
+        names.update(g.refused)  # all refused: still named, with the count and why
     order = _ordered(names)
 
     summary_rows = []
@@ -536,7 +570,8 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
             sa, sb = _series(base, kind, name), _series(cand, kind, name)
             title = _title(kind, name)
             if sa is None and sb is None:
-                if kind == "phase":  # seen in both, timed in neither (e.g. a clock jump inside)
+                if kind == "phase" or (kind, name) in base.refused or (kind, name) in cand.refused:
+                    # seen in both, timed in neither (e.g. a clock jump inside)
                     why = [f"{g.label}: {_missing_reason(g, kind, name)}" for g in (base, cand)]
                     nc_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
                                     "baseline": baseline,
@@ -563,6 +598,9 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
             ma, mb = base.methods.get((kind, name), ""), cand.methods.get((kind, name), "")
             if ma != mb:
                 notes.append(f"measured differently: {ma or '?'} in {baseline}, {mb or '?'} in {lab}")
+            for g in (base, cand):
+                if (kind, name) in g.refused:
+                    notes.append(f"{g.label}: {g.refused[(kind, name)]} {NEGATIVE}")
             row = compare_samples(sa.to_numpy(), sb.to_numpy(), lib, level)
             if row["median_base"] == 0:
                 notes.append("baseline median is 0: no % change")

@@ -22,6 +22,13 @@ the phase open across the copy's place: that phase's duration is NaN and its met
 why (CLOCK_JUMP). After a real hibernation the jump is the whole time the machine was away
 (image write, power-off, the boot kernel's read, the restore): ``after_copy`` lays out what
 the capture knows of it.
+
+Some kernels also set the clock *back* during a span: on 7.2/7.3 the BPF clock kept running
+through swsusp_save() and timekeeping_resume() then set it back (seen as syscore_resume at
+-758 ms: its clock difference was less than the sleep time injected inside it). A phase
+whose end is stamped before its begin, or whose clock difference is less than the sleep
+time injected inside it, has no duration (NaN, never negative) and its method says why
+(CLOCK_BACK).
 """
 
 from __future__ import annotations
@@ -79,21 +86,26 @@ LESS_SLEEP = ", less sleep-time"
 #: Method suffix of a phase whose span holds the clocks' restart after the copy, by an amount
 #: no sleep-time report gave: its duration is NaN.
 CLOCK_JUMP = ", holds the clock jump after the copy (not measured)"
+#: Method suffix of a phase whose span the clock was set back in (its end stamped before its
+#: begin, or less clock time than the sleep injected inside it): its duration is NaN.
+CLOCK_BACK = ", the clock was set back during the span (not measured)"
 
 
 def _method(source: str) -> str:
     return "tracepoint" if source.startswith("pm:") else "probe"
 
 
-def spans(events: pd.DataFrame, names, spread: bool = False) -> pd.DataFrame:
+def spans(events: pd.DataFrame, names, spread: bool = False,
+          back: bool = False) -> pd.DataFrame:
     """Begin/end spans of the given event names per run: run_id, name, start_ns, end_ns.
 
     The span starts at the first ``begin``; it ends at the first ``end`` at or after it
     (or, with ``spread``, the last ``end`` of the run). end_ns is NaN when no end was
-    recorded (a run that stopped half-way).
+    recorded (a run that stopped half-way). ``back``: add a ``back`` column, True where the
+    only ends recorded are stamped before the begin (the clock was set back in between).
     """
     ev = events[events["name"].isin(list(names)) & events["kind"].isin(["begin", "end"])]
-    cols = ["run_id", "name", "start_ns", "end_ns"]
+    cols = ["run_id", "name", "start_ns", "end_ns"] + (["back"] if back else [])
     if ev.empty:
         return pd.DataFrame(columns=cols)
     begins = (ev[ev["kind"] == "begin"].groupby(["run_id", "name"], as_index=False)["ts_ns"].min()
@@ -107,6 +119,10 @@ def spans(events: pd.DataFrame, names, spread: bool = False) -> pd.DataFrame:
     out = begins.merge(end, on=["run_id", "name"], how="left")
     out["start_ns"] = out["start_ns"].astype("float64")
     out["end_ns"] = out["end_ns"].astype("float64")
+    if back:
+        ended = ends.groupby(["run_id", "name"], as_index=False).size()
+        out = out.merge(ended, on=["run_id", "name"], how="left")
+        out["back"] = out["end_ns"].isna() & out["size"].notna()
     return out[cols]
 
 
@@ -121,7 +137,7 @@ def derive_phases(events: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     for pdef in PHASES:
         if not pdef.sources:
             continue
-        s = spans(events, pdef.sources, pdef.spread)
+        s = spans(events, pdef.sources, pdef.spread, back=True)
         if s.empty:
             continue
         rank = {src: i for i, src in enumerate(pdef.sources)}
@@ -131,9 +147,11 @@ def derive_phases(events: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         s["method"] = s["name"].map(_method)
         parts.append(s)
     frame = (pd.concat(parts, ignore_index=True) if parts
-             else pd.DataFrame(columns=["run_id", "name", "start_ns", "end_ns", "phase", "method"]))
+             else pd.DataFrame(columns=["run_id", "name", "start_ns", "end_ns", "back", "phase",
+                                        "method"]))
     frame["duration_ms"] = (frame["end_ns"] - frame["start_ns"]) / 1e6
     frame = _less_sleep(frame, events)
+    frame = _clock_back(frame)
     copy = _copy_phase(frame, events, metrics)
     frame = _unmeasured_jump(frame, copy, events)
     frame = pd.concat([frame, copy], ignore_index=True) if not copy.empty else frame
@@ -164,6 +182,21 @@ def _less_sleep(frame: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     slept = j.groupby("index")["value"].sum()
     frame.loc[slept.index, "duration_ms"] -= slept.astype("float64") / 1e6
     frame.loc[slept.index, "method"] = frame.loc[slept.index, "method"] + LESS_SLEEP
+    return frame
+
+
+def _clock_back(frame: pd.DataFrame) -> pd.DataFrame:
+    """Phases the clock was set back in get no duration, and say so: an end stamped before
+    the begin (``spans(..., back=True)``), or a clock difference less than the sleep time
+    the kernel injected inside the span (``_less_sleep`` left it negative). A duration is
+    never negative."""
+    if frame.empty:
+        return frame
+    frame = frame.reset_index(drop=True)
+    hit = frame["back"].eq(True) | (frame["duration_ms"] < 0)
+    if hit.any():
+        frame.loc[hit, "duration_ms"] = np.nan
+        frame.loc[hit, "method"] = frame.loc[hit, "method"] + CLOCK_BACK
     return frame
 
 
