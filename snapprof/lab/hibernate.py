@@ -165,7 +165,8 @@ def console_part(split: console.ConsoleSplit) -> tuple[list[tuple], list[tuple],
 
     metrics: the writing kernel's WRITER_FIGURES and the boot kernel's BOOT_FIGURES as
     ``(name, value, unit, "kernel-log", source)``, source naming the kernel and the line.
-    kmsg rows: the writing kernel's lines from "Creating image:" on (the restored system's
+    kmsg rows: the writing kernel's lines from the copy on (console.copy_start: "Creating
+    image:", or on 7.x the CPUs going offline before it; the restored system's
     log ends at the copy) and the boot kernel's from its resume on, ``(None, ts_us, None,
     text)``; their timestamps are each kernel's own clock.
     """
@@ -185,7 +186,8 @@ def console_part(split: console.ConsoleSplit) -> tuple[list[tuple], list[tuple],
                          f"N kbytes' line came without '{done.pattern}': the image was not "
                          f"{'written' if speed[0] == 'write_ms' else 'read'} whole")
         metrics += [(n, v, u, m, f"{source}: {src}") for n, v, u, m, src in figs]
-    lines = _records_from(split.writer, console.CREATING) + _records_from(split.boot, _RESUME_START)
+    start = console.copy_start(split.writer)
+    lines = ([] if start is None else split.writer[start:]) + _records_from(split.boot, _RESUME_START)
     rows = [(None, r[1], r[2], r[3]) for r in lines]
     return metrics, rows, notes
 

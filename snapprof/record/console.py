@@ -43,7 +43,24 @@ _RESUME = re.compile(r"PM: hibernation: resume from hibernation|"
                      r"\bRead \d+ kbytes in|Image loading done|Image signature found, resuming")
 _LOADED = re.compile(r"\bRead \d+ kbytes in|Image loading done")
 _RECOVER = re.compile(r"Failed to load image, recovering|resume failed \(")
-CREATING = re.compile(r"Creating image:|Need to copy \d+ pages")
+CREATING = re.compile(r"Creating image:|Need to copy \d+ pages|Normal pages needed: \d+")
+# 7.x prints swsusp_save()'s lines with pm_deferred_pr_dbg (pm_debug_messages only, and not
+# in every path): then the copy is known to follow the non-boot CPUs going offline.
+_CPUS_OFF = re.compile(r"Disabling non-boot CPUs")
+_FROZEN = re.compile(r"Freezing remaining freezable tasks")
+
+
+def copy_start(writer: list[Record]) -> int | None:
+    """Index of the writer's first line of the atomic copy: "Creating image:" (or the pages
+    to copy), else the first "Disabling non-boot CPUs" after the kernel threads froze (the
+    CPUs go offline right before the copy), else None."""
+    i = next((i for i, r in enumerate(writer) if CREATING.search(r[3])), None)
+    if i is not None:
+        return i
+    frozen = next((i for i, r in enumerate(writer) if _FROZEN.search(r[3])), None)
+    if frozen is None:
+        return None
+    return next((i for i in range(frozen, len(writer)) if _CPUS_OFF.search(writer[i][3])), None)
 
 # After the image is loaded the boot kernel prints for milliseconds before the jump; a
 # step of more than this in its timestamps, or any step back, is the restored kernel.
@@ -95,11 +112,11 @@ def _has(records: list[Record], pattern: re.Pattern) -> bool:
 
 
 def _save_ts(writer: list[Record]) -> int | None:
-    """The writer's clock just before the copy: the line before "Creating image:"."""
-    for i, rec in enumerate(writer):
-        if CREATING.search(rec[3]):
-            return writer[i - 1][1] if i > 0 else rec[1]
-    return None
+    """The writer's clock just before the copy: the line before its start (copy_start)."""
+    i = copy_start(writer)
+    if i is None:
+        return None
+    return writer[i - 1][1] if i > 0 else writer[i][1]
 
 
 def _jump(boot: list[Record], save_ts: int | None) -> int | None:
