@@ -98,6 +98,9 @@ def test_bcc_kprobe_on_freeze_processes(checks):
 
 
 def test_timeout_stops_a_hung_command(checks, tmp_path):
+    if checks["distro"] != DISTROS[0]:
+        # the host's timeout, not the guest kernel's: one guest shows it (80 s a boot in CI)
+        pytest.skip(f"the lab runner's timeout is checked on {DISTROS[0]} only")
     # The limit leaves room for a boot as slow as the checks run's (busy hosts boot slowly)
     # plus 30 s, so that CMD is what runs into it.
     boot_s = float(re.search(r"booted to CMD in ([0-9.]+) s", checks["proc"].stderr).group(1))
