@@ -56,7 +56,7 @@ def complete_run(i: int, scale: float = 1.0, hostile: bool = False) -> Run:
               ringbuf_drops=0)
     run.events = _events(base, SPANS + CPU_SPANS, scale)
     run.metric("sync_ms", 10 * scale, "ms", "probe", "ksys_sync_helper")
-    run.metric("freeze_user_ms", 28 * scale, "ms", "probe", "freeze_processes")
+    run.metric("freeze_user_ms", 28 * scale, "ms", "probe", "freeze_task sweeps")
     run.metric("freeze_kernel_ms", 5 * scale, "ms", "probe", "freeze_kernel_threads")
     run.metric("prealloc_ms", 4000 * scale, "ms", "probe", "hibernate_preallocate_memory")
     run.metric("shrink_ms", 800 * scale, "ms", "probe", "shrink_all_memory")
@@ -105,7 +105,7 @@ def failed_run() -> Run:
     run = Run(trigger="snapshot", status="failed", started_ns=base, ended_ns=base + 50 * MS,
               error="freeze_processes returned -16 (EBUSY)")
     run.events = _events(base, [("ksys_sync_helper", 1, 11), ("freeze_processes", 12, 40)], copy=False)
-    run.metric("freeze_user_ms", 28, "ms", "probe", "freeze_processes")
+    run.metric("freeze_user_ms", 28, "ms", "probe", "freeze_task sweeps")
     run.metric("freeze_failed_tasks", 1, "count", "probe", "freeze_task")
     run.tasks = [(300, 300, "stuck-fuse", 0, "user", None, 0)]
     return run
@@ -118,7 +118,7 @@ def incomplete_run() -> Run:
     spans = [("ksys_sync_helper", 1, 11), ("freeze_processes", 12, 40),
              ("hibernate_preallocate_memory", 45, None)]
     run.events = _events(base, spans, copy=False)
-    run.metric("freeze_user_ms", 28, "ms", "probe", "freeze_processes")
+    run.metric("freeze_user_ms", 28, "ms", "probe", "freeze_task sweeps")
     return run
 
 

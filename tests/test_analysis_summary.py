@@ -25,7 +25,7 @@ def test_statistics_over_complete_runs_only(frames):
     assert row["min"] == pytest.approx(28.0) and row["max"] == pytest.approx(values[-1])
     # n = 7 reaches a 95 % order-statistic interval: [x(1), x(7)]
     assert row["ci_low"] == pytest.approx(values[0]) and row["ci_high"] == pytest.approx(values[-1])
-    assert row["method"] == "probe" and row["source"] == "freeze_processes"
+    assert row["method"] == "probe" and row["source"] == "freeze_task sweeps"
 
 
 def test_not_measured_reasons(frames):

@@ -48,7 +48,7 @@ def make_capture(path, release="6.1.0-fixture", n=8, seed=0, freeze_user=30.0, i
                 t += int(dur * MS)
                 run.events.append((t, 0, 1, "snapprof", "end", name, 0, None))
                 t += MS
-            run.metric("freeze_user_ms", fu, "ms", "probe", "freeze_processes")
+            run.metric("freeze_user_ms", fu, "ms", "probe", "freeze_task sweeps")
             run.metric("prealloc_ms", pa, "ms", "probe", "hibernate_preallocate_memory")
             run.metric("image_pages", image_pages + int(rng.integers(0, 50)), "pages", "device")
             run.metric("freeze_user_tasks", 40 + int(rng.integers(0, 3)), "count", "probe")

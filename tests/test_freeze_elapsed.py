@@ -138,3 +138,47 @@ def test_real_captures_headline_freeze_time_is_the_kernels_elapsed(path):
             call = got.get(f"freeze_{stage}_call_ms")
             if call is not None:  # the whole call holds the freezing and more
                 assert call[1] > kernel_ms
+
+
+def test_older_captures_are_read_with_todays_meaning():
+    """These captures stored the whole freeze_processes() call as freeze_user_ms: read, it is
+    freeze_user_call_ms, and freeze_user_ms is the kernel's elapsed from each run's log —
+    in report and compare alike (6.1 -> 6.12: 9 -> 11 ms, as the kernel's own medians; the
+    call's 51.4 -> 40.9 ms had compare call 6.12 better at freezing)."""
+    from snapprof.analysis.compare import compare, group_captures, load_captures
+    from snapprof.analysis.frames import load_capture
+
+    paths = [DATA / "bookworm-6.1-snapshot.snap", DATA / "trixie-6.12-snapshot.snap"]
+    f = load_capture(paths[0])
+    wide = f.wide()
+    assert list(wide["freeze_user_ms"]) == [25.0, 9.0, 6.0]  # the kernel's elapsed lines
+    assert list(wide["freeze_kernel_ms"]) == [10.0, 6.0, 9.0]
+    assert wide.loc[1, "freeze_user_call_ms"] == pytest.approx(52.85122)
+    rows = f.metrics.set_index(["run_id", "name"])
+    assert rows.loc[(1, "freeze_user_ms"), "method"] == "kernel-log"
+    assert "before snapprof timed the freezer's sweeps" in rows.loc[(1, "freeze_user_call_ms"), "source"]
+    for light in (False, True):  # compare's own loader reads the elapsed lines too
+        c = compare(group_captures(load_captures(paths, for_compare=light)))
+        user = c.row("metric", "freeze_user_ms", c.labels[1])
+        assert (user["median_base"], user["median"]) == (9.0, 11.0)
+        assert user["verdict"] != "better"
+        call = c.row("metric", "freeze_user_call_ms", c.labels[1])
+        assert call["median_base"] == pytest.approx(51.43417)
+
+
+def test_an_older_capture_without_the_log_line_says_why():
+    import pandas as pd
+
+    from snapprof.analysis.upgrade import upgrade_freeze_times
+
+    class F:
+        metrics = pd.DataFrame([(1, "freeze_user_ms", 52.9, "ms", "probe", "freeze_processes")],
+                               columns=["run_id", "name", "value", "unit", "method", "source"])
+        not_measured = pd.DataFrame(columns=["run_id", "name", "reason"])
+        kmsg = pd.DataFrame(columns=["run_id", "seq", "ts_us", "level", "text"])
+
+    f = F()
+    upgrade_freeze_times(f)
+    assert list(f.metrics["name"]) == ["freeze_user_call_ms"]
+    assert "no '(elapsed N seconds)' line" in f.not_measured.set_index("name").loc[
+        "freeze_user_ms", "reason"]

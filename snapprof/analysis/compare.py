@@ -40,6 +40,7 @@ from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames,
 from snapprof.analysis.phases import (CLOCK_BACK, CLOCK_JUMP, PHASE_LABELS, PHASE_ORDER,
                                       derive_phases)
 from snapprof.analysis.summary import NO_REASON, not_measured_reason, summary_runs
+from snapprof.analysis.upgrade import ELAPSED_SQL_LIKE
 from snapprof.errors import SnapprofError
 
 LEVEL = 0.95
@@ -132,7 +133,8 @@ PARALLEL_FROM = 8
 
 
 #: Tables ``snapprof compare`` does not use per row: the device callbacks come summed per
-#: run and device (frames.read_device_totals), the kernel log not at all.
+#: run and device (frames.read_device_totals), the kernel log only for the freezer's
+#: "(elapsed N seconds)" lines (older captures' freezer times: snapprof.analysis.upgrade).
 COMPARE_OMITS = ("devices", "kmsg")
 
 
@@ -147,6 +149,10 @@ def _read_frames(path, for_compare: bool = False) -> CaptureFrames:
         tables = {name: (pd.DataFrame(columns=list(cols)) if name in omitted
                          else read_table(reader, name))
                   for name, cols in COLUMNS.items()}
+        if "kmsg" in omitted:  # but for the freezer's elapsed lines (analysis.upgrade)
+            tables["kmsg"] = pd.DataFrame.from_records(reader.fetch(
+                f"SELECT {', '.join(COLUMNS['kmsg'])} FROM kmsg WHERE text LIKE ? ORDER BY run_id",
+                (ELAPSED_SQL_LIKE,)), columns=list(COLUMNS["kmsg"]))
         summed = read_device_totals(reader) if for_compare else None
         warnings = reader.warnings
     f = build_frames(meta, probes, runs, tables, source=os.path.basename(os.fspath(path)),

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from snapprof.analysis.phases import CLOCK_JUMP
+from snapprof.analysis.upgrade import upgrade_freeze_times
 from snapprof.metrics import DERIVED
 
 RATIO = "compression_ratio"
@@ -63,6 +64,7 @@ def add_derived_all(frames_list) -> None:
         return
     for f in frames_list:  # a recorder's placeholder reason for a figure only worked out here
         f.not_measured = f.not_measured[~f.not_measured["name"].isin(DERIVED)]
+        upgrade_freeze_times(f)  # older captures' whole-call freezer figures, renamed
 
     def joined(attr, cols):
         return pd.concat([getattr(f, attr)[cols].assign(
