@@ -155,8 +155,9 @@ def test_image_from_pages_to_copy_says_why_not():
     need = ("copy_needed_pages", 1000.0, "pages", "kernel-log", "PM: hibernation: Need to copy 1000 pages")
     assert image.image_from_pages_to_copy(None, False)[1] == image.NO_COUNT
     assert image.image_from_pages_to_copy(need, None)[1] == image.UNKNOWN
-    rows, why = image.image_from_pages_to_copy(need, False, 4096, 4)
-    assert why is None and rows[0][1] == 1000 + 1 + 1  # ceil(4000 / 4096) = 1
+    rows, why = image.image_from_pages_to_copy(need, False, 4096)
+    assert why is None and rows[0][1] == 1000 + 2 + 1  # ceil(8000 / 4096) = 2
+    assert image.image_from_pages_to_copy(need, False, 4096, 4) == ([], image.HIGHMEM)
 
 
 def test_the_recorder_records_a_real_hibernation_with_every_area(tmp_path, monkeypatch):

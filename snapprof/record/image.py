@@ -30,6 +30,8 @@ ZERO_PAGES = ("a real hibernation: the restored system holds only the pages to c
               "snapprof lab record)")
 UNKNOWN = ("a real hibernation: whether this kernel leaves zero pages out of the image is "
            "not known (kallsyms unreadable), so the pages to copy do not give its size")
+HIGHMEM = ("a 32-bit kernel: its highmem pages are counted apart from the pages the log "
+           "and the probes give, so the image's size is not worked out from them")
 NO_COUNT = ("a real hibernation: the restored system has no count of the pages to copy (no "
             "count_data_pages probe in swsusp_save, no 'Need to copy N pages' log line)")
 
@@ -44,6 +46,8 @@ def image_from_pages_to_copy(need: tuple | None, zero_pages_left_out: bool | Non
     sizeof(long)."""
     if need is None:
         return [], NO_COUNT
+    if long_bytes != 8:  # 64-bit kernels have no highmem
+        return [], HIGHMEM
     if zero_pages_left_out is None:
         return [], UNKNOWN
     if zero_pages_left_out:
