@@ -79,12 +79,14 @@ def test_a_return_probe_across_the_copy_is_refused_whatever_the_resolution_says(
         ps.attach_hooks()
 
 
-def resumed_cycle():
+def resumed_cycle(snapshot_ioctls=False):
     """What a restored image holds of its cycle: everything up to the copy, count_data_pages
-    #3 included; swsusp_save never returns (its return probe is not attached anyway)."""
+    #3 included; swsusp_save never returns (its return probe is not attached anyway).
+    ``snapshot_ioctls``: a /dev/snapshot cycle instead, which asks the image's size after."""
     t = snapshot_cycle(shrink=True)
     t.events = [e for e in t.events if not (e.ts == 508 * MS and (
-        e.name in ("nr_copy_pages", "nr_meta_pages") or (e.name == "swsusp_save" and e.kind == E)))]
+        e.name in ("nr_copy_pages", "nr_meta_pages") or (e.name == "swsusp_save" and e.kind == E)))
+        and (snapshot_ioctls or e.name != "snapshot_get_image_size")]
     return t
 
 
@@ -219,3 +221,21 @@ def test_the_recorder_records_a_real_hibernation_with_every_area(tmp_path, monke
         got = {m["name"]: m for m in r.table("metrics")}
     assert {"shrink", "copy"} <= areas  # every measurement is listed, none dropped
     assert got["image_pages"]["value"] == 92424 and got["image_pages"]["method"] == "kernel-log"
+
+
+def test_a_snapshot_cycle_without_the_return_probe_says_why_it_has_no_copy_window(tmp_path):
+    """--trigger none records as if a real hibernation may run: a /dev/snapshot cycle then has
+    no swsusp_save return, and its sleep-time report is not called a copy window (nor the
+    copy 'resumed from the image'); the image's size comes from snapshot_get_image_size."""
+    ps = probeset(tmp_path, "6.12", real=True)
+    status = {r.measurement.name: (r.available, r.reason) for r in ps.resolutions}
+    d = derive(resumed_cycle(snapshot_ioctls=True).events, [], [], {}, status, ps._metric_owners())
+    m, nm = metrics_of(d), dict(d.not_measured)
+    assert "copy_window_ms" not in m
+    assert nm["copy_window_ms"].startswith("swsusp_save's return probe is left out where a real "
+                                           "hibernation may run")
+    assert m["image_pages"][1:5] == (121756, "pages", "probe", "snapshot_get_image_size")
+    # with the return probe attached, a missing return means the image was restored
+    status = {r.measurement.name: (True, None) for r in ps.resolutions}
+    nm = dict(derive(resumed_cycle().events, [], [], {}, status, ps._metric_owners()).not_measured)
+    assert nm["copy_window_ms"].startswith("resumed from the image")

@@ -330,13 +330,29 @@ NO_SLEEP_TIME = ("the kernel reported no sleep time for the copy window: with no
                  "the time noted at suspend")
 
 
-def _copy(f: _Figures, spans, events) -> None:
+# Where a real hibernation may run, swsusp_save's return probe is left out (catalogue
+# pending_across_copy), and a cycle's events then never show whether the image was restored.
+NO_SAVE_RETURN = ("swsusp_save's return probe is left out where a real hibernation may run, so "
+                  "this cycle's sleep-time report cannot be told apart from a restored image's "
+                  "time away")
+
+
+def _copy(f: _Figures, spans, events, save_return: bool = True) -> None:
+    """Copy figures; ``save_return``: swsusp_save's return probe was attached."""
     saves = spans.get("swsusp_save") or []
     save_begin = [e for e in events if e.name == "swsusp_save" and e.kind == 0]
     save_end = [e for e in events if e.name == "swsusp_save" and e.kind == 1]
     copy_metrics = ["copy_pages", "meta_pages", "zero_pages", "image_pages", "copy_window_ms"]
     if not save_begin and not save_end:
         f.why(copy_metrics, "not reached in this cycle (no atomic copy: swsusp_save did not run)")
+        return
+    if not save_end and not save_return:
+        f.why("copy_window_ms", NO_SAVE_RETURN)
+        size = _first(spans, "snapshot_get_image_size")  # a /dev/snapshot cycle asks after the copy
+        if size is not None and size.end.value:
+            f.add("image_pages", size.end.value, "probe", "snapshot_get_image_size")
+        f.why("image_pages", "no snapshot_get_image_size call after the copy in this cycle (and "
+              "swsusp_save's return probe is left out where a real hibernation may run)")
         return
     if not save_end:
         # A real hibernation resumed: memory is the image, taken inside swsusp_save, which
@@ -457,7 +473,7 @@ def derive(events: list[RawEvent], devcalls: list[RawDevcall], tasks: list[RawTa
     task_rows, _ = _freezer(f, spans, events, tasks, notes.get("tasks_full"))
     _shrink(f, spans, events)
     _show_speed(f, events, page_size)
-    _copy(f, spans, events)
+    _copy(f, spans, events, measurements.get("swsusp_save", (True, None))[0])
     _pages_to_copy(f, events, highmem)
     lost = "; ".join(notes[k] for k in ("devcall_drops", "dev_unpaired") if k in notes)
     dev_rows = _devices(f, spans, devcalls, lost or None)
