@@ -137,7 +137,7 @@ def fake_debootstrap(monkeypatch):
     """Replace debootstrap by a function that lays out a tiny root file system."""
     calls = []
 
-    def fake(distro, rootfs, debs, log_path, exe, progress, t0):
+    def fake(distro, rootfs, debs, log_path, exe, progress, t0, pkgs=None):
         calls.append(distro)
         if os.environ.get("FAKE_DEBOOTSTRAP_FAIL"):
             rootfs.mkdir(parents=True)

@@ -221,8 +221,10 @@ def test_event_rows_and_details():
     assert details[("snapshot_ioctl", "begin")] == "SNAPSHOT_CREATE_IMAGE"
     assert [r[7] for r in d.events if r[5] == "try_to_freeze_tasks" and r[4] == "end"] == [
         "stage=user passes=3 swept=66", "stage=kernel passes=2 swept=66"]
+    # rows keep the ring's order (the order things happened), not the stamps' (which 6.19+
+    # sets back after the copy): the Read event was added last here
     assert [r[7] for r in d.events if r[5] == "swsusp_show_speed"] == [
-        "Read ns=2090000000", "Allocated ns=3745572420"]
+        "Allocated ns=3745572420", "Read ns=2090000000"]
     assert [r for r in d.events if r[5] == "count_data_pages" and r[4] == "end"][0][7] == \
         "prealloc#1 before shrinking"
     # equal stamps keep their ring order: swsusp_save begins before it ends
@@ -269,3 +271,19 @@ def test_resumed_image_has_no_copy_figures():
     m = metrics_of(d)
     assert "copy_window_ms" not in m and "copy_pages" not in m
     assert dict(d.not_measured)["copy_window_ms"].startswith("resumed from the image")
+
+
+def test_phases_keep_ring_order_across_a_clock_set_back():
+    # 7.3 under /dev/snapshot: the BPF clock runs through the copy and is set back when
+    # timekeeping resumes, so syscore_resume is stamped after the dpm_resume_noirq that
+    # follows it; the ring has them in the order they happened
+    status, own = all_attached()
+    events = list(snapshot_cycle().events)
+    j = next(k for k, e in enumerate(events) if e.name == "pm:dpm_resume_noirq" and e.kind == 0)
+    late = events[j].ts + 500 * MS  # half a second after the next phase began
+    events[j:j] = [RawEvent(late, 0, 1, 1, "x", 0, "pm:syscore_resume", 0),
+                   RawEvent(late + MS, 0, 1, 1, "x", 1, "pm:syscore_resume", 0)]
+    rows = [r for r in derive(events, [], [], {}, status, own).events
+            if r[5].startswith("pm:") and r[4] == "begin"]
+    got = [r[5] for r in rows]
+    assert got.index("pm:machine_suspend") < got.index("pm:syscore_resume") < got.index("pm:dpm_resume_noirq")

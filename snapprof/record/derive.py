@@ -147,7 +147,7 @@ class Span:
 
 
 def pair_spans(events: list[RawEvent]) -> dict[str, list[Span]]:
-    """Begin/end pairs, in order of their begin. Function spans pair per thread; pm:* phases
+    """Begin/end pairs, in the (ring) order of their begin. Function spans pair per thread; pm:* phases
     pair per (action, val) since CPU_OFF/CPU_ON carry the CPU in val."""
     open_: dict[tuple, list[RawEvent]] = defaultdict(list)
     out: dict[str, list[Span]] = defaultdict(list)
@@ -160,8 +160,9 @@ def pair_spans(events: list[RawEvent]) -> dict[str, list[Span]]:
         elif open_[key]:
             b = open_[key].pop()
             out[e.name].append(Span(e.name, b, e))
+    order = {id(e): i for i, e in enumerate(events)}
     for spans in out.values():
-        spans.sort(key=lambda s: s.begin.ts)
+        spans.sort(key=lambda s: order.get(id(s.begin), 0))
     return out
 
 
@@ -466,7 +467,11 @@ def derive(events: list[RawEvent], devcalls: list[RawDevcall], tasks: list[RawTa
     metric_owners ends up either in metrics or in not_measured. highmem: a 32-bit kernel
     with highmem, whose pages to copy the probes cannot count whole.
     """
-    events = sorted(events, key=lambda e: e.ts)  # stable: equal stamps keep ring order
+    # Ring order, not timestamp order: the ring is filled in the order things happened, while
+    # from 6.19 on the BPF clock runs through the atomic copy and is set back when timekeeping
+    # resumes (7.3: syscore_resume stamped ~0.2-1 s after the dpm_resume_* phases that
+    # follow it), so a sort by stamp would put effects before their causes.
+    events = list(events)
     spans = pair_spans(events)
     f = _Figures()
     notes = drop_notes(counters)
