@@ -329,14 +329,14 @@ class CaptureReader(_Database):
             try:
                 cur = self.db.execute(sql, params)
                 return [d[0] for d in cur.description or ()], cur.fetchall()
-            except sqlite3.OperationalError as exc:
+            except (sqlite3.OperationalError, UnicodeDecodeError) as exc:
                 if "decode" not in str(exc) or self._bad_text is not None:
                     raise
             self._bad_text = _count_bad_text(self.db)
             self.db.text_factory = _decode
             cur = self.db.execute(sql, params)
             return [d[0] for d in cur.description or ()], cur.fetchall()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeError) as exc:
             raise SnapprofError(f"{self.path}: cannot read the capture ({exc})") from None
 
 

@@ -73,14 +73,22 @@ class Finding:
 
 def check(db: sqlite3.Connection, path: Path) -> list[Finding]:
     """Refuse (SnapprofError) or clean the in-memory copy; returns the counted findings."""
+    saved, db.text_factory = db.text_factory, _lenient
     try:
+        # CHECK constraints are value rules here (below), not corruption
+        db.execute("PRAGMA ignore_check_constraints = ON")
         _check_schema(db, path)
         _check_integrity(db, path)
-        db.execute("PRAGMA ignore_check_constraints = ON")
         findings = _types(db) + _impossible(db)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeError) as exc:
         raise SnapprofError(f"{path}: not a readable capture ({exc})") from None
+    finally:
+        db.text_factory = saved
     return [f for f in findings if f.count]
+
+
+def _lenient(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _check_schema(db: sqlite3.Connection, path: Path) -> None:
@@ -103,8 +111,12 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
 
 
 def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
-    problems = [r[0] for r in db.execute("PRAGMA quick_check(3)")]
-    if problems != ["ok"]:
+    # NULL in a NOT NULL column is a value problem (the value rules drop the row), not a
+    # corrupt page; CHECK constraints are not checked (ignore_check_constraints)
+    problems = [r[0] for r in db.execute("PRAGMA quick_check(100)")
+                if not r[0].startswith("NULL value in ")]
+    if problems and problems != ["ok"]:
+        problems = problems[:3]
         raise SnapprofError(f"{path}: corrupt capture (SQLite integrity check: "
                             f"{'; '.join(problems)})")
 
@@ -188,7 +200,7 @@ def _impossible(db: sqlite3.Connection) -> list[Finding]:
                        "negative metrics (in a unit that cannot be negative)"))
     for table in PER_RUN:
         n = _delete(db, f"DELETE FROM {table} WHERE run_id NOT IN (SELECT run_id FROM runs)")
-        out.append(Finding(n, f"{table} rows of runs that do not exist"))
+        out.append(Finding(n, f"{table} rows of runs that do not exist (or were left out above)"))
     out += _dedupe(db, "meta", "key", "meta keys")
     out += _dedupe(db, "probes", "name", "probes")
     out += _dedupe(db, "metrics", "run_id, name", "metrics (run_id, name)")

@@ -52,6 +52,14 @@ def kind_of(mode: int) -> str:
 def _read_head(path: Path) -> bytes:
     """The first 100 bytes (SQLite's header) of a regular file; anything else refused."""
     try:
+        st = os.stat(path)  # a socket cannot be opened at all: say what it is
+    except FileNotFoundError:
+        raise SnapprofError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SnapprofError(f"{path}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        raise SnapprofError(f"{path}: is {kind_of(st.st_mode)}, not a capture file")
+    try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         raise SnapprofError(f"{path}: no such file") from None
