@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-METHODS = ("probe", "tracepoint", "kernel-log", "printk-time", "sleep-time", "device",
+METHODS = ("probe", "tracepoint", "kernel-log", "printk-time", "sleep-time", "bpf-clock", "device",
            "sysfs", "recorder")
 
 
@@ -71,7 +71,7 @@ _ALL = [
     Metric("meta_pages", "pages", "copy", "Image metadata pages"),
     Metric("image_pages", "pages", "copy", "Image pages (data + metadata + header)"),
     Metric("image_bytes", "bytes", "copy", "Image size"),
-    Metric("copy_window_ms", "ms", "copy", "Atomic copy window (clocks stopped)"),
+    Metric("copy_window_ms", "ms", "copy", "Atomic copy window"),
     Metric("copy_needed_pages", "pages", "copy", "Pages to copy, counted before the copy (incl. zero pages)"),
     Metric("timekeeping_suspended_ms", "ms", "copy", "Timekeeping suspended (kernel log)"),
     Metric("create_image_ms", "ms", "cycle", "CREATE_IMAGE ioctl (whole hibernation_snapshot)"),

@@ -287,3 +287,18 @@ def test_phases_keep_ring_order_across_a_clock_set_back():
             if r[5].startswith("pm:") and r[4] == "begin"]
     got = [r[5] for r in rows]
     assert got.index("pm:machine_suspend") < got.index("pm:syscore_resume") < got.index("pm:dpm_resume_noirq")
+
+
+def test_copy_window_from_the_bpf_clock_where_it_runs_through_the_copy():
+    # 6.19+ (7.3 in the lab): swsusp_save's entry and return carry different stamps, 1.127 s
+    # apart; 6.1-6.12 stamp both alike and the sleep-time report gives the window
+    status, own = all_attached()
+    still = metrics_of(derive(snapshot_cycle().events, [], [], {}, status, own))
+    assert still["copy_window_ms"][3] == "sleep-time"
+    events = list(snapshot_cycle().events)
+    k = next(i for i, e in enumerate(events) if e.name == "swsusp_save" and e.kind == 1)
+    events[k] = RawEvent(events[k].ts + 1_127_441_662, *[getattr(events[k], f) for f in
+                         ("cpu", "pid", "tgid", "comm", "kind", "name", "value", "aux1", "aux2", "text")])
+    ran = metrics_of(derive(events, [], [], {}, status, own))
+    assert ran["copy_window_ms"][1] == 1127.441662 and ran["copy_window_ms"][3] == "bpf-clock"
+    assert "1 us" in ran["copy_window_ms"][4]

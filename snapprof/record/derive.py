@@ -361,9 +361,16 @@ def _copy(f: _Figures, spans, events, save_return: bool = True) -> None:
         f.why(copy_metrics, "resumed from the image: swsusp_save's return is not in this kernel's past")
         return
     # The clocks also stop without a copy (pm_test=core waits 5 s with timekeeping
-    # suspended): a sleep-time report is the copy window only right after swsusp_save.
-    sleep = [e for e in events if e.name == "sleep_time" and e.kind == 2 and e.ts >= save_end[0].ts]
-    if sleep:
+    # suspended): a sleep-time report is the copy window only right after swsusp_save (in
+    # ring order: from 6.19 the stamps after the copy are set back).
+    after = events[events.index(save_end[0]):]
+    sleep = [e for e in after if e.name == "sleep_time" and e.kind == 2]
+    ran = save_end[0].ts - save_begin[0].ts if save_begin else 0
+    if ran > 0:
+        # 6.19+: the BPF clock runs through the copy (6.1-6.12 stamp entry and return alike);
+        # it times swsusp_save() itself, the copy with its page counting, to the microsecond
+        f.add("copy_window_ms", ran / 1e6, "bpf-clock", COPY_BY_BPF_CLOCK)
+    elif sleep:
         f.add("copy_window_ms", sleep[0].value / 1e6, "sleep-time", "tk_debug_account_sleep_time")
     statics = {}
     for e in events:
@@ -386,6 +393,10 @@ def _copy(f: _Figures, spans, events, save_return: bool = True) -> None:
               f"atomic copy failed ({saves[0].end.value})")
     f.why("copy_window_ms", NO_SLEEP_TIME)
 
+
+#: Source of copy_window_ms where the BPF clock ran through the copy.
+COPY_BY_BPF_CLOCK = ("swsusp_save entry to return on the BPF clock, which keeps running through the "
+                     "copy on this kernel (resolution 1 us)")
 
 #: Source of copy_needed_pages from the probes: counted in swsusp_save() before the copy.
 PAGES_TO_COPY_SOURCE = ("count_data_pages#3: swsusp_save's count before the copy (the kernel's "
