@@ -176,3 +176,17 @@ def test_initramfs_generator_per_suite():
     for suite in ("sid", "forky"):
         assert build.initramfs_tool(suite) == "dracut"
         assert "dracut" in build.packages(suite) and "initramfs-tools" not in build.packages(suite)
+
+
+def test_a_suite_newer_than_the_hosts_debootstrap_uses_sids_script(tmp_path, monkeypatch):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for name in ("bookworm", "trixie", "sid"):
+        (scripts / name).write_text("# debootstrap script\n")
+    monkeypatch.setattr(archive, "load_index", lambda suite, *a, **k: {} if suite == "forky" else
+                        (_ for _ in ()).throw(SnapprofError("404")))
+    assert build.validate_suite("forky", scripts) == "forky"  # the archive has it
+    assert build.debootstrap_script("forky", scripts) == [str(scripts / "sid")]
+    assert build.debootstrap_script("trixie", scripts) == []
+    with pytest.raises(SnapprofError, match="neither debootstrap nor the Debian archive knows it"):
+        build.validate_suite("hamm2", scripts)

@@ -137,12 +137,31 @@ def validate_distro(distro: str, scripts_dir: Path = DEBOOTSTRAP_SCRIPTS) -> str
 def validate_suite(distro: str, scripts_dir: Path = DEBOOTSTRAP_SCRIPTS) -> str:
     if not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", distro or ""):
         raise SnapprofError(f"bad distro name {distro!r}: give a Debian suite such as {', '.join(TESTED_DISTROS)}")
-    if scripts_dir.is_dir() and not (scripts_dir / distro).exists():
+    if scripts_dir.is_dir() and not (scripts_dir / distro).exists() and not _in_archive(distro):
         raise SnapprofError(
-            f"unknown distro {distro!r}: debootstrap has no script for it; "
-            f"use a Debian suite such as {', '.join(TESTED_DISTROS)} (tested)"
+            f"unknown distro {distro!r}: neither debootstrap nor the Debian archive knows it; "
+            f"use a Debian suite such as {', '.join(TESTED_DISTROS)} (tested), forky or sid"
         )
     return distro
+
+
+def _in_archive(suite: str) -> bool:
+    """Whether the archive has the suite (for a suite newer than the host's debootstrap,
+    which then builds it with sid's script: every Debian suite since bookworm uses it)."""
+    from snapprof.lab import archive
+
+    try:
+        archive.load_index(suite)
+    except SnapprofError:
+        return False
+    return True
+
+
+def debootstrap_script(suite: str, scripts_dir: Path = DEBOOTSTRAP_SCRIPTS) -> list[str]:
+    """The script argument for debootstrap: none when it knows the suite, else sid's."""
+    if not scripts_dir.is_dir() or (scripts_dir / suite).exists():
+        return []
+    return [str(scripts_dir / "sid")]
 
 
 def recipe(distro: str) -> dict:
@@ -377,6 +396,7 @@ def _debootstrap(distro, rootfs, debs, log_path, exe, progress, t0, pkgs=PACKAGE
     cmd = [
         exe, f"--variant={VARIANT}", f"--include={','.join(pkgs)}",
         f"--cache-dir={debs}", distro, str(rootfs), os.environ.get("SNAPPROF_LAB_MIRROR", MIRROR),
+        *debootstrap_script(distro),
     ]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8",
                PATH="/usr/sbin:/usr/bin:/sbin:/bin:" + os.environ.get("PATH", ""))
