@@ -185,3 +185,11 @@ def test_only_the_catalogues_symbols_are_kept(tmp_path):
     assert {"freeze_task", "swsusp_save", "nr_copy_pages"} <= kept
     assert "unrelated_fn" not in (ps.view.traceable() or {})
     assert len(kept) < len(all_names)
+
+
+def test_sync_probe_prefers_pm_sleep_fs_sync_where_the_kernel_has_it(tmp_path):
+    # 6.19+ (seen on 7.3.4): the PM path syncs through pm_sleep_fs_sync, and ksys_sync_helper,
+    # still in the kernel, is not called: attached first, it saw nothing (sync_ms came from the log)
+    assert by_name(probeset(tmp_path / "a", "6.12"))["sync"].target == "ksys_sync_helper"
+    res = by_name(probeset(tmp_path / "b", "6.12", extra_syms=[("pm_sleep_fs_sync", "T")]))
+    assert res["sync"].target == "pm_sleep_fs_sync"
