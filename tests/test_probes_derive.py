@@ -302,3 +302,16 @@ def test_copy_window_from_the_bpf_clock_where_it_runs_through_the_copy():
     ran = metrics_of(derive(events, [], [], {}, status, own))
     assert ran["copy_window_ms"][1] == 1127.441662 and ran["copy_window_ms"][3] == "bpf-clock"
     assert "1 us" in ran["copy_window_ms"][4]
+
+
+def test_devices_prepared_but_not_suspended_have_no_suspend_time():
+    # 7.2+ under pm_test=freezer: dpm_prepare (before preallocation) and dpm_complete only
+    status, own = all_attached()
+    t = Timeline()
+    t.span(0, 7, "ksys_sync_helper", end_value=0)
+    t.span(10, 14, "pm:dpm_prepare", 1, 1)
+    t.span(20, 24, "pm:dpm_complete", 16, 16)
+    m = metrics_of(d := derive(t.events, [], [], {}, status, own))
+    nm = dict(d.not_measured)
+    assert "device_suspend_ms" not in m and nm["device_suspend_ms"].endswith("only prepared)")
+    assert "device_resume_ms" not in m and nm["device_resume_ms"].endswith("only completed)")

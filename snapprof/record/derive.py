@@ -436,14 +436,20 @@ def _devices(f: _Figures, spans, devcalls: list[RawDevcall], lost: str | None = 
                      d.error, d.pid))
     sus = [s for n in SUSPEND_PHASES for s in spans.get(n, [])]
     res = [s for n in RESUME_PHASES for s in spans.get(n, [])]
-    if sus:
+    # Only a cycle that suspended the devices has their suspend (and resume) time: 7.2+
+    # prepares devices before preallocating, so a pm_test=freezer cycle has dpm_prepare and
+    # dpm_complete alone, a part that is not comparable with a whole suspend.
+    suspended = bool(spans.get("pm:dpm_suspend"))
+    if sus and suspended:
         f.add("device_suspend_ms", sum(s.ns for s in sus) / 1e6, "tracepoint", "power:suspend_resume")
     else:
-        f.why("device_suspend_ms", "not reached in this cycle (devices were not suspended)")
-    if res:
+        f.why("device_suspend_ms", "not reached in this cycle (devices were not suspended"
+              + (", only prepared)" if sus else ")"))
+    if res and suspended:
         f.add("device_resume_ms", sum(s.ns for s in res) / 1e6, "tracepoint", "power:suspend_resume")
     else:
-        f.why("device_resume_ms", "not reached in this cycle (devices were not resumed)")
+        f.why("device_resume_ms", "not reached in this cycle (devices were not resumed"
+              + (", only completed)" if res else ")"))
     if lost:
         f.why(["device_callbacks", "device_errors"], lost)
     elif devcalls or sus:
