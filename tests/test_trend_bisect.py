@@ -126,3 +126,12 @@ def test_an_undecided_step_gets_more_runs_then_stops_without_a_guess(monkeypatch
 def test_nothing_to_bisect_when_the_bad_build_is_not_past_the_threshold(monkeypatch, tmp_path, frames):
     res, _, _ = _fake_bisect(monkeypatch, tmp_path, frames, first_bad=99)
     assert res.outcome == "no change" and "nothing to bisect" in res.message
+
+
+def test_a_change_of_a_figure_with_no_good_direction_is_a_real_step(frames):
+    # zero pages have no better or worse: their verdict is "changed (higher)" / "(lower)"
+    from snapprof.analysis.trend import is_real
+
+    assert is_real("changed (higher)") and is_real("worse") and is_real("better")
+    assert not is_real("no clear difference") and not is_real("too few runs (n=3 vs 3)")
+    assert not is_real("not comparable") and not is_real(None)

@@ -46,7 +46,12 @@ class Trend:
     level: float = 0.95
 
     def real_steps(self) -> pd.DataFrame:
-        return self.steps[self.steps["verdict"].isin(REAL)]
+        return self.steps[self.steps["verdict"].map(is_real)]
+
+
+def is_real(verdict) -> bool:
+    """better, worse, or changed (higher/lower) for a figure with no good direction."""
+    return isinstance(verdict, str) and verdict.split(" ")[0] in REAL
 
 
 def _nan(x) -> float:

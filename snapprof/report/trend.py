@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from snapprof import __version__
 from snapprof import metrics as registry
-from snapprof.analysis.trend import REAL, Trend
+from snapprof.analysis.trend import Trend, is_real
 from snapprof.report import plots
 from snapprof.report.compare_text import interval, p_value, pct, signed
 from snapprof.report.fmt import number
@@ -41,10 +41,10 @@ def _short(label: str) -> str:
 def steps_rows(trend: Trend, only_real: bool = True) -> list[list[str]]:
     rows = []
     for r in trend.steps.to_dict("records"):
-        if only_real and r["verdict"] not in REAL:
+        if only_real and not is_real(r["verdict"]):
             continue
         unit = r["unit"] or ""
-        rows.append([_title(r["name"]), f"{r['before']} → {r['after']}",
+        rows.append([_title(r["name"]), f"{_short(r['before'])} → {_short(r['after'])}",
                      number(r["median_before"], unit), number(r["median"], unit),
                      f"{signed(r['delta'], unit)} ({pct(r['delta_pct'])})",
                      interval(r["ci_low"], r["ci_high"], unit), p_value(r["p"]), r["verdict"]])
@@ -118,12 +118,14 @@ def figure_svg(trend: Trend, name: str) -> str:
             ax.vlines([x], p["min"], p["max"], color="#1f77b4", lw=0.8, linestyles="dotted")
     if have:
         ax.plot([x for x, _ in have], [p["median"] for _, p in have], color="#1f77b4", lw=0.6, alpha=0.5)
-    steps = trend.steps[(trend.steps["name"] == name) & trend.steps["verdict"].isin(REAL)]
+    steps = trend.steps[(trend.steps["name"] == name) & trend.steps["verdict"].map(is_real)]
     for s in steps.to_dict("records"):
         a, b = trend.labels.index(s["before"]), trend.labels.index(s["after"])
-        ax.plot([a, b], [s["median_before"], s["median"]], color=VERDICT_COLORS[s["verdict"]], lw=2.5)
-        ax.annotate(f"{pct(s['delta_pct'])} {s['verdict']}", ((a + b) / 2, (s["median_before"] + s["median"]) / 2),
-                    fontsize=7, color=VERDICT_COLORS[s["verdict"]], ha="center", va="bottom")
+        color = VERDICT_COLORS[s["verdict"].split(" ")[0]]
+        ax.plot([a, b], [s["median_before"], s["median"]], color=color, lw=2.5)
+        ax.annotate(f"{pct(s['delta_pct'])} {s['verdict'].split(' ')[0]}",
+                    ((a + b) / 2, (s["median_before"] + s["median"]) / 2), fontsize=7, color=color,
+                    ha="center", va="bottom")
     ymin, ymax = ax.get_ylim() if have else (0, 1)
     for x, lab in zip(xs, trend.labels):
         if not pts.loc[lab]["n"]:
@@ -170,7 +172,7 @@ def render_html(trend: Trend, reports: dict[str, str] | None = None) -> str:
         parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in STEP_HEADER) + "</tr>")
         for row in real:
             parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row[:-1]) +
-                         f"<td class='{e(row[-1])}'>{e(row[-1])}</td></tr>")
+                         f"<td class='{e(row[-1].split(' ')[0])}'>{e(row[-1])}</td></tr>")
         parts.append("</table>")
     else:
         parts.append("<p>None: no step between consecutive kernels is larger than the noise of these runs.</p>")
