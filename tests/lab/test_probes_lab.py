@@ -190,9 +190,9 @@ def test_freezer_matches_the_kernel_log(lab):
             assert abs(swept - (c["threads_before"] - 1)) <= 3, (swept, c["threads_before"])
             assert m[f"freeze_{stage}_passes"][1] >= 1
             # the headline figure is the kernel's quantity: the freezer's sweeps, within the
-            # log's resolution (it prints the elapsed time truncated to 1 ms)
+            # log's resolution (it prints the elapsed time truncated to 1 ms; the sweeps lie inside it)
             assert m[f"freeze_{stage}_ms"][3] == "probe"
-            assert kernel_ms - 1 <= m[f"freeze_{stage}_ms"][1] < kernel_ms + 2, (c["label"], stage)
+            assert kernel_ms - 0.5 <= m[f"freeze_{stage}_ms"][1] < kernel_ms + 1, (c["label"], stage)
             # the whole freeze_processes() / freeze_kernel_threads() call contains the pass
             assert m[f"freeze_{stage}_call_ms"][1] >= probe_ms
         s, ms = kmsg(c, r"Filesystems sync: (\d+)\.(\d+) seconds")
