@@ -74,3 +74,24 @@ def test_pooled_captures_of_different_userspaces_count_as_differing(tmp_path):
     c = _copy(TRIXIE, tmp_path / "c.snap", **USERSPACE)
     cmp = _cmp(a, b, c, labels=["base", "base", "new"])
     assert cmp.userspace["status"] == "differs" and cmp.userspace["differs"] == ["Python"]
+
+
+def test_no_verdict_finer_than_the_sleep_time_resolution(tmp_path):
+    # copy windows from the kernel's sleep-time report (RTC, whole seconds, in the lab): a
+    # shift of some hundred ms between two kernels is no finding, whatever its p
+    import sqlite3 as sq
+
+    a = _copy(TRIXIE, tmp_path / "a.snap", **USERSPACE)
+    b = _copy(TRIXIE, tmp_path / "b.snap", **USERSPACE)
+    for path, base in ((a, 1000), (b, 1400)):
+        with sq.connect(path) as db:
+            db.execute(f"UPDATE metrics SET value = {base} + run_id WHERE name = 'copy_window_ms'")
+    cmp = _cmp(a, a, a, b, b, b, labels=["a", "a", "a", "b", "b", "b"])
+    row = cmp.row("metric", "copy_window_ms", "b")
+    assert row["ci_low"] > 0  # a shift the statistics alone would call real
+    assert row["verdict"] == "no verdict: finer than the resolution"
+    assert "resolution ± 1000 ms" in row["note"]
+    with sq.connect(b) as db:
+        db.execute("UPDATE metrics SET value = 6400 + run_id WHERE name = 'copy_window_ms'")
+    big = _cmp(a, a, a, b, b, b, labels=["a", "a", "a", "b", "b", "b"]).row("metric", "copy_window_ms", "b")
+    assert big["verdict"] == "worse"  # 5.4 s more is beyond a second

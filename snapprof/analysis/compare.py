@@ -523,6 +523,26 @@ def _changes(base: pd.DataFrame, cand: pd.DataFrame, keys: list[str], label: str
         columns="abs_delta").reset_index(drop=True)
 
 
+#: The coarsest resolution a method can have, in ms. The kernel's sleep-time report comes
+#: from the persistent clock (the RTC, whole seconds) when no clocksource runs through
+#: suspend, as in the lab; nothing in a capture says which, so it is taken as 1 s.
+METHOD_RESOLUTION_MS = {"sleep-time": 1000.0}
+RESOLUTION_NOTE = "sleep-time: the kernel's report, from the RTC in whole seconds where no clock runs through suspend"
+NO_VERDICT_RESOLUTION = "no verdict: finer than the resolution"
+
+
+def resolution_ms(methods: str) -> float:
+    """The coarsest resolution among ", "-joined methods (0 when all are fine-grained)."""
+    return max((METHOD_RESOLUTION_MS.get(m.strip(), 0.0) for m in (methods or "").split(",")), default=0.0)
+
+
+def _finer_than(row: dict, res: float) -> bool:
+    """A change whose interval does not lie wholly beyond ±res is finer than the resolution:
+    no verdict can be drawn from it."""
+    lo, hi = row["ci_low"], row["ci_high"]
+    return not (lo > res or hi < -res)
+
+
 def _close(key: str, a: str, b: str) -> bool:
     tol = SETUP_TOLERANCE.get(key)
     try:
@@ -608,6 +628,11 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
                 if (kind, name) in g.refused:
                     notes.append(f"{g.label}: {g.refused[(kind, name)]} {NEGATIVE}")
             row = compare_samples(sa.to_numpy(), sb.to_numpy(), lib, level)
+            res = max(resolution_ms(ma), resolution_ms(mb)) if ua == "ms" else 0.0
+            if res:  # never a verdict finer than the worse side's resolution
+                notes.append(f"resolution ± {res:g} ms ({RESOLUTION_NOTE})")
+                if row["verdict"].split(" ")[0] in ("better", "worse", "changed") and _finer_than(row, res):
+                    row["verdict"] = NO_VERDICT_RESOLUTION
             if row["median_base"] == 0:
                 notes.append("baseline median is 0: no % change")
             diff_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
