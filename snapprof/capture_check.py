@@ -134,6 +134,12 @@ def _types(db: sqlite3.Connection) -> list[Finding]:
     """Wrong types: a required cell drops its row, another becomes NULL (absent)."""
     out = []
     for table, cols in RULES.items():
+        # one scan to find out whether the table has anything to fix (a sound one has not)
+        wrong = " OR ".join(f"NOT ({_valid(c, k[0])})" if k.endswith("!") else
+                            f"({c} IS NOT NULL AND NOT ({_valid(c, k[0])}))"
+                            for c, k in cols.items())
+        if db.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {wrong})").fetchone()[0] == 0:
+            continue
         for col, spec in cols.items():
             kind, required = spec[0], spec.endswith("!")
             if required:
@@ -164,6 +170,33 @@ def _dedupe(db, table: str, key: str, what: str) -> list[Finding]:
             Finding(differ, f"{what} with conflicting duplicates (all left out)")]
 
 
+#: (table, column, condition, what): cells that become absent where the condition holds
+_CELL_RULES = [
+    *((t, c, f"{c} < 0", f"negative {t}.{c} values (left out)") for t, c in (
+        ("runs", "started_ns"), ("runs", "ended_ns"), ("runs", "ringbuf_drops"),
+        ("devices", "start_ns"), ("devices", "duration_ns"), ("tasks", "freeze_latency_ns"),
+        ("kmsg", "ts_us"))),
+    *((t, c, f"{c} > {MAX_DURATION_NS}", f"{t}.{c} values over 2**53 ns (104 days; left out)")
+      for t, c in (("devices", "duration_ns"), ("tasks", "freeze_latency_ns"))),
+    *((t, c, f"{c} NOT IN (0, 1)", f"{t}.{c} values other than 0 and 1 (left out)")
+      for t, c in (("tasks", "kthread"), ("tasks", "frozen"))),
+]
+
+
+def _absent_where(db: sqlite3.Connection, rules) -> list[Finding]:
+    """Apply cell rules, one scan per table when it has nothing to fix (the usual case)."""
+    out = []
+    for table in dict.fromkeys(r[0] for r in rules):
+        mine = [r for r in rules if r[0] == table]
+        any_bad = " OR ".join(f"({cond})" for _, _, cond, _ in mine)
+        if not db.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {any_bad})").fetchone()[0]:
+            continue
+        for _, col, cond, what in mine:
+            out.append(Finding(db.execute(f"UPDATE {table} SET {col} = NULL WHERE {cond}").rowcount,
+                               what))
+    return out
+
+
 def _impossible(db: sqlite3.Connection) -> list[Finding]:
     out = []
     statuses = ", ".join(f"'{s}'" for s in RUN_STATUSES)
@@ -177,17 +210,7 @@ def _impossible(db: sqlite3.Connection) -> list[Finding]:
     out.append(Finding(db.execute(
         "UPDATE runs SET started_ns = NULL, ended_ns = NULL WHERE ended_ns < started_ns"
     ).rowcount, "runs ending before they start (start and end times left out)"))
-    for table, col in (("runs", "started_ns"), ("runs", "ended_ns"), ("runs", "ringbuf_drops"),
-                       ("devices", "start_ns"), ("devices", "duration_ns"),
-                       ("tasks", "freeze_latency_ns"), ("kmsg", "ts_us")):
-        n = db.execute(f"UPDATE {table} SET {col} = NULL WHERE {col} < 0").rowcount
-        out.append(Finding(n, f"negative {table}.{col} values (left out)"))
-    for table, col in (("devices", "duration_ns"), ("tasks", "freeze_latency_ns")):
-        n = db.execute(f"UPDATE {table} SET {col} = NULL WHERE {col} > {MAX_DURATION_NS}").rowcount
-        out.append(Finding(n, f"{table}.{col} values over 2**53 ns (104 days; left out)"))
-    for table, col in (("tasks", "kthread"), ("tasks", "frozen")):
-        n = db.execute(f"UPDATE {table} SET {col} = NULL WHERE {col} NOT IN (0, 1)").rowcount
-        out.append(Finding(n, f"{table}.{col} values other than 0 and 1 (left out)"))
+    out += _absent_where(db, _CELL_RULES)
     out.append(Finding(_delete(db, "DELETE FROM probes WHERE attached NOT IN (0, 1)"),
                        "probes rows whose attached is neither 0 nor 1"))
     kinds = ", ".join(f"'{k}'" for k in EVENT_KINDS)
