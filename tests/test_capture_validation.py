@@ -148,3 +148,24 @@ def test_csv_quotes_cr_lf_and_quotes():
     rows = list(csv.reader(io.StringIO(text, newline="")))
     assert rows[1:] == [["a\rb", "1"], ["c\nd", "2"], ['e"f', "3"], ["g,h", "4"], ["plain", "5"]]
     assert text.startswith("comm,n\r\n") and '"a\rb",1\r\n' in text
+
+
+def test_library_warnings_one_line_and_visible(capsys):
+    from snapprof.cli import _show_warning
+
+    _show_warning("report")("Glyph 27 (\x1b) missing from font(s) DejaVu Sans.\nmore",
+                            UserWarning, "x.py", 1)
+    assert capsys.readouterr().err == ("snapprof report: warning: Glyph 27 (\\x1b) missing "
+                                       "from font(s) DejaVu Sans.\\x0amore\n")
+
+
+def test_html_on_stdout_is_terminal_safe(tmp_path, capsys):
+    from snapprof.cli import main
+
+    path = _variant(tmp_path, "UPDATE tasks SET comm = 'x' || char(27) || ']0;t' || char(7)",
+                    "UPDATE meta SET value = 'k' || char(27) || '[2J' WHERE key = 'kernel_release'")
+    assert main(["report", str(path), "--format", "html", "-o", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "k\\x1b[2J" in out
+    assert main(["report", str(path), "-o", str(tmp_path / "r.html")]) == 0
+    assert "k\x1b[2J" in (tmp_path / "r.html").read_text(encoding="utf-8")  # a file: exact

@@ -109,7 +109,7 @@ def _check_inputs(args) -> None:
 
 def run(args) -> int:
     from snapprof.cmdio import print_warnings, write_atomic
-    from snapprof.termsafe import visible
+    from snapprof.termsafe import visible, visible_text
 
     _check_inputs(args)
     from snapprof.analysis.compare import (check_thresholds, compare, group_captures, load_captures,
@@ -137,7 +137,9 @@ def run(args) -> int:
         print(f"snapprof compare: wrote {visible(args.output)} ({fmt}; baseline "
               f"{visible(cmp.baseline)})", file=sys.stderr)
     else:
-        sys.stdout.write(out)
+        # stdout may be a terminal: HTML keeps capture text exact only in files (text and
+        # JSON are terminal-safe already)
+        sys.stdout.write(visible_text(out) if fmt == "html" else out)
 
     crossed = [r for r in results if r.status == "crossed"]
     for r in results:

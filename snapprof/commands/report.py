@@ -60,7 +60,7 @@ def _output(args, fmt: str) -> str | None:
 
 def run(args) -> int:
     from snapprof.cmdio import check_output, print_warnings, write_atomic
-    from snapprof.termsafe import visible
+    from snapprof.termsafe import visible, visible_text
 
     fmt = _format(args)
     out_path = _output(args, fmt)
@@ -84,7 +84,9 @@ def run(args) -> int:
         text = render_text(model)
 
     if out_path is None:
-        sys.stdout.write(text)
+        # stdout may be a terminal: HTML keeps capture text exact only in files (text and
+        # JSON are terminal-safe already)
+        sys.stdout.write(visible_text(text) if fmt == "html" else text)
         return 0
     write_atomic(out_path, text)
     h = model["header"]["runs_by_status"]
