@@ -14,7 +14,8 @@ truncated files, invalid UTF-8, text where numbers belong, BLOBs, non-finite and
 numbers, integer overflow in sums, non-numeric meta, duplicated keys, unknown statuses,
 orphan rows, negative values, time running backwards, hostile strings (terminal escapes,
 HTML, bidi) in every text column and in the file name, a journal that is not a file, WAL
-mode, an empty capture, and a seeded random mutator (SQL values and raw bytes).
+mode, an empty capture, a killed writer's hot journal, symlink loops and bad page sizes,
+huge text, and a seeded random mutator (SQL values and raw bytes).
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def cases(out: Path) -> list[Case]:
     for maker in (_versions, _foreign, _missing, _non_regular, _dropped_tables,
                   _dropped_columns, _retyped, _corrupt, _truncated, _utf8, _text_numbers,
                   _blobs, _non_finite, _overflow, _numeric_meta, _duplicates, _status, _orphans,
-                  _negative, _reversed, _hostile, _sidecar, _wal, _empty):
+                  _negative, _reversed, _hostile, _sidecar, _wal, _empty, _hot_journal,
+                  _odd_paths, _huge_text):
         found += maker(out, seeds)
     found += random_cases(out, n_sql=14, n_bytes=14, seed=12)
     return found
@@ -473,6 +475,49 @@ def _empty(out, seeds):
                                                       ("events", "metrics", "not_measured",
                                                        "tasks", "devices", "kmsg", "runs")))
     return [Case("empty capture", "no runs", [p], "either")]
+
+
+def _hot_journal(out, seeds):
+    """What a writer killed mid-transaction leaves: the file with some uncommitted pages
+    already in it and its hot journal (copied while the transaction is open, so no process
+    holds a lock on the copies)."""
+    res = []
+    for k in range(2):
+        work = _copy(next(seeds), out, f"writer-{k}.snap")
+        db = sqlite3.connect(work, isolation_level=None)
+        db.execute("PRAGMA cache_size = 2")  # uncommitted pages spill into the file
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO runs(trigger, status) VALUES ('snapshot', 'complete')")
+        db.executemany("INSERT INTO kmsg(run_id, seq, ts_us, level, text) "
+                       "VALUES ((SELECT max(run_id) FROM runs), ?, 0, 6, ?)",
+                       [(i, "in flight " * 30) for i in range(2000)])
+        killed = out / f"killed-{k}.snap"
+        shutil.copyfile(work, killed)
+        shutil.copyfile(str(work) + "-journal", str(killed) + "-journal")
+        db.execute("ROLLBACK")
+        db.close()
+        res.append(Case("killed writer (hot journal)", f"{k}", [killed], "loads",
+                        "stopped in the middle of a transaction",
+                        notes={"same_runs_as": work}))
+    return res
+
+
+def _odd_paths(out, seeds):
+    loop = out / "loop.snap"
+    os.symlink(loop, loop)
+    page = _copy(next(seeds), out, "bad-page-size.snap")
+    data = bytearray(page.read_bytes())
+    data[16:18] = b"\x00\x07"  # page size 7: not a power of two
+    page.write_bytes(bytes(data))
+    return [Case("odd paths and headers", "symlink loop", [loop], "refused", "cannot read"),
+            Case("odd paths and headers", "page size 7", [page], "refused", "capture")]
+
+
+def _huge_text(out, seeds):
+    p = _sql(_copy(next(seeds), out, "huge-text.snap"),
+             "UPDATE tasks SET comm = printf('%.*c', 200000, 'x') WHERE rowid = 1",
+             "UPDATE meta SET value = printf('%.*c', 100000, 'y') WHERE key = 'hostname'")
+    return [Case("huge text", "200 kB task name, 100 kB meta value", [p], "loads")]
 
 
 # --------------------------------------------------------------------------- random mutator
