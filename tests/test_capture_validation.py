@@ -169,3 +169,19 @@ def test_html_on_stdout_is_terminal_safe(tmp_path, capsys):
     assert "\x1b" not in out and "\x07" not in out and "k\\x1b[2J" in out
     assert main(["report", str(path), "-o", str(tmp_path / "r.html")]) == 0
     assert "k\x1b[2J" in (tmp_path / "r.html").read_text(encoding="utf-8")  # a file: exact
+
+
+def test_compare_names_each_capture_problem(tmp_path, capsys):
+    from snapprof.cli import main
+
+    path = _variant(tmp_path, "UPDATE metrics SET value = -1 WHERE rowid < 3")
+    other = Path(__file__).parent / "data" / "bookworm-6.1-trigger-pm-test-freezer.snap"
+    assert main(["compare", str(other), str(path), "--format", "json", "-o", "-"]) == 0
+    out, err = capsys.readouterr()
+    groups = json.loads(out)["groups"]
+    assert [g["capture_warnings"] for g in groups.values()] == [
+        {}, {"v.snap": ["2 negative metrics (in a unit that cannot be negative)"]}]
+    assert err == (f"snapprof compare: warning: {path}: 2 negative metrics (in a unit that "
+                   "cannot be negative)\n")
+    assert main(["compare", str(other), str(path)]) == 0
+    assert "  capture problem: v.snap: 2 negative metrics" in capsys.readouterr().out

@@ -84,6 +84,12 @@ def group_line(cmp: Comparison, label: str) -> str:
     return f"{label}{role}: {', '.join(g.sources)} — {runs}{comp}"
 
 
+def capture_warnings(group) -> dict[str, list[str]]:
+    """{capture: what its reader left out or recovered, counted} for the group's captures
+    that have any (see docs/capture-format.md)."""
+    return {f.source or "capture": list(f.warnings) for f in group.frames if f.warnings}
+
+
 def summary_lookup(cmp: Comparison) -> dict:
     """(kind, name, label) -> the summarize() dict of that label."""
     out = {}
@@ -104,6 +110,8 @@ def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
             lines.append(f"  note: captures pooled under {lab} differ in "
                          f"{', '.join(cmp.groups[lab].meta_differs)}")
     lines += [f"  note: {n}" for n in cmp.label_notes + cmp.setup_notes]
+    lines += [f"  capture problem: {src}: {w}" for lab in cmp.labels
+              for src, ws in capture_warnings(cmp.groups[lab]).items() for w in ws]
     lines += ["", method_note(cmp)]
     summ = summary_lookup(cmp)
     for lab in cmp.labels[1:]:
@@ -170,7 +178,8 @@ def to_dict(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) ->
                          "runs_total": g.runs_total, "excluded": g.excluded,
                          "kernel_release": g.meta.get("kernel_release"),
                          "compressor": g.compressor,
-                         "meta_differs": g.meta_differs}
+                         "meta_differs": g.meta_differs,
+                         "capture_warnings": capture_warnings(g)}
                    for lab, g in cmp.groups.items()},
         "level": clean(cmp.level),
         "summary": records(cmp.summary),
