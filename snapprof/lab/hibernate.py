@@ -80,13 +80,15 @@ class Cycle:
     folder: Path | None = None
 
 
-# Probe areas recorded by default: the recorder's safe set for a real hibernation (not
-# "shrink" and "copy", whose return probe on swsusp_save() crashes the restored kernel;
-# see snapprof.record.recorder.ACROSS_COPY_AREAS).
-from snapprof.record.recorder import SAFE_AREAS  # noqa: E402
+# Probe areas recorded by default: all of them (None). The recorder itself leaves out what
+# needs a return probe on swsusp_save() in a real hibernation (it crashes the restored
+# kernel; snapprof.record.recorder), with the reason. SAFE_AREAS, the set the lab recorded
+# before that was done per measurement, is kept for callers that want it.
+from snapprof.record.recorder import SAFE_AREAS  # noqa: E402,F401
+DEFAULT_AREAS: tuple[str, ...] | None = None
 
 
-def guest_script(compressor: str | None, areas: tuple[str, ...] | None = SAFE_AREAS) -> str:
+def guest_script(compressor: str | None, areas: tuple[str, ...] | None = DEFAULT_AREAS) -> str:
     """Boot 1's shell job: swap on, (check the compressor,) record one real hibernation,
     copy the capture to /dev/vdc; exit with the recorder's status. areas: the recorder's
     probe areas (None: all; see SAFE_AREAS)."""
@@ -313,7 +315,7 @@ def boot_failure(res, which: str) -> str | None:
 
 def one_cycle(distro, number: int, out_dir: Path, output: _Output, *, compressor: str | None,
               swap_size: str, memory: str, cpus: int, timeout: float,
-              stream: IO[str] | None, wipe_swap: bool = False, areas=SAFE_AREAS,
+              stream: IO[str] | None, wipe_swap: bool = False, areas=DEFAULT_AREAS,
               say=print) -> Cycle:
     """One hibernate-resume cycle in a fresh guest; its run is added to `output`.
 
@@ -402,7 +404,7 @@ def one_cycle(distro, number: int, out_dir: Path, output: _Output, *, compressor
 def lab_hibernate(distro: str, runs: int, out_dir: Path, *, compressor: str | None = None,
                   swap_size: str = "1G", memory: str = "2G", cpus: int = 2, timeout: float = 900,
                   stream: IO[str] | None = sys.stdout, wipe_swap: bool = False,
-                  areas: tuple[str, ...] | None = SAFE_AREAS, progress=None) -> tuple[Path, list[Cycle]]:
+                  areas: tuple[str, ...] | None = DEFAULT_AREAS, progress=None) -> tuple[Path, list[Cycle]]:
     """Run `runs` hibernate-resume cycles of `distro`; returns (capture, cycles)."""
     from snapprof.lab import build
 
