@@ -221,7 +221,7 @@ def test_event_rows_and_details():
     assert details[("snapshot_ioctl", "begin")] == "SNAPSHOT_CREATE_IMAGE"
     assert [r[7] for r in d.events if r[5] == "try_to_freeze_tasks" and r[4] == "end"] == [
         "stage=user passes=3 swept=66", "stage=kernel passes=2 swept=66"]
-    # rows keep the ring's order (the order things happened), not the stamps' (which 6.19+
+    # rows keep the ring's order (the order things happened), not the stamps' (which 7.1+
     # sets back after the copy): the Read event was added last here
     assert [r[7] for r in d.events if r[5] == "swsusp_show_speed"] == [
         "Allocated ns=3745572420", "Read ns=2090000000"]
@@ -290,7 +290,7 @@ def test_phases_keep_ring_order_across_a_clock_set_back():
 
 
 def test_copy_window_from_the_bpf_clock_where_it_runs_through_the_copy():
-    # 6.19+ (7.3 in the lab): swsusp_save's entry and return carry different stamps, 1.127 s
+    # 7.1+ (7.3 in the lab): swsusp_save's entry and return carry different stamps, 1.127 s
     # apart; 6.1-6.12 stamp both alike and the sleep-time report gives the window
     status, own = all_attached()
     still = metrics_of(derive(snapshot_cycle().events, [], [], {}, status, own))

@@ -362,12 +362,12 @@ def _copy(f: _Figures, spans, events, save_return: bool = True) -> None:
         return
     # The clocks also stop without a copy (pm_test=core waits 5 s with timekeeping
     # suspended): a sleep-time report is the copy window only right after swsusp_save (in
-    # ring order: from 6.19 the stamps after the copy are set back).
+    # ring order: from 7.1 the stamps after the copy are set back).
     after = events[events.index(save_end[0]):]
     sleep = [e for e in after if e.name == "sleep_time" and e.kind == 2]
     ran = save_end[0].ts - save_begin[0].ts if save_begin else 0
     if ran > 0:
-        # 6.19+: the BPF clock runs through the copy (6.1-6.12 stamp entry and return alike);
+        # 7.1+: the BPF clock runs through the copy (6.1-7.0 stamp entry and return alike);
         # it times swsusp_save() itself, the copy with its page counting, to the microsecond
         f.add("copy_window_ms", ran / 1e6, "bpf-clock", COPY_BY_BPF_CLOCK)
     elif sleep:
@@ -485,7 +485,7 @@ def derive(events: list[RawEvent], devcalls: list[RawDevcall], tasks: list[RawTa
     with highmem, whose pages to copy the probes cannot count whole.
     """
     # Ring order, not timestamp order: the ring is filled in the order things happened, while
-    # from 6.19 on the BPF clock runs through the atomic copy and is set back when timekeeping
+    # from 7.1 on the BPF clock runs through the atomic copy and is set back when timekeeping
     # resumes (7.3: syscore_resume stamped ~0.2-1 s after the dpm_resume_* phases that
     # follow it), so a sort by stamp would put effects before their causes.
     events = list(events)

@@ -222,14 +222,15 @@ def test_tasks(lab):
 def test_copy_window_by_the_best_clock_this_kernel_has(lab):
     # Up to 6.12 the BPF clock stands still through the copy: the kernel's sleep-time report
     # is the window, when it can measure the pause (under TCG the clocksource stops, and the
-    # RTC, whole seconds, shows no pause unless it ticked past the suspend time). From 6.19
+    # RTC, whole seconds, shows no pause unless it ticked past the suspend time). From 7.1
     # the BPF clock runs through the copy (and is set back when timekeeping resumes):
-    # swsusp_save's entry and return time it, in every run.
+    # swsusp_save's entry and return time it, in every run (the 9-kernel trend: stamps equal
+    # up to 7.0.13, 538-585 ms apart on 7.1.13).
     for label in ("default", "image_size=0"):
         c = cycle(lab, label)
         m = metrics(c)
         b, e = events(c, "swsusp_save", "begin")[0], events(c, "swsusp_save", "end")[0]
-        if lab["version"] >= (6, 19):
+        if lab["version"] >= (7, 1):
             assert e[0] > b[0]
             assert m["copy_window_ms"][3] == "bpf-clock"
             assert m["copy_window_ms"][1] == pytest.approx((e[0] - b[0]) / 1e6)
