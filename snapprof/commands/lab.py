@@ -65,6 +65,14 @@ def register(subparsers) -> argparse.ArgumentParser:
         sp.add_argument("--append", action="append", default=[], metavar="ARGS",
                         help="extra kernel command-line arguments (repeatable)")
 
+    def recording_args(sp):  # the guests that lab trend and lab bisect boot, one at a time
+        sp.add_argument("--memory", default="2G", help="guest memory (default: 2G)")
+        sp.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
+        sp.add_argument("--timeout", type=float, default=1800, metavar="S",
+                        help="kill a guest after S s (default: 1800)")
+        sp.add_argument("--record-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for `snapprof record` in the guests (repeatable)")
+
     b = sub.add_parser("build", help="build (or reuse) the guest image for a Debian suite",
                        description="Build the guest image if it is missing or its recipe changed.")
     distro_arg(b)
@@ -140,11 +148,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "(a series means its newest build)")
     t.add_argument("--runs", type=int, default=5, help="cycles per kernel (default: 5; 4 or more for a verdict)")
     t.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for captures and reports")
-    t.add_argument("--memory", default="2G", help="guest memory (default: 2G)")
-    t.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
-    t.add_argument("--timeout", type=float, default=1800, metavar="S", help="kill a guest after S s (default: 1800)")
-    t.add_argument("--record-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for `snapprof record` in the guests (repeatable)")
+    recording_args(t)
 
     bi = sub.add_parser("bisect", help="the first kernel build at which a figure moved past a threshold",
                         description="Bisect the suite's installable kernel builds from --good to --bad on its "
@@ -160,11 +164,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     bi.add_argument("--max-runs", type=int, default=15,
                     help="runs a build may get before its step is called undecided (default: 15)")
     bi.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for captures and the log")
-    bi.add_argument("--memory", default="2G", help="guest memory (default: 2G)")
-    bi.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
-    bi.add_argument("--timeout", type=float, default=1800, metavar="S", help="kill a guest after S s (default: 1800)")
-    bi.add_argument("--record-arg", action="append", default=[], metavar="ARG",
-                    help="extra argument for `snapprof record` in the guests (repeatable)")
+    recording_args(bi)
 
     k = sub.add_parser("kernels", help="list the kernel builds a suite's guest can install",
                        description="Every amd64 kernel build of the suite and its backports, oldest first, "
