@@ -26,6 +26,7 @@ import json
 import lzma
 import os
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -170,7 +171,7 @@ def load_index(dist: str, lab: Path | None = None, *, refresh: bool = False,
                 text = cache.read_text(errors="replace")
                 age_h = (time.time() - cache.stat().st_mtime) / 3600
                 print(f"snapprof lab: {exc}; using the cached index of {dist} ({age_h:.0f} h old)",
-                      flush=True)
+                      file=sys.stderr, flush=True)
                 return parse_packages(text)
             raise
         cache.parent.mkdir(parents=True, exist_ok=True)
