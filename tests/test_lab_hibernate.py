@@ -282,3 +282,28 @@ def test_lz4_image_the_boot_kernel_cannot_read():
     m = {x[0]: x[1] for x in metrics}
     assert m["write_compressed_kbytes"] == 134946 and "read_ms" not in m
     assert m["write_kbytes"] == 4 * m["write_pages"]
+
+
+def test_lab_record_snapshot_and_pm_test_boot_once_and_report(monkeypatch, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from snapprof import cli
+    from snapprof.lab import build, compare
+
+    calls = []
+
+    def fake_record(key, runs, out, **kw):
+        calls.append((key, runs, kw["record_args"]))
+        out.mkdir(parents=True, exist_ok=True)
+        cap = out / f"{build.slug(key)}.snap"
+        cap.write_bytes(b"")
+        return cap, SimpleNamespace(duration_s=61.0)
+
+    monkeypatch.setattr(compare, "record_in_guest", fake_record)
+    monkeypatch.setattr(compare, "write_report", lambda cap, html: html.write_text("<html></html>"))
+    monkeypatch.setattr(build, "ensure_image", lambda key, **kw: None)
+    out = tmp_path / "o"
+    assert cli.main(["lab", "record", "--distro", "trixie", "--trigger", "pm-test:freezer", "--runs", "2",
+                     "--record-arg=--image-size=0", "-o", str(out)]) == 0
+    assert calls == [("trixie", 2, ["--trigger", "pm-test:freezer", "--image-size=0"])]
+    assert (out / "trixie.html").exists() and "recorded in the trixie guest" in capsys.readouterr().out

@@ -29,6 +29,8 @@ examples:
                                              # each figure against kernel version, real steps marked
   snapprof lab bisect --distro trixie --good 6.12 --bad 7.3 --fail-on 'image_pages>+5%' -o bis
                                              # the first build at which the image grew past +5 %
+  snapprof lab record --distro trixie --kernel 7.3 --trigger snapshot --runs 3 -o snap
+                                             # one kernel, live per-cycle lines, capture + report back
   snapprof lab record --distro trixie --trigger hibernate --runs 2 -o hib
                                              # real hibernate + resume (two boots per cycle),
                                              # both kernels' console figures joined in hib/trixie.snap
@@ -119,15 +121,22 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "e.g. --record-arg=--image-size=0")
     c.add_argument("--force", action="store_true", help="reuse a non-empty output folder")
 
-    h = sub.add_parser("record", help="real hibernations in a guest: write, power-off, boot, read, restore",
-                       description="Per cycle: boot the guest with a swap disk and resume=/dev/vdb, run "
+    h = sub.add_parser("record", help="record cycles on one lab kernel: snapshot, pm-test:LEVEL or a real "
+                       "hibernation", description="snapshot and pm-test:LEVEL: boot the guest once, run "
+                       "`snapprof record --trigger T --runs N [--record-arg ...]` inside (live per-cycle "
+                       "lines), bring the capture back and write its report (DIR/<image>.snap, .html). "
+                       "hibernate, per cycle: boot the guest with a swap disk and resume=/dev/vdb, run "
                        "`snapprof record --trigger hibernate --yes` (the guest writes its image and powers "
                        "off), boot it again (the boot kernel reads the image and restores it; the restored "
                        "recorder stores its run), then join both boots' serial-console figures (image "
                        "written, read, times, rates) to that run. One capture: DIR/<distro>.snap.")
     distro_arg(h)
-    h.add_argument("--trigger", required=True, choices=["hibernate"], help="hibernate (the only one here)")
-    h.add_argument("--runs", type=int, default=1, help="hibernate-resume cycles (default: 1)")
+    h.add_argument("--trigger", required=True, metavar="TRIGGER",
+                   help="snapshot, pm-test:LEVEL (core, processors, platform, devices, freezer) or hibernate")
+    h.add_argument("--runs", type=int, default=1, help="cycles (default: 1)")
+    h.add_argument("--record-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for `snapprof record` in the guest (repeatable; snapshot and pm-test), "
+                   "e.g. --record-arg=--image-size=0")
     h.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the capture and console logs")
     h.add_argument("--compressor", choices=["lzo", "lz4"],
                    help="hibernate.compressor=X on the kernel command line (6.9+ kernels only)")
@@ -208,6 +217,28 @@ def _kernels(args) -> int:
         print(f"  {b.release:26s} {b.version:22s} {b.dist:20s} {b.initramfs:15s} {b.describe()}{mark}")
     ok = sum(b.installable for b in builds)
     print(f"{ok} of {len(builds)} installable; build one with: snapprof lab build --distro {suite} --kernel VERSION")
+    return 0
+
+
+def _record_one(args) -> int:
+    """lab record with a trigger that keeps the guest running: one boot, capture and report."""
+    from pathlib import Path
+
+    from snapprof.errors import SnapprofError
+    from snapprof.lab import build
+    from snapprof.lab.compare import record_in_guest, write_report
+
+    if args.runs < 1:
+        raise SnapprofError(f"bad --runs {args.runs}: give 1 or more")
+    out = Path(args.output)
+    build.ensure_image(args.distro, progress=_progress)
+    capture, res = record_in_guest(args.distro, args.runs, out, memory=args.memory, cpus=args.cpus,
+                                   timeout=args.timeout,
+                                   record_args=["--trigger", args.trigger, *args.record_arg],
+                                   stream=sys.stdout)
+    html = out / f"{build.slug(args.distro)}.html"
+    write_report(capture, html)
+    print(f"{capture}: recorded in the {args.distro} guest ({res.duration_s:.0f} s); report {html}")
     return 0
 
 
@@ -295,6 +326,17 @@ def run(args) -> int:
         from pathlib import Path
 
         from snapprof.lab.hibernate import lab_hibernate
+        from snapprof.record.triggers import parse_trigger
+
+        kind, _level = parse_trigger(args.trigger)
+        if kind == "none":
+            raise SnapprofError("--trigger none waits for cycles someone else starts: nobody does in a lab "
+                                "guest; use snapshot, pm-test:LEVEL or hibernate")
+        if kind != "hibernate":
+            return _record_one(args)
+        if args.record_arg:
+            raise SnapprofError("--record-arg goes with snapshot and pm-test (a real hibernation records "
+                                "with the lab's own arguments)")
 
         capture, cycles = lab_hibernate(args.distro, args.runs, Path(args.output),
                                         compressor=args.compressor, swap_size=args.swap_size,
