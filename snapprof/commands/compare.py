@@ -9,6 +9,7 @@ import sys
 EPILOG = """\
 examples:
   snapprof compare a.snap b.snap                     # text on stdout; labels = kernel releases
+  snapprof compare a.snap b.snap --brief            # only the header and the real changes
   snapprof compare a.snap b.snap -o compare.html     # self-contained HTML with plots
   snapprof compare old1.snap old2.snap new.snap --label old --label old --label new
                                                      # pool captures under one label
@@ -55,6 +56,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--level", type=_level, default=0.95, metavar="P",
                    help="confidence level of the intervals and verdicts (default 0.95; with 3 runs "
                         "per kernel only 0.90 or less can give a verdict)")
+    p.add_argument("--brief", action="store_true",
+                   help="text only: print the header and the summary (one line per real "
+                        "change), not the full tables")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
     return p
@@ -99,6 +103,9 @@ def _check_inputs(args) -> None:
         raise SnapprofError(f"--label given {len(args.label)} times for {len(args.captures)} "
                             "captures: give one --label per capture, in order")
     fmt = _format(args)
+    if getattr(args, "brief", False) and fmt != "text":
+        raise SnapprofError(f"--brief is for the text output, not {fmt}: the HTML page and the "
+                            "JSON lead with the summary already (JSON: real_changes)")
     if fmt == "html" and not args.output:
         raise SnapprofError("--format html needs -o FILE")
     if args.output and args.output != "-":
@@ -130,7 +137,7 @@ def run(args) -> int:
         out = render_json(cmp, results)
     else:
         from snapprof.report.compare_text import render_text
-        out = render_text(cmp, results)
+        out = render_text(cmp, results, brief=args.brief)
 
     if args.output and args.output != "-":
         write_atomic(args.output, out)

@@ -18,9 +18,11 @@ from matplotlib.ticker import MaxNLocator
 from snapprof import __version__
 from snapprof import metrics as registry
 from snapprof.analysis.compare import PAGE_METRICS, Comparison, ThresholdResult
+from snapprof.analysis.compare_summary import area_title, by_area, is_real
 from snapprof.analysis.phases import PHASE_LABELS
 from snapprof.report import compare_text as ct
 from snapprof.report import plots
+from snapprof.report.compare_forest import forest_figures
 from snapprof.report.fmt import number
 
 TEMPLATE = "compare.html.j2"
@@ -242,10 +244,39 @@ def _unit(cmp: Comparison, name: str) -> str:
 # --------------------------------------------------------------------------- page
 
 
-def _diff_rows(cmp: Comparison, label: str) -> list[dict]:
+def _area_rows(cmp: Comparison, label: str) -> list[dict]:
+    """The full table of one label vs the baseline, grouped by area (phases their own)."""
+    return [{"area": area, "title": area_title(area), "rows": _diff_rows(cmp, d)}
+            for area, d in by_area(cmp.diffs[cmp.diffs["label"] == label])]
+
+
+def _not_comparable(cmp: Comparison, label: str) -> list[dict]:
+    """Not-comparable figures of one label, grouped by reason: a reason said once."""
+    nc = cmp.not_comparable[cmp.not_comparable["label"] == label]
+    groups: dict[str, list[dict]] = {}
+    for r in nc.to_dict("records"):
+        groups.setdefault(r["reason"], []).append(
+            {"title": r["title"], "name": r["name"], "kind": r["kind"],
+             "measured": ct.measured_note(r).strip(" ()")})
+    return [{"reason": reason, "figures": figs} for reason, figs in groups.items()]
+
+
+def _summary(cmp: Comparison) -> dict[str, list[dict]]:
+    """Label -> its real changes, each a sentence with its verdict's class."""
+    out: dict[str, list[dict]] = {lab: [] for lab in cmp.labels[1:]}
+    for r in ct.summary_records(cmp):
+        parts = ct.change_parts(cmp, r)
+        parts["medians"] = parts["medians"].replace(" -> ", " → ")
+        out[r["label"]].append({**parts, "sentence": r["sentence"], "vclass": _vclass(r["verdict"]),
+                                "name": r["name"], "kind": r["kind"]})
+    return out
+
+
+def _diff_rows(cmp: Comparison, diffs) -> list[dict]:
     summ = ct.summary_lookup(cmp)
     out = []
-    for r in cmp.diffs[cmp.diffs["label"] == label].to_dict("records"):
+    for r in diffs.to_dict("records"):
+        label = r["label"]
         u = r["unit"]
         out.append({
             "kind": r["kind"], "name": r["name"], "title": r["title"],
@@ -258,6 +289,7 @@ def _diff_rows(cmp: Comparison, label: str) -> list[dict]:
                        f"{ct.pct(r['ci_low_pct'])} .. {ct.pct(r['ci_high_pct'])}"),
             "p": ct.p_value(r["p"]), "test": r["test"],
             "verdict": r["verdict"], "vclass": _vclass(r["verdict"]), "note": r["note"],
+            "quiet": not is_real(r["verdict"]),
         })
     return out
 
@@ -300,13 +332,15 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
     if phase_ecdf:
         distributions.append(phase_ecdf)
     comparisons = []
+    summary = _summary(cmp)
     for i, lab in enumerate(cmp.labels[1:]):
         draw = i < MAX_CHANGE_FIGURES
         comparisons.append({
             "label": lab,
-            "rows": _diff_rows(cmp, lab),
-            "not_comparable": [{**r, "measured": ct.measured_note(r).strip(" ()")} for r in
-                               cmp.not_comparable[cmp.not_comparable["label"] == lab].to_dict("records")],
+            "summary": summary[lab],
+            "compared": int((cmp.diffs["label"] == lab).sum()),
+            "areas": _area_rows(cmp, lab),
+            "not_comparable": _not_comparable(cmp, lab),
             "devices": _change_rows(cmp.devices, lab, ["device"]),
             "tasks": _change_rows(cmp.tasks, lab, ["stage", "comm"]),
             "devices_svg": changes_figure(cmp, cmp.devices, ["device"], lab,
@@ -333,6 +367,7 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
         "comparisons": comparisons,
         "thresholds": [{"expr": t.threshold.expr, "label": t.label, "status": t.status,
                         "detail": t.detail} for t in thresholds or []],
+        "forest_svgs": forest_figures(cmp),
         "phases_svg": phases_figure(cmp),
         "pages_svg": pages_figure(cmp),
         "distributions": distributions,

@@ -8,11 +8,12 @@ thresholds; nothing here computes a statistic. NaN is never printed as a number:
 from __future__ import annotations
 
 from snapprof.analysis.compare import Comparison, ThresholdResult
+from snapprof.analysis.compare_summary import real_changes
 from snapprof.report.fmt import missing, number
 from snapprof.report.json import strict_dumps
 from snapprof.report.model import clean, records
 from snapprof.report.text import table
-from snapprof.termsafe import visible_text
+from snapprof.termsafe import visible, visible_text
 
 TOP = 10  # devices and tasks listed per label
 
@@ -98,7 +99,49 @@ def summary_lookup(cmp: Comparison) -> dict:
     return out
 
 
-def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) -> str:
+def change_parts(cmp: Comparison, r: dict) -> dict:
+    """One real change in parts: what (the figure), kernels, medians, change (with its
+    interval), verdict; ``change_sentence`` joins them."""
+    u, lv = r["unit"], _pct_level(cmp)
+    if not missing(r["ci_low_pct"]) and not missing(r["ci_high_pct"]):
+        change = (f"{pct(r['delta_pct'])}, {lv} % interval "
+                  f"{pct(r['ci_low_pct'])} .. {pct(r['ci_high_pct'])}")
+    else:  # no % change (baseline median 0): the interval in the figure's unit
+        change = f"{lv} % interval {interval(r['ci_low'], r['ci_high'], u)}"
+    return {"what": r["title"] if r["kind"] == "phase" else f"{r['title']} ({r['name']})",
+            "kernels": f"{r['label']} vs {r['baseline']}",
+            "medians": f"{number(r['median_base'], u)} -> {number(r['median'], u)}",
+            "change": f"{signed(r['delta'], u)} ({change})",
+            "verdict": r["verdict"]}
+
+
+def change_sentence(cmp: Comparison, r: dict) -> str:
+    """One real change in a sentence: figure, kernels, change with its interval, verdict."""
+    p = change_parts(cmp, r)
+    return f"{p['what']}, {p['kernels']}: {p['medians']}, {p['change']}: {p['verdict']}"
+
+
+def summary_records(cmp: Comparison) -> list[dict]:
+    """The real changes (analysis.compare_summary.real_changes), each with its sentence."""
+    return [{**rec, "sentence": change_sentence(cmp, rec)}
+            for rec in real_changes(cmp).to_dict("records")]
+
+
+def summary_lines(cmp: Comparison) -> list[str]:
+    """The short summary: one line per real change, per label; or that there is none."""
+    lines = []
+    for lab in cmp.labels[1:]:
+        found = real_changes(cmp, lab).to_dict("records")
+        compared = int((cmp.diffs["label"] == lab).sum())
+        head = (f"{visible(lab)} vs {visible(cmp.baseline)}: {len(found)} real change"
+                f"{'s' if len(found) != 1 else ''} among {compared} figures compared")
+        lines.append(head + (":" if found else
+                             f" (none with a {_pct_level(cmp)} % interval clear of 0 and a test to back it)"))
+        lines += ["  " + visible(change_sentence(cmp, r)) for r in found]
+    return lines
+
+
+def header_lines(cmp: Comparison) -> list[str]:
     lines = [f"snapprof compare: {len(cmp.labels)} labels, "
              f"{sum(len(g.sources) for g in cmp.groups.values())} captures; "
              f"baseline = the first label, {cmp.baseline}"]
@@ -112,6 +155,16 @@ def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
     lines += [f"  note: {n}" for n in cmp.label_notes + cmp.setup_notes]
     lines += [f"  capture problem: {src}: {w}" for lab in cmp.labels
               for src, ws in capture_warnings(cmp.groups[lab]).items() for w in ws]
+    return lines
+
+
+def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None,
+                brief: bool = False) -> str:
+    """The header, the summary (one line per real change), then the full tables; ``brief``:
+    the header and the summary only."""
+    lines = header_lines(cmp) + ["", "summary:"] + ["  " + x for x in summary_lines(cmp)]
+    if brief:
+        return visible_text("\n".join(lines) + "\n")
     lines += ["", method_note(cmp)]
     summ = summary_lookup(cmp)
     for lab in cmp.labels[1:]:
@@ -183,6 +236,7 @@ def to_dict(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) ->
                    for lab, g in cmp.groups.items()},
         "level": clean(cmp.level),
         "summary": records(cmp.summary),
+        "real_changes": [{k: clean(v) for k, v in r.items()} for r in summary_records(cmp)],
         "differences": records(cmp.diffs),
         "not_comparable": records(cmp.not_comparable),
         "devices": records(cmp.devices),
