@@ -30,8 +30,8 @@ from snapprof.report.html import render_html
 from snapprof.report.model import build_model
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SECTIONS = ["header", "headline", "runs", "timeline", "time", "freezer", "memory", "devices",
-            "io", "kernel-log"]
+SECTIONS = ["header", "headline", "problems", "timeline", "runs", "time", "freezer", "memory",
+            "devices", "io", "kernel-log", "details"]
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
                                 "(apt-get install -y --no-install-recommends chromium)")
 

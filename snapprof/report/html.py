@@ -9,6 +9,7 @@ import jinja2
 
 from snapprof.paths import reports_dir
 from snapprof.report import plots
+from snapprof.report.first_screen import first_screen, has_problems
 from snapprof.report.fmt import number, spread
 
 MAX_STACKED_RUNS = 60
@@ -81,4 +82,5 @@ def render_html(model: dict) -> str:
     return template.render(
         m={**model, "timelines": {**timelines, "runs": runs}}, h=model["header"], css=css,
         stacked_svg=stacked_svg, stacked_caption=stacked_caption, memory_svg=memory_svg,
-        memory_caption=memory_caption, freezer_svg=freezer_svg, devices_svg=devices_svg)
+        memory_caption=memory_caption, freezer_svg=freezer_svg, devices_svg=devices_svg,
+        fs=(fs := first_screen(model)), fs_problems=has_problems(fs))
