@@ -143,6 +143,7 @@ def headline_table(cmp, names: Sequence[str] = HEADLINE) -> str:
              if r["kind"] == "metric"}
     missing = {(r["name"], r["label"]): r["reason"] for r in cmp.not_comparable.to_dict("records")
                if r["kind"] == "metric"}
+    apart: dict[str, list[str]] = {}
     header = ["figure"] + [f"{lab}" for lab in cmp.labels]
     header += [f"change ({lab})" for lab in cmp.labels[1:]]
     rows = []
@@ -158,11 +159,15 @@ def headline_table(cmp, names: Sequence[str] = HEADLINE) -> str:
             if d is not None:
                 row.append(f"{signed(d['delta'], unit)} ({pct(d['delta_pct'])}) {d['verdict']}")
             else:
-                row.append(f"not comparable: {missing.get((name, lab), 'not measured on one side')}")
+                row.append("not comparable")
+                why = missing.get((name, lab), "not measured on one side")
+                apart.setdefault(why, []).append(f"{name} ({lab})")
         rows.append(row)
     if not rows:
         return "(no headline figure was measured)"
-    return table(header, rows)
+    # "not comparable" is a short list of its own, each reason once, not a sentence in a cell
+    notes = [f"  not comparable: {', '.join(names)}: {why}" for why, names in apart.items()]
+    return table(header, rows) + ("\n" + "\n".join(notes) if notes else "")
 
 
 def lab_compare(distros: Sequence[str], runs: int, out_dir: Path, *, memory: str = "2G",
