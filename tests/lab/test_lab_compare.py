@@ -108,7 +108,10 @@ def test_trend_reuses_captures_and_charts_every_kernel(lab_trend, out):
         p = pts[("image_pages", rel)]
         values = _metric_values(out / _key(rel) / f"{_key(rel)}.snap", "image_pages")
         assert p["n"] == RUNS and p["median"] == pytest.approx(statistics.median(values))
-        assert p["ci_low"] <= p["median"] <= p["ci_high"]
+        # an exact 95 % interval of a median needs 6 runs: with 4 there is none, and no
+        # number stands in for it; the chart draws the runs' range instead
+        assert p["ci_low"] is None and p["ci_high"] is None
+        assert p["min"] == min(values) and p["max"] == max(values)
     steps = [s for s in doc["steps"] if s["name"] == "image_pages"]
     assert [(s["before"], s["after"]) for s in steps] == list(zip(KERNELS, KERNELS[1:]))
     html = (out / "trend.html").read_text()
