@@ -158,3 +158,14 @@ def test_only_one_timeline_is_open_when_there_are_several():
     assert head.count("<svg") == 1
     assert rest.count("<svg") == n - 1
     assert f"Timelines of {n - 1} other runs" in rest
+
+
+def test_an_unknown_drop_count_is_an_anomaly_not_a_zero():
+    from snapprof.report.first_screen import first_screen, has_problems
+
+    model = {"header": {"ringbuf_drops": None, "runs_with_drops": [], "runs_drops_unknown": [1, 2],
+                        "not_measured": [], "probes": [], "runs_total": 2},
+             "headline": [], "metrics": []}
+    fs = first_screen(model)
+    assert fs["drops"] is None and fs["runs_drops_unknown"] == [1, 2]
+    assert has_problems(fs)  # never "no record was lost"

@@ -40,7 +40,8 @@ def first_screen(model: dict) -> dict:
     others = [x for x in h["not_measured"] if x["name"] not in headline_names]
     return {
         "runs_not_complete": model.get("runs_not_complete", []),
-        "drops": h.get("ringbuf_drops") or 0,
+        "drops": h.get("ringbuf_drops"),  # None: no run says how many were lost
+        "runs_drops_unknown": h.get("runs_drops_unknown", []),
         "runs_with_drops": h.get("runs_with_drops", []),
         "capture_warnings": model.get("capture_warnings", []),
         "headline_missing": by_reason(missing_head),
@@ -54,5 +55,5 @@ def first_screen(model: dict) -> dict:
 
 
 def has_problems(fs: dict) -> bool:
-    return bool(fs["runs_not_complete"] or fs["drops"] or fs["capture_warnings"]
+    return bool(fs["runs_not_complete"] or fs["drops"] or fs["runs_drops_unknown"] or fs["capture_warnings"]
                 or fs["headline_missing"] or fs["coarse"] or fs["no_runs"])

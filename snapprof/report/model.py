@@ -120,6 +120,9 @@ def _header(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
         "not_measured_in_some_runs": partly,
         "ringbuf_drops": int(known.sum()) if len(known) else None,
         "runs_with_drops": [int(r) for r in frames.runs.loc[known[known > 0].index, "run_id"]],
+        # runs whose recorder stored no drop count (older or killed recorders): unknown, not 0
+        "runs_drops_unknown": [int(r) for r in frames.runs.loc[
+            frames.runs["ringbuf_drops"].isna(), "run_id"]] if len(frames.runs) else [],
     }
 
 
