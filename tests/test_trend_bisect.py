@@ -135,3 +135,9 @@ def test_a_change_of_a_figure_with_no_good_direction_is_a_real_step(frames):
     assert is_real("changed (higher)") and is_real("worse") and is_real("better")
     assert not is_real("no clear difference") and not is_real("too few runs (n=3 vs 3)")
     assert not is_real("not comparable") and not is_real(None)
+
+
+def test_trend_text_shows_control_characters_of_capture_text(frames):
+    t = build_trend({"6.12\x1b]0;pwned\x07": [frames["t"]], "6.1": [frames["b"]]})
+    text = rt.render_text(t)
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b" in text

@@ -201,6 +201,7 @@ def img_key(lab, folder: str) -> str | None:
 
 def _kernels(args) -> int:
     from snapprof.lab import archive, build
+    from snapprof.termsafe import visible
 
     suite = build.validate_suite(args.distro)
     if args.refresh:
@@ -214,7 +215,8 @@ def _kernels(args) -> int:
     print(f"kernel builds for a {suite} guest ({', '.join(archive.dists_for(suite))}), oldest first:")
     for b in builds:
         mark = " (the suite's own)" if b.release == own else ""
-        print(f"  {b.release:26s} {b.version:22s} {b.dist:20s} {b.initramfs:15s} {b.describe()}{mark}")
+        # the archive's index is input from the network: its text is shown, never obeyed
+        print(visible(f"  {b.release:26s} {b.version:22s} {b.dist:20s} {b.initramfs:15s} {b.describe()}{mark}"))
     ok = sum(b.installable for b in builds)
     print(f"{ok} of {len(builds)} installable; build one with: snapprof lab build --distro {suite} --kernel VERSION")
     return 0
@@ -300,6 +302,8 @@ def run(args) -> int:
     if args.lab_command == "compare":
         from pathlib import Path
 
+        from snapprof.termsafe import visible, visible_text
+
         from snapprof.lab.compare import headline_table, lab_compare
 
         targets = args.distro
@@ -314,9 +318,10 @@ def run(args) -> int:
         kernels, cmp = lab_compare(targets, args.runs, Path(args.output), memory=args.memory,
                                    cpus=args.cpus, timeout=args.timeout, record_args=args.record_arg,
                                    force=args.force)
-        print(f"\n{cmp.userspace.get('sentence', '')}")
-        print(f"Headline: median [95 % CI] over complete runs; change vs {cmp.baseline}")
-        print(headline_table(cmp))
+        # capture text (meta, kernel releases): controls shown, not obeyed
+        print(f"\n{visible(cmp.userspace.get('sentence', ''))}")
+        print(f"Headline: median [95 % CI] over complete runs; change vs {visible(cmp.baseline)}")
+        print(visible_text(headline_table(cmp)))
         for k in kernels:
             print(f"  {k.distro}: capture {k.capture}, report {k.report}")
         print(f"  comparison: {Path(args.output) / 'compare.html'}")

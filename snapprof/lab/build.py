@@ -500,17 +500,23 @@ def _initramfs_modules(rootfs: Path, rel: str) -> None:
         raise SnapprofError(f"{argv[0]} in the guest failed: {tail[0]}")
 
 
-def dpkg_version(rootfs: Path, package: str) -> str:
-    """The installed version of `package` in a root file system ('' if not installed)."""
+def dpkg_versions(rootfs: Path) -> dict[str, str]:
+    """{package: version} of everything installed in a root file system."""
     try:
         text = (rootfs / "var" / "lib" / "dpkg" / "status").read_text(errors="replace")
     except OSError:
-        return ""
+        return {}
+    out = {}
     for para in text.split("\n\n"):
         fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", para, re.M))
-        if fields.get("Package") == package and "installed" in fields.get("Status", ""):
-            return fields.get("Version", "")
-    return ""
+        if "Package" in fields and "installed" in fields.get("Status", ""):
+            out[fields["Package"]] = fields.get("Version", "")
+    return out
+
+
+def dpkg_version(rootfs: Path, package: str) -> str:
+    """The installed version of `package` in a root file system ('' if not installed)."""
+    return dpkg_versions(rootfs).get(package, "")
 
 
 def _run(cmd: list[str], what: str) -> None:

@@ -106,12 +106,10 @@ def _download(url: str, dest: Path) -> None:
 
 def installed_kernels(rootfs: Path) -> list[str]:
     """Releases with a linux-image package installed in the root file system."""
-    from snapprof.lab.build import dpkg_version  # build imports this module lazily
-
     mods = rootfs / "lib" / "modules"
     names = sorted(p.name for p in mods.iterdir()) if mods.is_dir() else []
-    return [r for r in names if dpkg_version(rootfs, f"linux-image-{r}")
-            or dpkg_version(rootfs, f"linux-image-{r}-unsigned")]
+    have = dpkg_versions(rootfs)
+    return [r for r in names if f"linux-image-{r}" in have or f"linux-image-{r}-unsigned" in have]
 
 
 def install(rootfs: Path, build: archive.KernelBuild, debs_cache: Path, log_path: Path,
@@ -179,22 +177,10 @@ def install(rootfs: Path, build: archive.KernelBuild, debs_cache: Path, log_path
 
 
 def dpkg_versions(rootfs: Path) -> dict[str, str]:
-    """{package: version} of everything installed in the root file system."""
-    import re
+    from snapprof.lab.build import dpkg_versions as parse  # build imports this module lazily
 
-    try:
-        text = (rootfs / "var" / "lib" / "dpkg" / "status").read_text(errors="replace")
-    except OSError:
-        return {}
-    out = {}
-    for para in text.split("\n\n"):
-        f = dict(re.findall(r"^([A-Za-z-]+): (.*)$", para, re.M))
-        if "Package" in f and "install ok installed" in f.get("Status", ""):
-            out[f["Package"]] = f.get("Version", "")
-    return out
+    return parse(rootfs)
 
 
 def _installed(rootfs: Path, package: str) -> bool:
-    from snapprof.lab.build import dpkg_version
-
-    return bool(dpkg_version(rootfs, package))
+    return package in dpkg_versions(rootfs)

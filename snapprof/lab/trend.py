@@ -47,9 +47,9 @@ def resolve_kernels(suite: str, specs: Sequence[str], lab=None) -> list[str]:
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise SnapprofError(f"--kernels names the same build twice: {', '.join(dup)}")
-    release = {k: (build.split_key(k)[1] or (build.load_image(suite, lab).kernel_release
-                                             if build.load_image(suite, lab) else archive.default_release(suite, lab)))
-               for k in keys}
+    base = build.load_image(suite, lab)
+    own = base.kernel_release if base else archive.default_release(suite, lab)
+    release = {k: build.split_key(k)[1] or own for k in keys}
     return sorted(keys, key=lambda k: archive.release_key(release[k] or ""))
 
 

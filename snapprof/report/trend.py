@@ -21,6 +21,7 @@ from snapprof.report import plots
 from snapprof.report.compare_text import interval, p_value, pct, signed
 from snapprof.report.fmt import number
 from snapprof.report.text import table
+from snapprof.termsafe import visible_text
 
 VERDICT_COLORS = {"worse": "#c0392b", "better": "#1e8449", "changed": "#7d3c98"}
 
@@ -75,7 +76,7 @@ def render_text(trend: Trend, reports: dict[str, str] | None = None) -> str:
                  "larger than the noise of these runs")
     if reports:
         lines += ["", "Per-kernel reports:"] + [f"  {lab}: {path}" for lab, path in reports.items()]
-    return "\n".join(lines) + "\n"
+    return visible_text("\n".join(lines) + "\n")  # capture text: controls shown, not obeyed
 
 
 def _clean(v):
