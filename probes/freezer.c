@@ -19,6 +19,15 @@
  * the task itself entered __refrigerator (kprobe only: no kretprobe, so no maxactive
  * limit). Tasks switched straight to TASK_FROZEN by freeze_task ("frozen in place") are
  * kept with in_place = 1 and no refrigerator time.
+ *
+ * Attachment: the handlers' bodies are the on_*() functions below, called from kprobe /
+ * kretprobe handlers (enter__/leave__<fn>) or, compiled with -DSNAPPROF_FENTRY_<fn>, from
+ * fentry/fexit programs (bcc KFUNC_PROBE / KRETFUNC_PROBE, BPF trampolines; the kernel's
+ * BTF gives the arguments). freeze_task() runs once per thread per sweep, so its hooks are
+ * what the freezer pays for: a kprobe plus a kretprobe costs tens of times a trampoline.
+ * The loader (snapprof/record/loader.py) compiles with the define where the kernel has
+ * BTF and trampolines, and without it (kprobes) otherwise or if that fails; the capture
+ * says which (meta probe_methods). bcc attaches the kfunc programs when it loads them.
  */
 #ifndef TASK_FROZEN
 #define TASK_FROZEN 0x00008000
@@ -51,12 +60,11 @@ SPAN_INT(freeze_kernel_threads)
 SPAN_VOID(thaw_processes)
 SPAN_VOID(thaw_kernel_threads)
 
-int enter__try_to_freeze_tasks(struct pt_regs *ctx)
+static __always_inline int on_ttft_enter(int user_only)
 {
     struct cycle_state *s = state();
     if (!s)
         return 0;
-    int user_only = (u8)PT_REGS_PARM1(ctx);
     s->fz_tid = bpf_get_current_pid_tgid();
     s->fz_stage = user_only ? 1 : 2;
     s->fz_first = 0;
@@ -69,7 +77,7 @@ int enter__try_to_freeze_tasks(struct pt_regs *ctx)
     return 0;
 }
 
-int leave__try_to_freeze_tasks(struct pt_regs *ctx)
+static __always_inline int on_ttft_leave(int ret)
 {
     struct cycle_state *s = state();
     if (!s)
@@ -78,7 +86,7 @@ int leave__try_to_freeze_tasks(struct pt_regs *ctx)
     if (e) {
         ev_name(e, "try_to_freeze_tasks");
         e->has_value = 1;
-        e->value = (int)PT_REGS_RC(ctx);
+        e->value = ret;
         e->has_aux = 1;
         e->aux1 = s->fz_passes;
         e->aux2 = s->fz_swept;
@@ -103,12 +111,11 @@ int leave__try_to_freeze_tasks(struct pt_regs *ctx)
     return 0;
 }
 
-int enter__freeze_task(struct pt_regs *ctx)
+static __always_inline int on_freeze_task_enter(struct task_struct *p)
 {
     struct cycle_state *s = state();
     if (!s || !s->fz_stage || s->fz_tid != bpf_get_current_pid_tgid())
         return 0;
-    struct task_struct *p = (struct task_struct *)PT_REGS_PARM1(ctx);
     if (!s->fz_first) {
         s->fz_t0 = bpf_ktime_get_boot_ns();
         s->fz_first = (u64)p;
@@ -125,7 +132,7 @@ int enter__freeze_task(struct pt_regs *ctx)
     return 0;
 }
 
-int leave__freeze_task(struct pt_regs *ctx)
+static __always_inline int on_freeze_task_leave(int ret)
 {
     struct cycle_state *s = state();
     if (!s || !s->fz_stage || !s->fz_cur || s->fz_tid != bpf_get_current_pid_tgid())
@@ -133,7 +140,6 @@ int leave__freeze_task(struct pt_regs *ctx)
     s->fz_t1 = bpf_ktime_get_boot_ns();
     struct task_struct *p = (struct task_struct *)s->fz_cur;
     s->fz_cur = 0;
-    int ret = (u8)PT_REGS_RC(ctx);
     unsigned int after = 0;
     bpf_probe_read_kernel(&after, sizeof(after), &p->__state);
     int in_place = !ret && !(s->fz_cur_state & TASK_FROZEN) && (after & TASK_FROZEN);
@@ -171,7 +177,7 @@ int leave__freeze_task(struct pt_regs *ctx)
 }
 
 /* Runs in the freezing task itself: the moment it enters the refrigerator. */
-int enter____refrigerator(struct pt_regs *ctx)
+static __always_inline int on_refrigerator(void)
 {
     u32 pid = (u32)bpf_get_current_pid_tgid();
     struct taskrec *r = tasks.lookup(&pid);
@@ -197,3 +203,62 @@ int enter____refrigerator(struct pt_regs *ctx)
         count(C_TASKS_FULL);
     return 0;
 }
+
+/* kprobes (always compiled; bcc loads only those attached) */
+int enter__try_to_freeze_tasks(struct pt_regs *ctx)
+{
+    return on_ttft_enter((u8)PT_REGS_PARM1(ctx));
+}
+
+int leave__try_to_freeze_tasks(struct pt_regs *ctx)
+{
+    return on_ttft_leave((int)PT_REGS_RC(ctx));
+}
+
+int enter__freeze_task(struct pt_regs *ctx)
+{
+    return on_freeze_task_enter((struct task_struct *)PT_REGS_PARM1(ctx));
+}
+
+int leave__freeze_task(struct pt_regs *ctx)
+{
+    return on_freeze_task_leave((u8)PT_REGS_RC(ctx));
+}
+
+int enter____refrigerator(struct pt_regs *ctx)
+{
+    return on_refrigerator();
+}
+
+/* fentry/fexit: the same bodies through BPF trampolines, each pair compiled only with
+ * -DSNAPPROF_FENTRY_<function> (bcc attaches kfunc programs when it loads them) */
+#ifdef SNAPPROF_FENTRY_try_to_freeze_tasks
+KFUNC_PROBE(try_to_freeze_tasks, bool user_only)
+{
+    return on_ttft_enter(user_only);
+}
+
+KRETFUNC_PROBE(try_to_freeze_tasks, bool user_only, int ret)
+{
+    return on_ttft_leave(ret);
+}
+#endif
+
+#ifdef SNAPPROF_FENTRY_freeze_task
+KFUNC_PROBE(freeze_task, struct task_struct *p)
+{
+    return on_freeze_task_enter(p);
+}
+
+KRETFUNC_PROBE(freeze_task, struct task_struct *p, bool ret)
+{
+    return on_freeze_task_leave(ret);
+}
+#endif
+
+#ifdef SNAPPROF_FENTRY___refrigerator
+KFUNC_PROBE(__refrigerator, bool check_kthr_stop)
+{
+    return on_refrigerator();
+}
+#endif

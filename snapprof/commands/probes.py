@@ -62,6 +62,10 @@ def _checks(view, root: str) -> list[tuple[str, bool, str]]:
     rows.append(("kernel_headers", headers, f"kernel headers for {view.release}" if headers else
                  f"no kernel headers for {view.release} (install linux-headers-{view.release}): "
                  "bcc cannot compile"))
+    fentry = view.fentry_problem()
+    rows.append(("fentry", fentry is None,
+                 "BPF trampolines: the freezer's per-task hooks use fentry/fexit" if fentry is None
+                 else f"{fentry}: the freezer's per-task hooks use kprobes (costlier)"))
     if "lockdown" not in have and view.lockdown() is None:
         rows.append(("lockdown", True, "no kernel lockdown (securityfs lockdown file absent)"))
     syms = view.kallsyms()

@@ -87,6 +87,13 @@ class Catalogue:
     #: functions no return probe may be pending on at a real hibernation's atomic copy, and why
     pending_across_copy: tuple[str, ...] = ()
     pending_why: str = ""
+    #: functions whose handlers have fentry/fexit twins, compiled with -D<fentry_define_prefix><fn>
+    fentry_functions: tuple[str, ...] = ()
+    fentry_define_prefix: str = ""
+
+    def fentry_define(self, function: str) -> str:
+        """The C macro that compiles `function`'s fentry/fexit handlers."""
+        return self.fentry_define_prefix + function
 
     def returns_across_copy(self, m: Measurement) -> list[str]:
         """The functions of ``pending_across_copy`` that measurement ``m`` reads the return of."""
@@ -223,5 +230,14 @@ def _build(path: Path, data: dict) -> Catalogue:
         raise ValueError("pending_across_copy: functions must be function names")
     if funcs and not pending.get("why"):
         raise ValueError("pending_across_copy: says no why")
+    fentry = data.get("fentry") or {}
+    ffuncs = tuple(fentry.get("functions") or ())
+    if not all(isinstance(f, str) and f for f in ffuncs):
+        raise ValueError("fentry: functions must be function names")
+    prefix = str(fentry.get("define_prefix") or "")
+    if ffuncs and not all((prefix + f).isidentifier() for f in ffuncs):
+        raise ValueError("fentry: needs a 'define_prefix' (C macro prefix that compiles the fentry "
+                         "handlers of each function)")
     return Catalogue(path=path, files=files, measurements=tuple(out),
-                     pending_across_copy=funcs, pending_why=str(pending.get("why") or ""))
+                     pending_across_copy=funcs, pending_why=str(pending.get("why") or ""),
+                     fentry_functions=ffuncs, fentry_define_prefix=prefix)

@@ -13,8 +13,16 @@ with snapprof/record/bpfsys.py. Closing those fds detaches everything.
 
     loaded = load(source, cflags, hooks, maps, timeout_s=900)
     loaded.attach_errors[(kind, target, handler)] -> one-line reason or None
+    loaded.fentry_used, loaded.fentry_error   # see fentry= below
     loaded.maps["events"] -> {"fd", "key_size", "value_size", "max_entries"}
     loaded.close()                      # detaches: closes the perf events and map fds
+
+fentry={"targets": [fn...], "defines": [macro...], "required": bool}: compile first with
+those -D macros, which add fentry/fexit twins of those functions' handlers (bcc attaches
+kfunc programs when it loads them), and leave those functions' kprobe/kretprobe hooks out;
+if that fails, everything the failed attempt opened is closed and the plain program is
+compiled and attached with kprobes, the reason in fentry_error (unless required: then the
+load fails with it).
 
 The child dies with the recorder (PR_SET_PDEATHSIG), so a killed recorder never leaves a
 compiler running or probes attached.
@@ -23,6 +31,7 @@ compiler running or probes attached.
 from __future__ import annotations
 
 import ctypes as ct
+import gc
 import json
 import os
 import signal
@@ -58,6 +67,8 @@ class Loaded:
     tracefs_events: list[str] = field(default_factory=list)
     cache_dropped_kb: int | None = None  # page cache the compile left, given back
     bpf_memlock_kb: dict | None = None  # the kernel's own accounting of the maps and programs
+    fentry_used: list[str] = field(default_factory=list)  # functions hooked with fentry/fexit
+    fentry_error: str | None = None  # why the fentry/fexit attempt fell back to kprobes
 
     def close(self) -> None:
         for fd in self.links:
@@ -97,7 +108,7 @@ def remove_tracefs_events(names: list[str]) -> None:
 
 # -- the recorder's side --------------------------------------------------------------------
 def load(source: str, cflags: list[str], hooks: list[tuple], maps: list[str],
-         timeout_s: float = 900.0) -> Loaded:
+         timeout_s: float = 900.0, fentry: dict | None = None) -> Loaded:
     """Run the child, return what it attached. SnapprofError with one line if it failed."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     root = str(Path(__file__).resolve().parents[2])
@@ -118,7 +129,7 @@ def load(source: str, cflags: list[str], hooks: list[tuple], maps: list[str],
     try:
         parent.settimeout(timeout_s)
         _send_msg(parent, {"source": source, "cflags": cflags, "hooks": [list(h) for h in hooks],
-                           "maps": maps})
+                           "maps": maps, "fentry": fentry or {}})
         reply, received = _recv_msg(parent)
         if reply is None:
             raise SnapprofError("the probe loader died before answering: " + _tail(proc, errlog))
@@ -240,7 +251,9 @@ def _loaded(reply: dict, fds: list[int]) -> Loaded:
     return Loaded(maps=maps, links=links, attach_errors=errors, compile_s=reply["compile_s"],
                   attach_s=reply["attach_s"], loader_peak_rss_kb=reply.get("peak_rss_kb"),
                   tracefs_events=reply.get("tracefs_events", []),
-                  bpf_memlock_kb=reply.get("bpf_memlock_kb"))
+                  bpf_memlock_kb=reply.get("bpf_memlock_kb"),
+                  fentry_used=list(reply.get("fentry_used") or []),
+                  fentry_error=reply.get("fentry_error"))
 
 
 def _send_msg(sock, obj, fds=()) -> None:
@@ -358,12 +371,16 @@ def _compile_and_attach(req: dict) -> tuple[dict, list[int]]:
     except ImportError as exc:
         raise SnapprofError(f"bcc missing ({exc}); install python3-bpfcc") from None
     t0 = time.monotonic()
-    bpf = _compile(bcc, req["source"], req["cflags"])
+    bpf, used, fentry_error = _compile_fentry_or_plain(bcc, req)
     t1 = time.monotonic()
     attach: dict[str, str | None] = {}
     for kind, target, handler, maxactive in req["hooks"]:
         key = f"{kind}|{target}|{handler}"
-        if key not in attach:
+        if key in attach:
+            continue
+        if target in used and kind in ("kprobe", "kretprobe"):
+            attach[key] = None  # hooked by its fentry/fexit twin, attached at load
+        else:
             attach[key] = _attach_one(bpf, kind, target, handler, maxactive)
     t2 = time.monotonic()
     fds: list[int] = []
@@ -386,13 +403,54 @@ def _compile_and_attach(req: dict) -> tuple[dict, list[int]]:
     for fd in bpf.tracepoint_fds.values():
         links.append(len(fds))
         fds.append(fd)
+    for table in (getattr(bpf, "kfunc_entry_fds", {}), getattr(bpf, "kfunc_exit_fds", {})):
+        for fd in table.values():  # the BPF links (raw tracepoint fds) holding the trampolines
+            links.append(len(fds))
+            fds.append(fd)
     if len(fds) > MAX_FDS:
         raise SnapprofError(f"{len(fds)} descriptors to hand over, at most {MAX_FDS}")
     reply = {"maps": maps, "links": links, "attach": attach, "compile_s": t1 - t0,
+             "fentry_used": used, "fentry_error": fentry_error,
              "attach_s": t2 - t1, "tracefs_events": _our_tracefs_events(),
              "mapped_files": sorted(_own_mapped_files()),
              "headers_dropped_kb": drop_compiler_cache([], _header_dirs())}
     return reply, fds
+
+
+def _open_fds() -> set[int]:
+    try:
+        return {int(n) for n in os.listdir("/proc/self/fd")}
+    except OSError:
+        return set()
+
+
+def _compile_fentry_or_plain(bcc, req: dict):
+    """(bpf, functions hooked by fentry/fexit, why not where asked). First with the fentry
+    macros (bcc loads and attaches the kfunc programs in BPF()); if that fails, the failed
+    object is collected (bcc's clean-up closes what it opened) and whatever it left open is
+    closed, so no trampoline stays attached beside the kprobes that replace it."""
+    fentry = req.get("fentry") or {}
+    targets = list(fentry.get("targets") or [])
+    if targets:
+        before = _open_fds()
+        try:
+            bpf = _compile(bcc, req["source"], req["cflags"] + [f"-D{d}" for d in fentry["defines"]])
+        except SnapprofError as exc:
+            why = f"fentry/fexit failed, kprobes used: {exc}"
+            if fentry.get("required"):
+                raise SnapprofError(f"--freezer-probes fentry: {exc}") from None
+        else:
+            kfuncs = len(getattr(bpf, "kfunc_entry_fds", {})) + len(getattr(bpf, "kfunc_exit_fds", {}))
+            if kfuncs:
+                return bpf, targets, None
+            why = "fentry/fexit programs did not attach (bcc attached no kfunc), kprobes used"
+            bpf.cleanup()
+            del bpf
+        gc.collect()
+        for fd in _open_fds() - before:
+            _close(fd)
+        return _compile(bcc, req["source"], req["cflags"]), [], why
+    return _compile(bcc, req["source"], req["cflags"]), [], None
 
 
 def _header_dirs() -> list[str]:

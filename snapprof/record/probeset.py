@@ -56,6 +56,7 @@ DEVCALL_BYTES = 48  # struct devcall (40) + ring-buffer header (8)
 # that needs more counts the loss as drops in the run; `snapprof record
 # --callbacks-per-device 8` sizes for the worst case.
 CALLBACKS_PER_DEVICE = 4
+FREEZER_PROBES = ("auto", "fentry", "kprobe")
 
 
 def _pow2_at_least(n: int) -> int:
@@ -165,10 +166,23 @@ class ProbeSet:
     """The probes of the catalogue that this kernel allows, for one record session."""
 
     def __init__(self, catalogue_path=None, areas=None, view: KernelView | None = None,
-                 callbacks_per_device: int | None = None, real_hibernation: bool = False):
+                 callbacks_per_device: int | None = None, real_hibernation: bool = False,
+                 freezer_probes: str = "auto"):
         """``real_hibernation``: the cycles may restore an image, so no return probe is ever
         attached on a function the catalogue lists as pending across the atomic copy
-        (swsusp_save); the measurements that need one are left out with the reason."""
+        (swsusp_save); the measurements that need one are left out with the reason.
+        ``freezer_probes``: how the functions with fentry/fexit twins (the catalogue's
+        ``fentry``: the freezer's per-task hooks) are hooked: "auto" (fentry/fexit where the
+        kernel allows, else kprobes, with the reason), "fentry" (required: SnapprofError
+        otherwise) or "kprobe"."""
+        if freezer_probes not in FREEZER_PROBES:
+            raise SnapprofError(f"unknown freezer probe method {freezer_probes!r} "
+                                f"(one of {', '.join(FREEZER_PROBES)})")
+        self.freezer_probes = freezer_probes
+        #: after attach(): function -> "fentry/fexit" or "kprobe" for every hooked function
+        #: of the catalogue's fentry list, and why kprobes were used where they were
+        self.methods: dict[str, str] = {}
+        self.fentry_why: str | None = None
         self.callbacks_per_device = callbacks_per_device or CALLBACKS_PER_DEVICE
         self.catalogue = cat.load(catalogue_path)
         self.areas = list(areas) if areas is not None else None
@@ -288,6 +302,41 @@ class ProbeSet:
                                     f"{self.catalogue.pending_why}")
         return hooks
 
+    def fentry_plan(self, hooks) -> tuple[list[str], str | None]:
+        """The functions to hook with fentry/fexit instead of kprobes (those of the
+        catalogue's fentry list that ``hooks`` need and the kernel allows), and why the
+        others of that list that ``hooks`` need are not; SnapprofError if fentry is required
+        (freezer_probes="fentry") and cannot be had."""
+        hooked = {target for kind, target, _h, _m in hooks if kind in ("kprobe", "kretprobe")}
+        wanted = [f for f in self.catalogue.fentry_functions if f in hooked]
+        if not wanted:
+            return [], None
+        if self.freezer_probes == "kprobe":
+            return [], "kprobes chosen (--freezer-probes kprobe)"
+        problem = self.view.fentry_problem()
+        use: list[str] = []
+        if problem is None:
+            trace = self.view.traceable()
+            if trace is None:
+                problem = "cannot read available_filter_functions (fentry needs ftrace)"
+            else:
+                use = [f for f in wanted if f in trace]
+                rest = [f for f in wanted if f not in use]
+                if rest:
+                    problem = f"{', '.join(rest)}: not ftrace-traceable (fentry needs ftrace)"
+        if problem and self.freezer_probes == "fentry":
+            raise SnapprofError(f"--freezer-probes fentry: {problem}")
+        return use, problem
+
+    def methods_text(self) -> str:
+        """One line for the capture's meta: which hook each function got."""
+        groups: dict[str, list[str]] = defaultdict(list)
+        for fn, how in self.methods.items():
+            groups[how].append(fn)
+        text = "; ".join(f"{how}: {', '.join(fns)}" for how, fns in sorted(groups.items()))
+        others = "kprobes/kretprobes for every other function"
+        return f"{text}; {others}" if text else others
+
     def attach(self) -> None:
         """Compile once (in a child process: snapprof/record/loader.py) and attach every
         available measurement; SnapprofError if none can be."""
@@ -303,7 +352,15 @@ class ProbeSet:
         if not self.view.bcc_installed:
             raise SnapprofError("bcc missing; install python3-bpfcc")
         hooks = self.attach_hooks()
-        loaded = loader.load(self.source(), self.cflags(), hooks, list(MAPS))
+        use, why = self.fentry_plan(hooks)
+        fentry = {"targets": use, "defines": [self.catalogue.fentry_define(f) for f in use],
+                  "required": self.freezer_probes == "fentry"}
+        loaded = loader.load(self.source(), self.cflags(), hooks, list(MAPS), fentry=fentry)
+        used = set(loaded.fentry_used)
+        hooked = {target for kind, target, _h, _m in hooks if kind in ("kprobe", "kretprobe")}
+        self.methods = {f: ("fentry/fexit" if f in used else "kprobe")
+                        for f in self.catalogue.fentry_functions if f in hooked}
+        self.fentry_why = loaded.fentry_error or why
         for r in self.resolutions:
             name = r.measurement.name
             if not r.available:

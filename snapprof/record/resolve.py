@@ -25,6 +25,8 @@ TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 KPROBE_BLACKLIST = "/sys/kernel/debug/kprobes/blacklist"
 LOCKDOWN = "/sys/kernel/security/lockdown"
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
+KERNEL_BTF = "/sys/kernel/btf/vmlinux"
+TRAMPOLINE_SYMBOL = "bpf_trampoline_link_prog"  # bcc's own test for fentry support
 NO_HIBERNATION = "kernel built without hibernation (CONFIG_HIBERNATION off: no swsusp_save)"
 FUNC_TYPES = set("tTwW")
 DATA_TYPES = set("bBdDrRgGsS")
@@ -34,8 +36,9 @@ class KernelView:
     """What the running kernel (or a fake tree under ``root``) lets snapprof probe."""
 
     def __init__(self, root: str = "/", euid: int | None = None, release: str | None = None,
-                 bcc: bool | None = None):
+                 bcc: bool | None = None, machine: str | None = None):
         self.root = root
+        self.machine = machine or os.uname().machine
         self.euid = os.geteuid() if euid is None else euid
         self.release = (release or self._read("/proc/sys/kernel/osrelease") or os.uname().release).strip()
         self.version = parse_version(self.release)
@@ -197,6 +200,20 @@ class KernelView:
         if syms is None:
             return None
         return "swsusp_save" in syms or "hibernate" in syms
+
+    def fentry_problem(self) -> str | None:
+        """Why fentry/fexit (BPF trampolines) cannot be used on this kernel, or None if they
+        can: bcc's own test (x86-64, the kernel's BTF, the trampoline code in kallsyms)."""
+        if self.machine != "x86_64":
+            return f"no BPF trampolines in bcc on {self.machine}"
+        if not os.path.exists(self.path(KERNEL_BTF)):
+            return f"kernel without BTF ({KERNEL_BTF} absent)"
+        syms = self.kallsyms()
+        if syms is None:
+            return "cannot read /proc/kallsyms"
+        if TRAMPOLINE_SYMBOL not in syms:
+            return f"kernel without BPF trampolines (no {TRAMPOLINE_SYMBOL})"
+        return None
 
     def blockers(self) -> list[str]:
         """Reasons no probe can be attached at all, the kernel's own first."""
@@ -367,7 +384,7 @@ def resolve(catalogue: Catalogue, view: KernelView, areas: list[str] | None = No
     ``pending_across_copy`` cannot be made: its return probe would be pending at the atomic
     copy, and the restored kernel never returns through it. Its reason says so."""
     view.narrow({a.name for m in catalogue.measurements for p in m.probes
-                 for a in p.alternatives} | {"swsusp_save", "hibernate"})
+                 for a in p.alternatives} | {"swsusp_save", "hibernate", TRAMPOLINE_SYMBOL})
     cache: dict[int, ProbeChoice] = {}
     out = []
     for m in catalogue.select(areas):
