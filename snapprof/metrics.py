@@ -29,6 +29,11 @@ class Metric:
     area: str  # freezer, shrink, copy, devices, io, resume, phases, system, cycle
     label: str
     lower_is_better: bool | None = True  # None: neither (a setting, a count of things)
+    #: a setting or a fact of the machine (RAM, free memory before the cycle, the
+    #: /sys/power knobs, (de)compression threads: a parameter or the CPU count), not
+    #: behaviour measured in the cycle: compare lists a difference as a setting that
+    #: differs (the comparison is less controlled), never as a kernel finding
+    setting: bool = False
 
 
 _ALL = [
@@ -48,10 +53,10 @@ _ALL = [
     Metric("thaw_kernel_ms", "ms", "freezer", "Thaw kernel threads"),
     Metric("thaw_ms", "ms", "freezer", "Thaw processes"),
     # page shrinking / preallocation
-    Metric("mem_total_kb", "kB", "system", "Memory total", None),
-    Metric("mem_free_kb", "kB", "system", "Memory free before the cycle", None),
-    Metric("image_size_setting_bytes", "bytes", "system", "/sys/power/image_size", None),
-    Metric("reserved_size_setting_bytes", "bytes", "system", "/sys/power/reserved_size", None),
+    Metric("mem_total_kb", "kB", "system", "Memory total", None, setting=True),
+    Metric("mem_free_kb", "kB", "system", "Memory free before the cycle", None, setting=True),
+    Metric("image_size_setting_bytes", "bytes", "system", "/sys/power/image_size", None, setting=True),
+    Metric("reserved_size_setting_bytes", "bytes", "system", "/sys/power/reserved_size", None, setting=True),
     Metric("prealloc_ms", "ms", "shrink", "Preallocate image memory"),
     Metric("prealloc_result", "errno", "shrink", "Preallocation result (0 = ok)", None),
     Metric("saveable_pages", "pages", "shrink", "Saveable pages before shrinking"),
@@ -99,9 +104,9 @@ _ALL = [
     Metric("write_compressed_kbytes", "kB", "io", "Image size after compression"),
     Metric("compression_ratio", "ratio", "io",
            "Compression ratio (compressed size / image size)"),
-    Metric("compress_threads", "count", "io", "Compression threads", None),
+    Metric("compress_threads", "count", "io", "Compression threads", None, setting=True),
     Metric("read_pages", "pages", "io", "Image pages to load (kernel log)", None),
-    Metric("decompress_threads", "count", "io", "Decompression threads", None),
+    Metric("decompress_threads", "count", "io", "Decompression threads", None, setting=True),
     # resume after a real hibernation (derived by snapprof.analysis.derived)
     Metric("resume_ms", "ms", "resume",
            "Resume in the restored kernel (to thaw end)"),

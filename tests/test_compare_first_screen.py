@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from snapprof import cli
+from snapprof import metrics as registry
 from snapprof.analysis.compare import compare, group_captures, load_captures
 from snapprof.analysis.compare_summary import area_of, real_changes
 from snapprof.report.compare_forest import forest_figures
@@ -37,6 +38,12 @@ pytestmark = pytest.mark.skipif(not (OLD.exists() and NEW.exists()),
 
 def _real(verdict: str) -> bool:
     return verdict in REAL_WORDS
+
+
+def _finding(r: dict) -> bool:
+    """A real change: a real verdict on a figure that is no setting or machine fact (those
+    are listed apart, as settings that differ: tests/test_compare_settings.py)."""
+    return _real(r["verdict"]) and not (r["kind"] == "metric" and registry.get(r["name"]).setting)
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +79,16 @@ def test_the_pool_gives_real_verdicts_of_both_kinds(cmp):
 
 
 def test_summary_lists_exactly_the_rows_with_a_real_verdict(cmp):
-    expected = {_key(r) for r in cmp.diffs.to_dict("records") if _real(r["verdict"])}
+    expected = {_key(r) for r in cmp.diffs.to_dict("records") if _finding(r)}
     found = real_changes(cmp)
     assert {_key(r) for r in found.to_dict("records")} == expected
     assert len(found) == len(expected)  # each once
-    # regressions first
-    order = [v.split(" ")[0] for v in found["verdict"]]
-    assert order == sorted(order, key=["worse", "changed", "better"].index)
+    # regressions first, then the others by size of the % change
+    worse = [v == "worse" for v in found["verdict"]]
+    assert worse == sorted(worse, reverse=True) and any(worse) and not all(worse)
+    rest = [(abs(x), v) for x, v, w in zip(found["delta_pct"], found["verdict"], worse) if not w]
+    assert [x for x, _ in rest] == sorted((x for x, _ in rest), reverse=True)
+    assert {v.split(" ")[0] for _, v in rest} == {"better", "changed"}  # mixed, by size
 
 
 def test_text_summary_comes_before_the_table_one_line_per_real_change(cmp):
@@ -88,8 +98,9 @@ def test_text_summary_comes_before_the_table_one_line_per_real_change(cmp):
     table = next(i for i, line in enumerate(lines) if line.startswith("== "))
     assert start < table
     section = lines[start + 1: lines.index("", start)]
-    changes = [line for line in section if line.startswith("    ")]
-    real = [r for r in cmp.diffs.to_dict("records") if _real(r["verdict"])]
+    settings_head = next(i for i, line in enumerate(section) if "that differ" in line)
+    changes = [line for line in section[:settings_head] if line.startswith("    ")]
+    real = [r for r in cmp.diffs.to_dict("records") if _finding(r)]
     assert len(changes) == len(real)
     for r in real:
         hit = [c for c in changes if (f"({r['name']})" if r["kind"] == "metric" else r["title"] + ",") in c]
@@ -97,7 +108,7 @@ def test_text_summary_comes_before_the_table_one_line_per_real_change(cmp):
         assert hit[0].rstrip().endswith(": " + r["verdict"])
         assert f"{cmp.labels[1]} vs {cmp.baseline}" in hit[0]
         assert f"{r['delta_pct']:+.1f}%" in hit[0] and "95 % interval" in hit[0]
-    quiet = [r for r in cmp.diffs.to_dict("records") if not _real(r["verdict"]) and r["kind"] == "metric"]
+    quiet = [r for r in cmp.diffs.to_dict("records") if not _finding(r) and r["kind"] == "metric"]
     for r in quiet:
         assert not any(f"({r['name']})" in c for c in changes), r["name"]
     assert f"{len(real)} real changes among {int((cmp.diffs['label'] == cmp.labels[1]).sum())}" in section[0]
@@ -105,7 +116,7 @@ def test_text_summary_comes_before_the_table_one_line_per_real_change(cmp):
 
 def test_json_gains_the_real_changes_and_keeps_the_rest(cmp):
     data = json.loads(render_json(cmp, []))
-    real = [r for r in cmp.diffs.to_dict("records") if _real(r["verdict"])]
+    real = [r for r in cmp.diffs.to_dict("records") if _finding(r)]
     assert {(r["kind"], r["name"]) for r in data["real_changes"]} == {_key(r) for r in real}
     assert all(r["sentence"].endswith(r["verdict"]) for r in data["real_changes"])
     # the per-label statistics and all differences are still there
@@ -125,8 +136,9 @@ def test_brief_prints_only_the_header_and_the_summary(cmp, paths, monkeypatch, c
     assert full.startswith(out.rstrip("\n"))  # the same header and summary, nothing after
     assert "summary:" in out
     assert "== " not in out and "not comparable:" not in out and "Mann-Whitney" not in out
-    real = [r for r in cmp.diffs.to_dict("records") if _real(r["verdict"])]
-    assert sum(line.startswith("    ") for line in out.splitlines()) == len(real)
+    real = [r for r in cmp.diffs.to_dict("records") if _finding(r)]
+    settings = json.loads(render_json(cmp, []))["settings_that_differ"]
+    assert sum(line.startswith("    ") for line in out.splitlines()) == len(real) + len(settings)
 
 
 def test_brief_is_for_text_only(paths, monkeypatch, capsys):
@@ -164,7 +176,7 @@ def test_forest_has_one_row_per_comparable_figure_and_marks_the_significant(cmp)
     assert len(ids) == len(diffs)                      # one row per comparable figure
     assert {p for p, _, _ in ids} == {0}
     assert sorted(j for _, j, _ in ids) == list(range(len(diffs)))
-    assert sum(s == "sig" for _, _, s in ids) == sum(_real(v) for v in diffs["verdict"])
+    assert sum(s == "sig" for _, _, s in ids) == sum(_finding(r) for r in diffs.to_dict("records"))
     text = html.unescape(svg)
     for title in diffs["title"]:
         assert (title if len(title) <= 46 else title[:45] + "…") in text, title
@@ -182,7 +194,7 @@ def test_forest_marks_the_right_rows(cmp):
     svg = forest_figures(cmp)[0]
     marks = {int(j): s for _, j, s in _ID.findall(svg)}
     for j, r in enumerate(rows.to_dict("records")):
-        assert marks[j] == ("sig" if _real(r["verdict"]) else "quiet"), r["name"]
+        assert marks[j] == ("sig" if _finding(r) else "quiet"), r["name"]
 
 
 def test_forest_has_one_panel_per_label_vs_the_baseline(paths):
@@ -240,7 +252,7 @@ def test_first_screen_order_summary_then_forest_then_table(page):
 def test_html_summary_sentences_are_the_real_changes(cmp, page):
     items = re.findall(r'<li class="change-(\w+)" data-name="([^"]+)"', page)
     expected = {f"{r['kind']}:{r['name']}": r["verdict"].split(" ")[0]
-                for r in cmp.diffs.to_dict("records") if _real(r["verdict"])}
+                for r in cmp.diffs.to_dict("records") if _finding(r)}
     assert dict((n, v) for v, n in items) == expected
     assert len(items) == len(expected)
 
@@ -252,7 +264,7 @@ def test_quiet_rows_carry_the_class_and_rows_are_grouped_by_area(cmp, page):
     assert len(p.rows) == len(want)
     for name, cls, area in p.rows:
         r = want[name]
-        assert cls == ("real" if _real(r["verdict"]) else "quiet"), (name, r["verdict"])
+        assert cls == ("real" if _finding(r) else "quiet"), (name, r["verdict"])
         assert area == area_of(r["kind"], r["name"])
     quiet_verdicts = {want[n]["verdict"].split(" ")[0] for n, c, _ in p.rows if c == "quiet"}
     assert "no" in quiet_verdicts  # "no clear difference" is quiet

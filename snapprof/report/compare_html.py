@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from snapprof import __version__
 from snapprof import metrics as registry
 from snapprof.analysis.compare import PAGE_METRICS, Comparison, ThresholdResult
-from snapprof.analysis.compare_summary import area_title, by_area, is_real
+from snapprof.analysis.compare_summary import area_title, by_area, is_real_change, is_setting
 from snapprof.analysis.phases import PHASE_LABELS
 from snapprof.report import compare_text as ct
 from snapprof.report import plots
@@ -32,6 +32,12 @@ ECDF_POINTS = 200
 MAX_ECDF_LABELS = 8
 #: Comparisons (labels after the baseline) that get device and task figures; beyond, tables only.
 MAX_CHANGE_FIGURES = 4
+NBSP = "\u00a0"
+#: Summary sentences shown on the first screen, over all labels (each label at least
+#: MIN_SHOWN); a label's other real changes are one click away, so the forest plot starts
+#: within the first 900 px.
+FIRST_SCREEN_CHANGES = 8
+MIN_SHOWN = 3
 VERDICT_COLORS = {"worse": "#c0392b", "better": "#1e8449", "changed": "#7d3c98"}
 NEUTRAL = "#95a5a6"
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
@@ -272,6 +278,25 @@ def _summary(cmp: Comparison) -> dict[str, list[dict]]:
     return out
 
 
+def _settings(cmp: Comparison) -> dict[str, list[dict]]:
+    """Label -> its settings that differ, each in parts."""
+    out: dict[str, list[dict]] = {lab: [] for lab in cmp.labels[1:]}
+    for r in ct.settings_records(cmp):
+        parts = ct.setting_parts(r)
+        parts["medians"] = parts["medians"].replace(" -> ", " → ")
+        out[r["label"]].append({**parts, "sentence": r["sentence"], "name": r["name"],
+                                "kind": r["kind"]})
+    return out
+
+
+def _nobreak(text: str) -> str:
+    """A table cell's figures: a number stays with its unit and sign, but the line may break
+    after an interval's dash or dots and before a parenthesis (the table fits the page)."""
+    t = text.replace(" ", NBSP)
+    return (t.replace(f"{NBSP}–{NBSP}", f"{NBSP}– ").replace(f"{NBSP}..{NBSP}", f"{NBSP}.. ")
+            .replace(f"{NBSP}(", " ("))
+
+
 def _diff_rows(cmp: Comparison, diffs) -> list[dict]:
     summ = ct.summary_lookup(cmp)
     out = []
@@ -283,13 +308,13 @@ def _diff_rows(cmp: Comparison, diffs) -> list[dict]:
             "n": f"{r['n_base']} / {r['n']}",
             "base": _median(summ.get((r["kind"], r["name"], cmp.baseline)), u),
             "cand": _median(summ.get((r["kind"], r["name"], label)), u),
-            "change": f"{ct.signed(r['delta'], u)} ({ct.pct(r['delta_pct'])})",
-            "ci": ct.interval(r["ci_low"], r["ci_high"], u),
+            "change": _nobreak(f"{ct.signed(r['delta'], u)} ({ct.pct(r['delta_pct'])})"),
+            "ci": _nobreak(ct.interval(r["ci_low"], r["ci_high"], u)),
             "ci_pct": ("" if math.isnan(r["ci_low_pct"]) else
-                       f"{ct.pct(r['ci_low_pct'])} .. {ct.pct(r['ci_high_pct'])}"),
+                       _nobreak(f"{ct.pct(r['ci_low_pct'])} .. {ct.pct(r['ci_high_pct'])}")),
             "p": ct.p_value(r["p"]), "test": r["test"],
             "verdict": r["verdict"], "vclass": _vclass(r["verdict"]), "note": r["note"],
-            "quiet": not is_real(r["verdict"]),
+            "quiet": not is_real_change(r), "setting": is_setting(r["kind"], r["name"]),
         })
     return out
 
@@ -299,9 +324,10 @@ def _median(stats: dict | None, unit: str) -> dict:
     if not stats or not stats.get("n"):
         return {"median": "not measured", "ci": ""}
     if math.isnan(stats["ci_low"]):
-        return {"median": number(stats["median"], unit), "ci": f"CI: too few runs (n={stats['n']})"}
-    return {"median": number(stats["median"], unit),
-            "ci": f"{number(stats['ci_low'], unit)} – {number(stats['ci_high'], unit)}"}
+        return {"median": _nobreak(number(stats["median"], unit)),
+                "ci": f"CI: too few runs (n={stats['n']})"}
+    return {"median": _nobreak(number(stats["median"], unit)),
+            "ci": _nobreak(f"{number(stats['ci_low'], unit)} – {number(stats['ci_high'], unit)}")}
 
 
 def _vclass(verdict: str) -> str:
@@ -333,11 +359,16 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
         distributions.append(phase_ecdf)
     comparisons = []
     summary = _summary(cmp)
+    settings = _settings(cmp)
+    shown = max(MIN_SHOWN, FIRST_SCREEN_CHANGES // max(1, len(cmp.labels) - 1))
     for i, lab in enumerate(cmp.labels[1:]):
         draw = i < MAX_CHANGE_FIGURES
         comparisons.append({
             "label": lab,
             "summary": summary[lab],
+            "shown": summary[lab][:shown],
+            "more": summary[lab][shown:],
+            "settings": settings[lab],
             "compared": int((cmp.diffs["label"] == lab).sum()),
             "areas": _area_rows(cmp, lab),
             "not_comparable": _not_comparable(cmp, lab),
@@ -360,6 +391,7 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
                     "differs": cmp.groups[lab].meta_differs} for lab in cmp.labels],
         "method": ct.method_note(cmp),
         "setup_notes": cmp.setup_notes,
+        "settings_note": ct.SETTINGS_NOTE,
         "label_notes": cmp.label_notes,
         "userspace": cmp.userspace,
         "level": f"{cmp.level * 100:g}",

@@ -8,7 +8,7 @@ thresholds; nothing here computes a statistic. NaN is never printed as a number:
 from __future__ import annotations
 
 from snapprof.analysis.compare import Comparison, ThresholdResult
-from snapprof.analysis.compare_summary import real_changes
+from snapprof.analysis.compare_summary import real_changes, settings_that_differ
 from snapprof.report.fmt import missing, number
 from snapprof.report.json import strict_dumps
 from snapprof.report.model import clean, records
@@ -121,6 +121,32 @@ def change_sentence(cmp: Comparison, r: dict) -> str:
     return f"{p['what']}, {p['kernels']}: {p['medians']}, {p['change']}: {p['verdict']}"
 
 
+def setting_parts(r: dict) -> dict:
+    """One setting that differs in parts: what, kernels, values, difference (no verdict: a
+    setting is not a finding)."""
+    u = r["unit"]
+    return {"what": f"{r['title']} ({r['name']})",
+            "kernels": f"{r['label']} vs {r['baseline']}",
+            "medians": f"{number(r['median_base'], u)} -> {number(r['median'], u)}",
+            "change": f"{signed(r['delta'], u)} ({pct(r['delta_pct'])})"}
+
+
+def setting_sentence(r: dict) -> str:
+    p = setting_parts(r)
+    return f"{p['what']}, {p['kernels']}: {p['medians']}, {p['change']}"
+
+
+#: What a setting that differs means for the comparison (text, HTML).
+SETTINGS_NOTE = "not kernel findings; they make the comparison less controlled"
+
+
+def settings_records(cmp: Comparison) -> list[dict]:
+    """The settings that differ (analysis.compare_summary.settings_that_differ), each with its
+    sentence."""
+    return [{**rec, "sentence": setting_sentence(rec)}
+            for rec in settings_that_differ(cmp).to_dict("records")]
+
+
 def summary_records(cmp: Comparison) -> list[dict]:
     """The real changes (analysis.compare_summary.real_changes), each with its sentence."""
     return [{**rec, "sentence": change_sentence(cmp, rec)}
@@ -138,6 +164,12 @@ def summary_lines(cmp: Comparison) -> list[str]:
         lines.append(head + (":" if found else
                              f" (none with a {_pct_level(cmp)} % interval clear of 0 and a test to back it)"))
         lines += ["  " + visible(change_sentence(cmp, r)) for r in found]
+        settings = settings_that_differ(cmp, lab).to_dict("records")
+        if settings:
+            one = len(settings) == 1
+            lines.append(f"{visible(lab)} vs {visible(cmp.baseline)}: {len(settings)} setting"
+                         f"{'' if one else 's'} that differ{'s' if one else ''} ({SETTINGS_NOTE}):")
+            lines += ["  " + visible(setting_sentence(r)) for r in settings]
     return lines
 
 
@@ -237,6 +269,7 @@ def to_dict(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) ->
         "level": clean(cmp.level),
         "summary": records(cmp.summary),
         "real_changes": [{k: clean(v) for k, v in r.items()} for r in summary_records(cmp)],
+        "settings_that_differ": [{k: clean(v) for k, v in r.items()} for r in settings_records(cmp)],
         "differences": records(cmp.diffs),
         "not_comparable": records(cmp.not_comparable),
         "devices": records(cmp.devices),
