@@ -150,20 +150,21 @@ def write_capture(path, n_complete: int = 3, failed: bool = True, incomplete: bo
     return path
 
 
-def copy_with_hostile_names(source, dest):
+def copy_with_hostile_names(source, dest, name: str = HOSTILE, meta: dict | None = None):
     """A copy of a real capture whose slowest task and slowest suspend callback of run 1 are
-    renamed to HOSTILE (every figure stays the recorded one)."""
+    renamed to ``name`` (default HOSTILE), its meta updated with ``meta``; every figure stays
+    the recorded one."""
     from snapprof.capture import COLUMNS, CaptureReader
 
     with CaptureReader(source) as r:
-        meta, probes, runs = r.meta(), r.probes(), r.runs()
+        meta_of_source, probes, runs = r.meta(), r.probes(), r.runs()
         tables = {t: r.table(t) for t in COLUMNS}
     tasks = [t for t in tables["tasks"] if t["run_id"] == 1 and t["freeze_latency_ns"]]
     devs = [d for d in tables["devices"] if d["run_id"] == 1 and d["stage"] == "suspend"]
-    max(tasks, key=lambda t: t["freeze_latency_ns"])["comm"] = HOSTILE
-    max(devs, key=lambda d: d["duration_ns"])["device"] = HOSTILE
+    max(tasks, key=lambda t: t["freeze_latency_ns"])["comm"] = name
+    max(devs, key=lambda d: d["duration_ns"])["device"] = name
     with CaptureWriter(dest) as w:
-        w.set_meta(meta)
+        w.set_meta({**meta_of_source, **(meta or {})})
         w.set_probes([(p["name"], p["area"], p["target"], p["attached"], p["reason"])
                       for p in probes])
         for src in runs:
