@@ -9,8 +9,12 @@
  * in between only sweeps (freeze_task() on every thread, a sleep between sweeps). The span
  * of the whole call also holds those two log lines, written to the console before it
  * returns (0.5-2 ms in the lab, 7.6 ms once on 6.1's serial console), so at its return an
- * instant "freeze_sweeps" event gives value = last freeze_task() return - first
- * freeze_task() call, aux1/aux2 = those two times, str = "u" / "k".
+ * instant "freeze_sweeps" event gives value = t1 - t0, aux1/aux2 = those two times,
+ * str = "u" / "k": t0 the first freeze_task() call, t1 the freezer thread's first printk
+ * after it (the result line, "... completed (elapsed ...)" or "... failed after ..."), which
+ * the kernel prints right after it reads the clock. So no clock is read on the ~100
+ * freeze_task() calls of each sweep: under the lab's emulation a clock read there cost more
+ * than the rest of the probe.
  *
  * Per task (map `tasks`, keyed by pid): try_to_freeze_tasks() sweeps every thread with
  * freeze_task(p); a sweep starts again when its first task comes round again. For each
@@ -111,11 +115,20 @@ static __always_inline int on_ttft_leave(int ret)
     return 0;
 }
 
-static __always_inline int on_freeze_task_enter(struct task_struct *p)
+/* The cycle state if the current thread is the one running try_to_freeze_tasks(), else
+ * NULL: freeze_task() is also called from elsewhere (the cgroup v1 freezer). */
+static __always_inline struct cycle_state *freezer_state(void)
 {
     struct cycle_state *s = state();
     if (!s || !s->fz_stage || s->fz_tid != bpf_get_current_pid_tgid())
         return 0;
+    return s;
+}
+
+/* st: p->__state at entry (a kprobe reads it with a helper, fentry directly) */
+static __always_inline int on_freeze_task_enter(struct cycle_state *s, struct task_struct *p,
+                                                unsigned int st)
+{
     if (!s->fz_first) {
         s->fz_t0 = bpf_ktime_get_boot_ns();
         s->fz_first = (u64)p;
@@ -125,23 +138,17 @@ static __always_inline int on_freeze_task_enter(struct task_struct *p)
     }
     if (s->fz_passes == 1)
         s->fz_swept++;
-    unsigned int st = 0;
-    bpf_probe_read_kernel(&st, sizeof(st), &p->__state);
     s->fz_cur = (u64)p;
     s->fz_cur_state = st;
     return 0;
 }
 
-static __always_inline int on_freeze_task_leave(int ret)
+/* after: p->__state at return. Runs on every thread in every sweep: nothing but this
+ * comparison unless the freezer had to act on p. */
+static __always_inline int on_freeze_task_leave(struct cycle_state *s, struct task_struct *p,
+                                                int ret, unsigned int after)
 {
-    struct cycle_state *s = state();
-    if (!s || !s->fz_stage || !s->fz_cur || s->fz_tid != bpf_get_current_pid_tgid())
-        return 0;
-    s->fz_t1 = bpf_ktime_get_boot_ns();
-    struct task_struct *p = (struct task_struct *)s->fz_cur;
     s->fz_cur = 0;
-    unsigned int after = 0;
-    bpf_probe_read_kernel(&after, sizeof(after), &p->__state);
     int in_place = !ret && !(s->fz_cur_state & TASK_FROZEN) && (after & TASK_FROZEN);
     if (!ret && !in_place)
         return 0;
@@ -204,6 +211,26 @@ static __always_inline int on_refrigerator(void)
     return 0;
 }
 
+/* The freezer thread's first printk after its first sweep began: its result line, printed
+ * right after try_to_freeze_tasks() reads the clock for "(elapsed ...)". */
+static __always_inline int on_printk(void)
+{
+    struct cycle_state *s = freezer_state();
+    if (s && s->fz_t0 && !s->fz_t1)
+        s->fz_t1 = bpf_ktime_get_boot_ns();
+    return 0;
+}
+
+int enter___printk(struct pt_regs *ctx)
+{
+    return on_printk();
+}
+
+int enter__printk(struct pt_regs *ctx)
+{
+    return on_printk();
+}
+
 /* kprobes (always compiled; bcc loads only those attached) */
 int enter__try_to_freeze_tasks(struct pt_regs *ctx)
 {
@@ -217,12 +244,24 @@ int leave__try_to_freeze_tasks(struct pt_regs *ctx)
 
 int enter__freeze_task(struct pt_regs *ctx)
 {
-    return on_freeze_task_enter((struct task_struct *)PT_REGS_PARM1(ctx));
+    struct cycle_state *s = freezer_state();
+    if (!s)
+        return 0;
+    struct task_struct *p = (struct task_struct *)PT_REGS_PARM1(ctx);
+    unsigned int st = 0;
+    bpf_probe_read_kernel(&st, sizeof(st), &p->__state);
+    return on_freeze_task_enter(s, p, st);
 }
 
 int leave__freeze_task(struct pt_regs *ctx)
 {
-    return on_freeze_task_leave((u8)PT_REGS_RC(ctx));
+    struct cycle_state *s = freezer_state();
+    if (!s || !s->fz_cur)
+        return 0;
+    struct task_struct *p = (struct task_struct *)s->fz_cur;
+    unsigned int after = 0;
+    bpf_probe_read_kernel(&after, sizeof(after), &p->__state);
+    return on_freeze_task_leave(s, p, (u8)PT_REGS_RC(ctx), after);
 }
 
 int enter____refrigerator(struct pt_regs *ctx)
@@ -245,14 +284,21 @@ KRETFUNC_PROBE(try_to_freeze_tasks, bool user_only, int ret)
 #endif
 
 #ifdef SNAPPROF_FENTRY_freeze_task
+/* p is a BTF pointer here: p->__state is a plain load, no helper call */
 KFUNC_PROBE(freeze_task, struct task_struct *p)
 {
-    return on_freeze_task_enter(p);
+    struct cycle_state *s = freezer_state();
+    if (!s)
+        return 0;
+    return on_freeze_task_enter(s, p, p->__state);
 }
 
 KRETFUNC_PROBE(freeze_task, struct task_struct *p, bool ret)
 {
-    return on_freeze_task_leave(ret);
+    struct cycle_state *s = state();  /* fz_cur == p: set by the freezer thread's own entry */
+    if (!s || !s->fz_stage || s->fz_cur != (u64)p)
+        return 0;
+    return on_freeze_task_leave(s, p, ret, p->__state);
 }
 #endif
 

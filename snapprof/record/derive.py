@@ -115,7 +115,7 @@ def event_detail(e: RawEvent) -> str | None:
         return f"stage={stage} passes={e.aux1} swept={e.aux2}"
     if e.name == "freeze_sweeps":
         stage = "user" if e.text == "u" else "kernel"
-        return f"stage={stage} first freeze_task {e.aux1} .. last return {e.aux2}"
+        return f"stage={stage} first freeze_task {e.aux1} .. result line {e.aux2}"
     if e.name == "count_data_pages" and e.kind == 1:
         return COUNT_DATA_CALLS.get(e.aux1 or 0)
     if e.name == "preallocate_image_memory" and e.kind == 0:
@@ -193,8 +193,8 @@ def _first(spans: dict[str, list[Span]], *names: str) -> Span | None:
 
 
 #: Source of freeze_user_ms / freeze_kernel_ms: the kernel's "elapsed" quantity.
-SWEEPS_SOURCE = ("freeze_task: first call of the first sweep to the last return of the last "
-                 "sweep, as try_to_freeze_tasks times its '(elapsed N seconds)'")
+SWEEPS_SOURCE = ("freeze_task's first call to the freezer's result line (its printk), as "
+                 "try_to_freeze_tasks times its '(elapsed N seconds)'")
 #: Source of freeze_*_call_ms: the whole call, the freezing's log lines and set-up included.
 CALL_SOURCE = "{fn}: the whole call (kprobe to return probe)"
 
