@@ -13,6 +13,8 @@ Layout (schema version in ``PRAGMA user_version``; documented in README.md):
     tasks         run_id, pid, tgid, comm, kthread, stage, freeze_latency_ns, frozen
     devices       run_id, device, driver, parent, event, stage, start_ns, duration_ns, error, pid
     kmsg          run_id, seq, ts_us, level, text
+    culprits      run_id, kind, stage, pid, tgid, comm, cmdline, state, wchan, stack,
+                  stack_source, note          (v2) a task that made the cycle fail, and where it was stuck
 
 Timestamps (``*_ns``) are CLOCK_BOOTTIME nanoseconds. A metric that was not measured
 has no row in ``metrics`` (never a 0); its reason, when known, is in ``not_measured``.
@@ -30,7 +32,7 @@ from typing import Any, Iterable
 
 from snapprof.errors import SnapprofError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the culprits table (a version-1 capture reads as having none)
 APPLICATION_ID = 0x534E5050  # "SNPP": tells a capture from any other SQLite file
 
 RUN_STATUSES = ("complete", "failed", "incomplete")
@@ -114,6 +116,20 @@ CREATE TABLE kmsg (
     level  INTEGER,
     text   TEXT NOT NULL
 );
+CREATE TABLE culprits (
+    run_id       INTEGER NOT NULL REFERENCES runs(run_id),
+    kind         TEXT NOT NULL,
+    stage        TEXT,
+    pid          INTEGER NOT NULL,
+    tgid         INTEGER,
+    comm         TEXT,
+    cmdline      TEXT,
+    state        TEXT,
+    wchan        TEXT,
+    stack        TEXT,
+    stack_source TEXT,
+    note         TEXT
+);
 """
 
 # Column order of the per-run row tables, shared by the writer and the reader.
@@ -125,6 +141,8 @@ COLUMNS = {
     "devices": ("run_id", "device", "driver", "parent", "event", "stage", "start_ns",
                 "duration_ns", "error", "pid"),
     "kmsg": ("run_id", "seq", "ts_us", "level", "text"),
+    "culprits": ("run_id", "kind", "stage", "pid", "tgid", "comm", "cmdline", "state", "wchan",
+                 "stack", "stack_source", "note"),
 }
 
 
@@ -145,6 +163,7 @@ class Run:
     tasks: list[tuple] = None  # (pid, tgid, comm, kthread, stage, freeze_latency_ns, frozen)
     devices: list[tuple] = None  # (device, driver, parent, event, stage, start_ns, duration_ns, error, pid)
     kmsg: list[tuple] = None  # (seq, ts_us, level, text)
+    culprits: list[tuple] = None  # (kind, stage, pid, tgid, comm, cmdline, state, wchan, stack, stack_source, note)
 
     def __post_init__(self):
         for name in COLUMNS:

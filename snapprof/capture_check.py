@@ -51,13 +51,18 @@ RULES: dict[str, dict[str, str]] = {
     "devices": {"run_id": "I!", "device": "T!", "driver": "T", "parent": "T", "event": "T",
                 "stage": "T", "start_ns": "I", "duration_ns": "I", "error": "I", "pid": "I"},
     "kmsg": {"run_id": "I!", "seq": "I", "ts_us": "I", "level": "I", "text": "T!"},
+    "culprits": {"run_id": "I!", "kind": "T!", "stage": "T", "pid": "I!", "tgid": "I", "comm": "T",
+                 "cmdline": "T", "state": "T", "wchan": "T", "stack": "T", "stack_source": "T",
+                 "note": "T"},
 }
+#: Tables an older writer did not have (schema version 1: culprits): absent is read as empty.
+OPTIONAL_TABLES = {"culprits"}
 #: Columns an older writer may not have had: absent is read as NULL (devices.pid came
 #: after the first captures).
 OPTIONAL_COLUMNS = {("devices", "pid")}
 _AFFINITY = {"I": ("INT",), "R": ("REAL", "FLOA", "DOUB", "INT"), "T": ("CHAR", "CLOB", "TEXT")}
 _WORD = {"I": "an integer", "R": "a finite number", "T": "text"}
-PER_RUN = ("events", "metrics", "not_measured", "tasks", "devices", "kmsg")
+PER_RUN = ("events", "metrics", "not_measured", "tasks", "devices", "kmsg", "culprits")
 
 
 @dataclass
@@ -94,6 +99,12 @@ def _lenient(raw: bytes) -> str:
 def _check_schema(db: sqlite3.Connection, path: Path) -> None:
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     for table, cols in RULES.items():
+        if table not in tables and table in OPTIONAL_TABLES:
+            from snapprof.capture import SCHEMA  # noqa: PLC0415 (the writer's own definition)
+
+            start = SCHEMA.index(f"CREATE TABLE {table} (")
+            db.execute(SCHEMA[start:SCHEMA.index(");", start) + 2])
+            continue
         if table not in tables:
             raise SnapprofError(f"{path}: not a valid capture: table {table} is missing")
         declared = {r[1]: (r[2] or "").upper() for r in db.execute(f"PRAGMA table_info({table})")}

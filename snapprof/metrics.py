@@ -55,6 +55,9 @@ _ALL = [
     # page shrinking / preallocation
     Metric("mem_total_kb", "kB", "system", "Memory total", None, setting=True),
     Metric("mem_free_kb", "kB", "system", "Memory free before the cycle", None, setting=True),
+    Metric("mem_available_kb", "kB", "system", "Memory available before the cycle (MemAvailable)", None,
+           setting=True),
+    Metric("swap_free_kb", "kB", "system", "Swap free before the cycle", None, setting=True),
     Metric("image_size_setting_bytes", "bytes", "system", "/sys/power/image_size", None, setting=True),
     Metric("reserved_size_setting_bytes", "bytes", "system", "/sys/power/reserved_size", None, setting=True),
     Metric("prealloc_ms", "ms", "shrink", "Preallocate image memory"),

@@ -70,7 +70,7 @@ def page(request, tmp_path_factory):
         try:
             t = Tab(b)
             t.load(url, settle=0.5)  # let late console messages or requests arrive
-            found = {
+            found = {"param": request.param,
                 "sections": t.js("[...document.querySelectorAll('main > section')].map(s => s.id)"),
                 "text": t.js("document.body.innerText"),
                 "scripts": t.js("document.scripts.length"),
@@ -92,7 +92,9 @@ def page(request, tmp_path_factory):
 
 
 def test_every_section_is_there(page):
-    assert page["sections"] == SECTIONS
+    # a capture with a failed run opens with why it failed (snapprof.analysis.failures)
+    lead = ["failure"] if page["param"] == "fixture-failed-incomplete" else []
+    assert page["sections"] == lead + SECTIONS
     assert page["svgs"] >= 4  # timelines, stacked phases, memory, tasks/devices
 
 

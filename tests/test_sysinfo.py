@@ -111,6 +111,8 @@ def test_memory_metrics(tmp_path):
     assert rows == [
         ("mem_total_kb", 2014520.0, "kB", "sysfs", "/proc/meminfo MemTotal"),
         ("mem_free_kb", 1711364.0, "kB", "sysfs", "/proc/meminfo MemFree"),
+        ("mem_available_kb", 1786032.0, "kB", "sysfs", "/proc/meminfo MemAvailable"),
+        ("swap_free_kb", 524284.0, "kB", "sysfs", "/proc/meminfo SwapFree"),
         ("image_size_setting_bytes", 824778752.0, "bytes", "sysfs", "/sys/power/image_size"),
         ("reserved_size_setting_bytes", 1048576.0, "bytes", "sysfs", "/sys/power/reserved_size"),
     ]

@@ -35,6 +35,7 @@ from snapprof import metrics as registry
 from snapprof.capture import COLUMNS, CaptureReader
 from snapprof.analysis import stats
 from snapprof.analysis.derived import add_derived_all, image_compressor
+from snapprof.analysis.failures import rate_of
 from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames,
                                       check_phases, read_device_totals, read_table)
 from snapprof.analysis.phases import (CLOCK_BACK, CLOCK_JUMP, PHASE_LABELS, PHASE_ORDER,
@@ -117,6 +118,9 @@ class Comparison:
     label_notes: list[str] = field(default_factory=list)  # how default labels were chosen
     #: is the kernel the only variable? see userspace_check
     userspace: dict = field(default_factory=dict)
+    #: label -> failed cycles over all cycles with its exact interval and kinds
+    #: (snapprof.analysis.failures.rate_of); a label without runs has none
+    failure_rates: dict = field(default_factory=dict)
 
     def row(self, kind: str, name: str, label: str) -> dict | None:
         """The diffs row for (kind, name, label), or None."""
@@ -668,6 +672,7 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
     return Comparison(
         labels=labels, baseline=baseline, groups=built, level=level, setup_notes=setup_notes,
         userspace=userspace_check(built, labels),
+        failure_rates={lab: rate_of(g.frames) for lab, g in built.items()},
         label_notes=list(getattr(groups, "notes", [])),
         summary=pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS),
         diffs=pd.DataFrame(diff_rows, columns=DIFF_COLUMNS),
@@ -767,6 +772,30 @@ def parse_threshold(expr: str) -> Threshold:
                      percent=bool(m["pct"]))
 
 
+#: ``--fail-on 'failure_rate>0'``: judged on each label's own failure rate (a level, not a
+#: change against the baseline): crossed when its whole exact 95 % interval lies above VALUE
+#: (a fraction, or % with %), i.e. for >0 when any cycle failed.
+FAILURE_RATE = "failure_rate"
+
+
+def _check_failure_rate(cmp: "Comparison", th: "Threshold") -> list["ThresholdResult"]:
+    out = []
+    for lab in cmp.labels[1:]:
+        r = cmp.failure_rates.get(lab)
+        if r is None:
+            out.append(ThresholdResult(th, lab, "failure", "not evaluated", "no runs"))
+            continue
+        scale = 100.0 if th.percent else 1.0
+        lo, hi = r["ci_low"] * scale, r["ci_high"] * scale
+        crossed = lo > th.value if th.op == ">" else hi < th.value
+        unit = "%" if th.percent else ""
+        detail = (f"{r['failed']} of {r['runs']} cycles failed; {r['method']} "
+                  f"{lo:.3g}..{hi:.3g}{unit} ({'entirely' if crossed else 'not entirely'} "
+                  f"{'above' if th.op == '>' else 'below'} {th.value:g}{unit})")
+        out.append(ThresholdResult(th, lab, "failure", "crossed" if crossed else "not crossed", detail))
+    return out
+
+
 @dataclass
 class ThresholdResult:
     threshold: Threshold
@@ -781,6 +810,9 @@ def check_thresholds(cmp: Comparison, thresholds: list[Threshold]) -> list[Thres
     known = set(registry.REGISTRY) | set(PHASE_ORDER) | set(cmp.summary["name"])
     out = []
     for th in thresholds:
+        if th.name == FAILURE_RATE:
+            out += _check_failure_rate(cmp, th)
+            continue
         if th.name not in known:
             raise SnapprofError(f"--fail-on {th.expr!r}: unknown metric or phase {th.name!r}")
         kind = "phase" if th.name in PHASE_ORDER and th.name not in registry.REGISTRY else "metric"

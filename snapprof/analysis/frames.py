@@ -45,6 +45,9 @@ class CaptureFrames:
                   error, pid, + duration_ms
     kmsg          run_id, seq, ts_us, level, text
     events        run_id, ts_ns, cpu, pid, comm, kind, name, value, detail
+    culprits      run_id, kind, stage, pid, tgid, comm, cmdline, state, wchan, stack,
+                  stack_source, note: the tasks that made a run fail (empty for a capture
+                  of schema version 1); snapprof.analysis.failures explains them
     """
 
     meta: dict[str, str]
@@ -57,6 +60,7 @@ class CaptureFrames:
     devices: pd.DataFrame
     kmsg: pd.DataFrame
     events: pd.DataFrame
+    culprits: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COLUMNS["culprits"])))
     source: str | None = field(default=None)  # file name of the capture, for titles only
     #: PM callback time per run and device, read summed (``read_device_totals``) by a loader
     #: that left the per-callback ``devices`` rows out; None: computed from ``devices``
@@ -195,7 +199,8 @@ def build_frames(meta: dict, probes: pd.DataFrame, runs: pd.DataFrame,
     frames = CaptureFrames(
         meta=dict(meta), probes=probes, runs=runs, metrics=metrics,
         not_measured=tables["not_measured"].copy(), phases=phases, tasks=tasks,
-        devices=devices, kmsg=tables["kmsg"].copy(), events=events, source=source,
+        devices=devices, kmsg=tables["kmsg"].copy(), events=events,
+        culprits=tables.get("culprits", pd.DataFrame(columns=list(COLUMNS["culprits"]))).copy(), source=source,
         warnings=list(warnings))
     if derive:
         check_phases(frames)

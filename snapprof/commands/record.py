@@ -61,6 +61,14 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="size the device-callback ring buffer for N callbacks per PM device "
                         "(default 4; a cycle has at most 8; every page of it is in the image, "
                         "and records that do not fit are counted as drops in the run)")
+    p.add_argument("--freeze-timeout", type=_freeze_timeout, metavar="MS",
+                   help="set /sys/power/pm_freeze_timeout (how long the freezer tries before "
+                        "giving up; kernel default 20000) for the cycles; restored afterwards")
+    p.add_argument("--freezer-probes", choices=("auto", "fentry", "kprobe"), default="auto",
+                   help="hook the freezer's per-task functions (freeze_task, __refrigerator, "
+                        "try_to_freeze_tasks) with fentry/fexit trampolines (cheap; needs the "
+                        "kernel's BTF) or kprobes; auto (default): fentry where the kernel allows, "
+                        "else kprobes, the capture saying which and why")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing capture")
     p.add_argument("--yes", action="store_true", help="confirm --trigger hibernate")
     p.set_defaults(func=run)
@@ -90,6 +98,16 @@ def _per_device(text: str) -> int:
     return value
 
 
+def _freeze_timeout(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {text!r}") from None
+    if not 1 <= value <= 3_600_000:
+        raise argparse.ArgumentTypeError("must be between 1 and 3600000 ms")
+    return value
+
+
 def _areas(values):
     if not values:
         return None
@@ -103,7 +121,8 @@ def run(args) -> int:
                    interval=args.interval, image_size=args.image_size, force=args.force,
                    save_image=args.save_image, probes=not args.no_probes,
                    areas=_areas(args.area), deadline_s=args.cycle_timeout, yes=args.yes,
-                   callbacks_per_device=args.callbacks_per_device)
+                   callbacks_per_device=args.callbacks_per_device,
+                   freezer_probes=args.freezer_probes, freeze_timeout_ms=args.freeze_timeout)
     summary = Recorder(opts).run()
     n = len(summary.runs)
     done = sum(1 for _, s, _ in summary.runs if s == "complete")

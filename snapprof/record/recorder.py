@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from snapprof import metrics as registry
 from snapprof.capture import CaptureWriter, Run
 from snapprof.errors import SnapprofError
-from snapprof.record import image, kmsg, sysinfo
+from snapprof.record import culprits, image, kmsg, sysinfo
+from snapprof.termsafe import visible
 from snapprof.record import triggers as trg
 
 COPY_METRICS = ("copy_pages", "zero_pages", "meta_pages", "image_pages", "image_bytes",
@@ -79,6 +80,8 @@ class Options:
     deadline_s: float = 600.0
     yes: bool = False
     callbacks_per_device: int | None = None  # None: the probe set's default
+    freezer_probes: str = "auto"  # fentry/fexit or kprobes on the freezer's per-task hooks
+    freeze_timeout_ms: int | None = None  # /sys/power/pm_freeze_timeout for the cycles
 
 
 @dataclass
@@ -323,7 +326,7 @@ class Recorder:
         summary = Summary(o.output)
         areas, real = probe_areas(kind, o.areas)
         ps = ProbeSet(areas=areas, callbacks_per_device=o.callbacks_per_device,
-                      real_hibernation=real)
+                      real_hibernation=real, freezer_probes=o.freezer_probes)
         if real:
             gone = [r.measurement.name for r in ps.resolutions
                     if ps.catalogue.returns_across_copy(r.measurement)]
@@ -336,7 +339,9 @@ class Recorder:
             t = time.monotonic()
             ps.attach()
             self.log(f"snapprof record: {sum(1 for r in ps.status() if r[3])} probes attached "
-                     f"in {time.monotonic() - t:.1f} s")
+                     f"in {time.monotonic() - t:.1f} s ({ps.methods_text()})")
+            if ps.fentry_why:
+                self.log(f"snapprof record: freezer hooks: {ps.fentry_why}")
         else:
             probe_reason = "recorded without probes (--no-probes)"
         settings = trg.PowerSettings()
@@ -344,6 +349,8 @@ class Recorder:
         try:
             if o.image_size is not None:
                 settings.set("image_size", str(o.image_size))
+            if o.freeze_timeout_ms is not None:
+                settings.set("pm_freeze_timeout", str(o.freeze_timeout_ms))
             reader = kmsg.KmsgReader()
             writer = CaptureWriter(o.output, force=o.force)
             meta = sysinfo.collect_meta()
@@ -360,6 +367,9 @@ class Recorder:
                 if ps.timings.get("loader_peak_rss_kb"):
                     meta["probe_loader_peak_rss_kb"] = str(int(ps.timings["loader_peak_rss_kb"]))
                 meta["probe_buffers"] = " ".join(f"{k}={v}" for k, v in ps.sizes.items())
+                meta["probe_methods"] = ps.methods_text()
+                if ps.fentry_why:
+                    meta["probe_fentry_fallback"] = ps.fentry_why
                 if "cache_dropped_kb" in ps.timings:
                     meta["probe_compiler_cache_dropped_kb"] = str(int(ps.timings["cache_dropped_kb"]))
                 if ps.bpf_memlock_kb:  # the kernel's memlock accounting, fdinfo
@@ -423,6 +433,11 @@ class Recorder:
                     outcome.notes.append(f"{reader.lost} kernel log records lost to overruns")
                 run = build_run(trigger.name, outcome, data, records, before, probe_reason,
                                 clock_stable, wall, zero_pages_left_out, PAGE_SIZE)
+                if run.status != "complete" or culprits.freeze_failed(records):
+                    # now, while the tasks that refused are still there to be looked up
+                    run.culprits = culprits.rows(culprits.culprits(records, run.tasks))
+                if run.status != "complete" and culprits.allocation_failed(records, run.error):
+                    run.culprits += culprits.memory_users()  # who held the memory
                 run_id = writer.add_run(run)
                 n += 1
                 summary.runs.append((run_id, run.status, run.error))
@@ -431,6 +446,10 @@ class Recorder:
                     self.log(f"  lost: {note}")
                 for note in outcome.notes:
                     self.log(f"  note: {note}")
+                for c in (c for c in run.culprits if c[0] == "freeze"):  # command lines: never raw to a terminal
+                    where = c[7] or (c[8] or "?").split("\n")[0]
+                    self.log(visible(f"  refused to freeze: pid {c[2]} {c[4] or '?'} "
+                                     f"({c[5] or 'no command line'}), state {c[6] or '?'}, in {where}"))
                 if outcome.image is not None and o.save_image:
                     path = _image_path(o.save_image, n, runs)
                     _write_file(path, outcome.image)

@@ -172,7 +172,8 @@ def memory_metrics(root: str = "/") -> list[tuple]:
     """Memory facts before a cycle as metric rows ``(name, value, unit, "sysfs", source)``."""
     out = []
     mem = _meminfo(root)
-    for name, key in (("mem_total_kb", "MemTotal"), ("mem_free_kb", "MemFree")):
+    for name, key in (("mem_total_kb", "MemTotal"), ("mem_free_kb", "MemFree"),
+                      ("mem_available_kb", "MemAvailable"), ("swap_free_kb", "SwapFree")):
         if key in mem:
             out.append((name, float(mem[key]), "kB", "sysfs", f"{MEMINFO} {key}"))
     for name, file in (("image_size_setting_bytes", "image_size"),

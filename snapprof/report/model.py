@@ -15,6 +15,7 @@ import pandas as pd
 from snapprof import __version__
 from snapprof import metrics as registry
 from snapprof.analysis.derived import image_compressor
+from snapprof.analysis.failures import failed_runs, failure_rate, grouped_culprits
 from snapprof.analysis.frames import CaptureFrames, phase_durations
 from snapprof.analysis.kmsg import EXTRA_LABELS, kernel_figures
 from snapprof.analysis.phases import PHASE_LABELS, SHRINK_EVENT, after_copy, spans
@@ -71,6 +72,7 @@ def build_model(frames: CaptureFrames, max_timelines: int = 6) -> dict:
         "headline": [_metric_row(msum, n) for n in HEADLINE],
         "runs": (runs := _runs(frames, wide)),
         "runs_not_complete": _group_not_complete(runs),
+        "failures": _failures(frames),
         "metrics": [_metric_row(msum, n) for n in msum.index],
         "phases": _phases(frames),
         "timelines": _timelines(frames, wide, max_timelines),
@@ -83,6 +85,14 @@ def build_model(frames: CaptureFrames, max_timelines: int = 6) -> dict:
         "capture_warnings": list(frames.warnings),
     }
     return model
+
+
+def _failures(frames: CaptureFrames) -> dict:
+    """Why runs failed (snapprof.analysis.failures): each failed run with its kind, the
+    tasks that refused to freeze and their hints, memory at an image-allocation failure;
+    the failure rate with its exact interval; culprits repeated across runs, grouped."""
+    runs = failed_runs(frames)
+    return {"runs": runs, "rate": failure_rate(frames), "groups": grouped_culprits(runs)}
 
 
 def _metric_row(msum: pd.DataFrame, name: str) -> dict:

@@ -46,11 +46,48 @@ def _stat_rows(rows: list[dict]) -> list[list[str]]:
 STAT_HEADERS = ["figure", "median", "min", "max", "p95", "95% CI of median", "n", "method"]
 
 
+def failure_lines(f: dict) -> list[str]:
+    """The failure first (snapprof.analysis.failures): rate, each failed run's kind, the
+    tasks that refused to freeze with the top of their stacks and a hint, memory."""
+    if not f.get("runs"):
+        return []
+    r = f["rate"]
+    kinds = ", ".join(f"{n} {k}" for k, n in r["kinds"].items())
+    out = [f"HIBERNATION FAILED in {r['failed']} of {r['runs']} runs ({kinds}); failure rate "
+           f"{r['rate'] * 100:.0f} % (95 % interval {r['ci_low'] * 100:.0f}-{r['ci_high'] * 100:.0f} %, "
+           "exact binomial)"]
+    for run in f["runs"][:6]:
+        head = f"  run {run['run_id']}: {run['kind']} failure"
+        fz = run.get("freeze")
+        if fz:
+            head += (f": freezing {fz['stage']} {fz['word']} after {fz['tried_ms'] / 1000:.3f} s"
+                     + (f" (timeout {fz['timeout_ms'] / 1000:g} s)" if fz.get("timeout_ms") else "")
+                     + f", {fz['tasks']} refusing")
+        out.append(visible(head))
+        for c in run["culprits"]:
+            out.append(visible(f"    pid {c['pid']} {c['comm'] or '?'} [{c['stage'] or '?'}] state "
+                               f"{c['state'] or '?'}: {c['cmdline'] or '(no command line)'}"))
+            if c["top_frames"]:
+                out.append(visible(f"      stack ({c['stack_source']}): " + " <- ".join(c["top_frames"])))
+            what = f"{c['signature']}: {c['what']}. " if c.get("what") else ""
+            out.append(visible(f"      {what}hint: {c['hint']}"))
+        if run.get("memory"):
+            out.append(visible("    " + run["memory"]["sentence"]))
+        for u in run.get("memory_users", [])[:5]:
+            out.append(visible(f"      pid {u['pid']} {u['comm'] or '?'}: {u['note'] or ''}: "
+                               f"{u['cmdline'] or ''}"))
+    if len(f["runs"]) > 6:
+        out.append(f"  ... {len(f['runs']) - 6} more failed runs (see Runs below)")
+    out.append("")
+    return out
+
+
 def render_text(model: dict) -> str:
     h = model["header"]
     meta = h["meta"]
     by = h["runs_by_status"]
     out = [f"snapprof report — {visible(model['source'] or 'capture')}", ""]
+    out += failure_lines(model.get("failures") or {})
     # the model names every header key, with None for what the capture does not say
     facts = [["kernel", meta.get("kernel_release") or "unknown"],
              ["machine", " ".join(filter(None, [meta.get("machine"), meta.get("hostname")]))],

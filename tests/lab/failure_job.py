@@ -1,0 +1,189 @@
+"""Guest job for the failure lab tests: make hibernation fail the ways users see it, record
+it with `snapprof record`, and check the system comes back; captures plus a JSON summary
+go to OUTDIR for the host-side asserts.
+
+    python3 tests/lab/failure_job.py [--pack DEVICE] [--fs-dev DEVICE] OUTDIR [STEP ...]
+
+Steps:
+  freeze   a user task that refuses to freeze: a writer (dd) blocked on a frozen ext4
+           filesystem (fsfreeze -f on the spare disk --fs-dev, /dev/vdc by default: the
+           lab's guests have no loop devices) sleeps uninterruptibly (D) in
+           sb_start_write, so the freezer cannot stop it. One snapshot cycle with
+           --freeze-timeout 2000 must fail naming it; then the filesystem is thawed, the
+           writer finishes, and a next cycle must complete.
+  memory   preallocation that cannot get its memory: no swap, and between two cycles of
+           one recording a process takes 60 % of RAM in touched anonymous memory, so the
+           second cycle's image cannot fit beside it (image_size 0 does not help: every
+           saveable page must be copied).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import record_job  # noqa: E402
+from record_job import record, wait_for  # noqa: E402
+from snapprof.record.triggers import read_power  # noqa: E402 (imported before any cycle)
+
+POWER_FILES = ("pm_freeze_timeout", "image_size", "pm_test", "reserved_size")
+MNT = "/mnt/snapprof-frozen"
+WRITER = ["dd", "if=/dev/zero", f"of={MNT}/blocked-writer", "bs=4k", "count=1"]
+
+
+def power() -> dict:
+    return {n: (read_power(n) or "").strip() for n in POWER_FILES}
+
+
+def state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def sh(*cmd: str) -> str:
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr.strip()}")
+    return p.stdout
+
+
+FS_DEV = "/dev/vdc"
+
+
+def step_freeze(outdir: str) -> dict:
+    res: dict = {"power_before": power()}
+    sh("mkfs.ext4", "-q", "-F", FS_DEV)
+    os.makedirs(MNT, exist_ok=True)
+    sh("mount", FS_DEV, MNT)
+    sh("fsfreeze", "-f", MNT)
+    writer = subprocess.Popen(WRITER, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    res["writer_pid"] = writer.pid
+    res["writer_cmdline"] = " ".join(WRITER)
+    res["writer_blocked"] = wait_for(lambda: state(writer.pid) == "D", 30)
+    res["writer_stack_before"] = open(f"/proc/{writer.pid}/stack").read() if res["writer_blocked"] else ""
+    try:
+        res["failed"] = record(os.path.join(outdir, "freeze-fail.snap"), "--runs", "1",
+                               "--freeze-timeout", "2000")
+        res["power_after_fail"] = power()
+        res["writer_state_after_fail"] = state(writer.pid)
+    finally:
+        sh("fsfreeze", "-u", MNT)
+    try:
+        res["writer_rc"] = writer.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        writer.kill()
+        res["writer_rc"] = "timeout"
+    res["next"] = record(os.path.join(outdir, "freeze-next.snap"), "--runs", "1")
+    res["power_after"] = power()
+    sh("umount", MNT)
+    return res
+
+
+HOG = r"""
+import mmap, sys, time
+size = int(sys.argv[1]) << 20
+m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for off in range(0, size, 4096):
+    m[off] = 1
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+def _meminfo_mb(key: str) -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def mem_available_mb() -> int:
+    return _meminfo_mb("MemAvailable")
+
+
+def mem_total_mb() -> int:
+    return _meminfo_mb("MemTotal")
+
+
+def step_memory(outdir: str) -> dict:
+    """Run 1 completes; before run 2 (an interval later) a process takes 60 % of RAM in
+    touched anonymous memory. The probes are compiled before run 1, so the compile (150 MB)
+    does not compete with it."""
+    res: dict = {"power_before": power()}
+    sh("swapoff", "-a")
+    path = os.path.join(outdir, "memory-fail.snap")
+    log = os.path.join(outdir, "memory-fail.log")
+    rec = record_job.spawn(path, "--runs", "2", "--interval", "120", "--image-size", "0", log=log)
+    res["first_run"] = wait_for(lambda: record_job.runs_in(path) >= 1 or rec.poll() is not None, 900)
+    avail, total = mem_available_mb(), mem_total_mb()
+    # with no swap none of it can be reclaimed, and the image (a copy of every saveable
+    # page) cannot fit beside it
+    size = min(total * 6 // 10, avail - 250)
+    res["hog_mb"], res["available_mb_before"] = size, avail
+    t = time.monotonic()
+    hog = subprocess.Popen([sys.executable, "-c", HOG, str(size)], stdout=subprocess.PIPE, text=True)
+    res["hog_pid"] = hog.pid
+    try:
+        res["hog_ready"] = hog.stdout.readline().strip() == "ready"
+        res["hog_ready_s"] = time.monotonic() - t
+        try:
+            res["rc"] = rec.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            rec.kill()
+            res["rc"] = "timeout"
+        res["stderr"] = open(log).read()[-3000:]
+        res["power_after_fail"] = power()
+    finally:
+        hog.kill()
+        hog.wait()
+    res["next"] = record(os.path.join(outdir, "memory-next.snap"), "--runs", "1")
+    res["power_after"] = power()
+    return res
+
+
+def main() -> int:
+    global FS_DEV
+    args = sys.argv[1:]
+    device = None
+    if args[:1] == ["--pack"]:
+        device, args = args[1], args[2:]
+    if args[:1] == ["--fs-dev"]:
+        FS_DEV, args = args[1], args[2:]
+    if device:
+        record_job.TREE = record_job.offline.relocate(record_job.TREE)
+        record_job.ENV.update(PYTHONPATH=record_job.TREE, PWD=record_job.TREE)
+        sys.path.insert(0, record_job.TREE)
+    outdir, steps = args[0], args[1:] or ["freeze", "memory"]
+    os.makedirs(outdir, exist_ok=True)
+    doc: dict = {"release": os.uname().release, "steps": {}}
+    try:
+        for step in steps:
+            t = time.monotonic()
+            try:
+                res = {"freeze": step_freeze, "memory": step_memory}[step](outdir)
+            except SystemExit as exc:
+                res = {"error": str(exc)}
+            res["step_s"] = time.monotonic() - t
+            doc["steps"][step] = res
+            print(f"step {step}: {res.get('error') or 'done'} in {res['step_s']:.1f} s", flush=True)
+            with open(os.path.join(outdir, "failure_job.json"), "w") as f:
+                json.dump(doc, f, indent=1)
+    finally:
+        if device:
+            print(f"packed {record_job.offline.pack(outdir, device)} bytes onto {device}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

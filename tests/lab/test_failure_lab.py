@@ -1,0 +1,118 @@
+"""Hibernation failures provoked in the lab and diagnosed by snapprof (tests/lab/failure_job.py,
+one guest boot per kernel CI runs): a user task that refuses to freeze (a writer blocked on a
+frozen filesystem) and a preallocation that cannot get its memory (no swap, most of RAM in
+anonymous memory). Each must be recorded as a failed run that says why, lead the report, and
+leave the system as it was: settings restored, the next cycle complete.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import KERNEL_VERSIONS, LAB_DISTROS, lab_id
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module", params=LAB_DISTROS, ids=lab_id)
+def job(request, tmp_path_factory):
+    from snapprof.lab.qemu import create_disk, run_guest
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from offline import unpack
+
+    distro = request.param
+    out = tmp_path_factory.mktemp(f"failure-{distro.replace(':', '_')}")
+    disk = create_disk(out / "results.img", "64M")
+    fs = create_disk(out / "fs.img", "64M")  # the filesystem the job freezes
+    res = run_guest(distro, ["python3", "tests/lab/failure_job.py", "--pack", "/dev/vdb",
+                             "--fs-dev", "/dev/vdc", "/tmp/fail"],
+                    out, extra_disks=[disk, fs], stream=None, timeout=1800)
+    res.check()
+    assert res.returncode == 0, res.output[-3000:]
+    unpack(str(disk.path), str(out / "fail"))
+    doc = json.loads((out / "fail" / "failure_job.json").read_text())
+    doc.update(distro=distro, version=KERNEL_VERSIONS[distro], dir=out / "fail")
+    return doc
+
+
+def _frames(job, name):
+    from snapprof.analysis.frames import load_capture
+    return load_capture(job["dir"] / f"{name}.snap")
+
+
+def _recovered(step: dict) -> None:
+    """The system came back: settings as before, the next cycle complete."""
+    assert step["power_after_fail"] == step["power_before"]
+    assert step["power_after"] == step["power_before"]
+    assert step["next"]["rc"] == 0, step["next"]["stderr"][-2000:]
+    assert "1 complete" in step["next"]["stdout"], step["next"]["stdout"]
+
+
+def test_a_task_that_refuses_to_freeze_is_named_with_where_it_is_stuck(job):
+    from snapprof.analysis.failures import failed_runs, failure_rate
+    from snapprof.report.html import render_html
+    from snapprof.report.model import build_model
+
+    st = job["steps"]["freeze"]
+    assert "error" not in st, st.get("error")
+    assert st["writer_blocked"], "the writer never blocked on the frozen filesystem"
+    assert st["failed"]["rc"] == 0, st["failed"]["stderr"][-2000:]
+    f = _frames(job, "freeze-fail")
+    assert list(f.runs["status"]) == ["failed"]
+    assert "refusing to freeze" in f.runs["error"].iloc[0]
+    assert f.meta.get("pm_freeze_timeout") == "2000"  # --freeze-timeout, for the recording only
+
+    (run,) = failed_runs(f)
+    assert run["kind"] == "freeze"
+    assert run["freeze"]["stage"] == "user space" and run["freeze"]["timeout_ms"] == 2000
+    assert 2000 <= run["freeze"]["tried_ms"] < 4000
+    mine = [c for c in run["culprits"] if c["pid"] == st["writer_pid"]]
+    assert mine, run["culprits"]
+    c = mine[0]
+    assert c["cmdline"] == st["writer_cmdline"] and c["comm"] == "dd"
+    assert c["state"] == "D" and c["stage"] == "user"
+    assert c["stack_source"].startswith("kernel log at the failure")
+    # the kernel's own stack: the writer waits for the frozen superblock's write lock
+    assert re.search(r"percpu_rwsem_wait|__percpu_down_read", "\n".join(c["frames"])), c["frames"]
+    assert c["signature"] == "frozen filesystem" and "fsfreeze -u" in c["hint"]
+    # the same stack /proc gave before the cycle
+    assert "percpu" in st["writer_stack_before"] or "sb_start_write" in st["writer_stack_before"]
+
+    rate = failure_rate(f)
+    assert (rate["failed"], rate["runs"], rate["kinds"]) == (1, 1, {"freeze": 1})
+
+    page = render_html(build_model(f))
+    assert 0 < page.index('id="failure"') < page.index('id="headline"')
+    assert st["writer_cmdline"] in page and "frozen filesystem" in page
+    _recovered(st)
+    assert st["writer_rc"] == 0  # thawed, the writer finished
+
+
+def test_an_image_that_cannot_be_allocated_says_why(job):
+    from snapprof.analysis.failures import failed_runs, failure_rate
+
+    st = job["steps"]["memory"]
+    assert "error" not in st, st.get("error")
+    assert st["first_run"] and st["hog_ready"], st
+    assert st["rc"] == 0, st["stderr"]
+    f = _frames(job, "memory-fail")
+    assert list(f.runs["status"]) == ["complete", "failed"], f.runs.to_dict("records")
+    (run,) = failed_runs(f)
+    assert run["kind"] == "image allocation", (run["error"], list(f.kmsg["text"])[-40:])
+    mem = run["memory"]
+    assert mem["sentence"].startswith("The image could not be made")
+    assert mem["swap_total_kb"] == 0 and "add swap" in mem["sentence"]
+    # the hog is named among the largest memory users, with about the memory it took
+    hog = [u for u in run["memory_users"] if u["pid"] == st["hog_pid"]]
+    assert hog, run["memory_users"]
+    rss_kb = int(re.search(r"rss (\d+) kB", hog[0]["note"]).group(1))
+    assert rss_kb >= st["hog_mb"] * 1024 * 0.95
+    rate = failure_rate(f)
+    assert (rate["failed"], rate["runs"], rate["kinds"]) == (1, 2, {"image allocation": 1})
+    _recovered(st)
