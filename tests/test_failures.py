@@ -250,3 +250,20 @@ def test_compare_gates_on_the_failure_rate(tmp_path):
     assert r.status == "crossed" and r.detail.startswith("1 of 2 cycles failed")
     (r,) = check_thresholds(cmp, [parse_threshold("failure_rate>10%")])
     assert r.status == "not crossed"  # 1 of 2: the interval 1.3..98.7 % is not all above 10 %
+
+
+def test_compare_shows_each_kernels_failure_rate(tmp_path):
+    import json
+
+    from snapprof.analysis.compare import compare
+    from snapprof.report.compare_html import render_html
+    from snapprof.report.compare_text import render_json, render_text
+
+    cmp = compare({"base": [load_capture(_capture(tmp_path / "a.snap", failed=False))],
+                   "cand": [load_capture(_capture(tmp_path / "c.snap"))]})
+    text = render_text(cmp)
+    assert "failures: base: 0 of 1 cycles failed (0 %, 95 % interval 0.0-97.5 %, exact binomial)" in text
+    assert "failures: cand: 1 of 2 cycles failed (50 %, 95 % interval 1.3-98.7 %, exact binomial): 1 freeze" in text
+    doc = json.loads(render_json(cmp))
+    assert doc["failure_rates"]["cand"]["failed"] == 1 and doc["failure_rates"]["cand"]["kinds"] == {"freeze": 1}
+    assert "cand: 1 of 2 cycles failed" in render_html(cmp, [])

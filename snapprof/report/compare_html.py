@@ -387,6 +387,8 @@ def build_context(cmp: Comparison, thresholds: list[ThresholdResult] | None = No
         "baseline": cmp.baseline,
         "labels": cmp.labels,
         "groups": [{"label": lab, "line": ct.group_line(cmp, lab),
+                    "failures": ct.failure_line(cmp, lab),
+                    "failed": (cmp.failure_rates.get(lab) or {}).get("failed", 0),
                     "kernel": cmp.groups[lab].meta.get("kernel_release", ""),
                     "differs": cmp.groups[lab].meta_differs} for lab in cmp.labels],
         "method": ct.method_note(cmp),

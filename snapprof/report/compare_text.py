@@ -173,6 +173,18 @@ def summary_lines(cmp: Comparison) -> list[str]:
     return lines
 
 
+def failure_line(cmp: Comparison, lab: str) -> str | None:
+    """How many of a label's cycles failed, with the exact interval of the rate and the
+    kinds (snapprof.analysis.failures); None without runs."""
+    r = cmp.failure_rates.get(lab)
+    if not r:
+        return None
+    kinds = ", ".join(f"{n} {k}" for k, n in r["kinds"].items())
+    return (f"{lab}: {r['failed']} of {r['runs']} cycles failed ({r['rate'] * 100:.0f} %, 95 % "
+            f"interval {r['ci_low'] * 100:.1f}-{r['ci_high'] * 100:.1f} %, exact binomial)"
+            + (f": {kinds}" if kinds else ""))
+
+
 def header_lines(cmp: Comparison) -> list[str]:
     lines = [f"snapprof compare: {len(cmp.labels)} labels, "
              f"{sum(len(g.sources) for g in cmp.groups.values())} captures; "
@@ -180,6 +192,7 @@ def header_lines(cmp: Comparison) -> list[str]:
     if cmp.userspace:
         lines.append(("  WARNING: " if cmp.userspace["status"] == "differs" else "  ") + cmp.userspace["sentence"])
     lines += ["  " + group_line(cmp, lab) for lab in cmp.labels]
+    lines += ["  failures: " + line for line in (failure_line(cmp, lab) for lab in cmp.labels) if line]
     for lab in cmp.labels:
         if cmp.groups[lab].meta_differs:
             lines.append(f"  note: captures pooled under {lab} differ in "
@@ -259,6 +272,8 @@ def to_dict(cmp: Comparison, thresholds: list[ThresholdResult] | None = None) ->
         "setup_notes": cmp.setup_notes,
         "label_notes": cmp.label_notes,
         "userspace": cmp.userspace,
+        "failure_rates": {lab: {k: clean(v) if not isinstance(v, dict) else v for k, v in r.items()}
+                          for lab, r in cmp.failure_rates.items() if r},
         "groups": {lab: {"captures": g.sources, "complete_runs": g.n_runs,
                          "runs_total": g.runs_total, "excluded": g.excluded,
                          "kernel_release": g.meta.get("kernel_release"),
