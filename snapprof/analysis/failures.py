@@ -53,6 +53,11 @@ SIGNATURES: tuple[Signature, ...] = (
               "NFS I/O waiting on its server",
               "the server is slow or unreachable: unmount the NFS share (or finish the I/O) "
               "before hibernating"),
+    Signature("9p share",
+              ("p9_client_rpc", "p9_*", "v9fs_*"),
+              "I/O on a 9p filesystem (a virtual machine's shared folder) waiting on its server",
+              "a 9p share does not answer across a device freeze (virtio-9p has no PM callbacks): "
+              "unmount it, or keep processes off it, before hibernating"),
     Signature("CIFS/SMB",
               ("cifs_*", "smb2_*", "wait_for_response", "compound_send_recv"),
               "SMB/CIFS I/O waiting on its server",

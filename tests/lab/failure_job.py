@@ -66,7 +66,8 @@ def step_freeze(outdir: str) -> dict:
     os.makedirs(MNT, exist_ok=True)
     sh("mount", FS_DEV, MNT)
     sh("fsfreeze", "-f", MNT)
-    writer = subprocess.Popen(WRITER, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # cwd /: this job was started from the 9p share, which hangs after the first cycle
+    writer = subprocess.Popen(WRITER, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
     res["writer_pid"] = writer.pid
     res["writer_cmdline"] = " ".join(WRITER)
     res["writer_blocked"] = wait_for(lambda: state(writer.pid) == "D", 30)
@@ -132,7 +133,9 @@ def step_memory(outdir: str) -> dict:
     size = min(total * 6 // 10, avail - 250)
     res["hog_mb"], res["available_mb_before"] = size, avail
     t = time.monotonic()
-    hog = subprocess.Popen([sys.executable, "-c", HOG, str(size)], stdout=subprocess.PIPE, text=True)
+    # cwd /: a process started in the (dead) 9p share hangs there, and refuses to freeze
+    hog = subprocess.Popen([sys.executable, "-c", HOG, str(size)], stdout=subprocess.PIPE, text=True,
+                           cwd="/")
     res["hog_pid"] = hog.pid
     try:
         res["hog_ready"] = hog.stdout.readline().strip() == "ready"
