@@ -133,9 +133,10 @@ def step_memory(outdir: str) -> dict:
     size = min(total * 6 // 10, avail - 250)
     res["hog_mb"], res["available_mb_before"] = size, avail
     t = time.monotonic()
-    # cwd /: a process started in the (dead) 9p share hangs there, and refuses to freeze
-    hog = subprocess.Popen([sys.executable, "-c", HOG, str(size)], stdout=subprocess.PIPE, text=True,
-                           cwd="/")
+    # -I and cwd /: a process that looks in the 9p share (cwd, PYTHONPATH=/project) after a
+    # cycle killed it hangs there, and refuses to freeze (seen: p9_client_rpc, 6.1)
+    hog = subprocess.Popen([sys.executable, "-I", "-c", HOG, str(size)], stdout=subprocess.PIPE,
+                           text=True, cwd="/")
     res["hog_pid"] = hog.pid
     try:
         res["hog_ready"] = hog.stdout.readline().strip() == "ready"
