@@ -94,6 +94,14 @@ def test_proc_gives_the_command_line_and_a_stack_where_the_log_has_none(tmp_path
     assert "probes" in d.notes[0]
 
 
+def test_a_pid_reused_by_another_task_is_not_read(tmp_path):
+    proc = _proc(tmp_path, 312)
+    (proc / "312" / "status").write_text("Name:\tbash\nState:\tS (sleeping)\nTgid:\t312\n")
+    (c,) = cu.culprits(_records(DUMP_61), [], str(proc))
+    assert c.cmdline is None and c.comm == "dd"
+    assert c.notes == ["pid 312 belongs to another task after the thaw (bash): nothing read from /proc"]
+
+
 def test_a_task_gone_before_it_could_be_looked_up_says_so(tmp_path):
     (c,) = cu.culprits(_records(DUMP_61), [], str(tmp_path))
     assert c.cmdline is None and c.notes == ["gone from /proc after the thaw: no command line"]

@@ -126,7 +126,11 @@ def from_proc(c: Culprit, proc: str = "/proc") -> None:
     for line in status.splitlines():
         k, _, v = line.partition(":")
         fields[k] = v.strip()
-    if c.comm is None and fields.get("Name"):
+    name = fields.get("Name")
+    if c.comm and name and name[:15] != c.comm[:15]:
+        c.notes.append(f"pid {c.pid} belongs to another task after the thaw ({name}): nothing read from /proc")
+        return
+    if c.comm is None and name:
         c.comm = fields["Name"]
     if c.tgid is None and fields.get("Tgid", "").isdigit():
         c.tgid = int(fields["Tgid"])
