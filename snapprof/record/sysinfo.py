@@ -155,6 +155,7 @@ def collect_meta(root: str = "/") -> dict[str, str]:
     power = power_settings(root)
     for key, name in (("power_state", "state"), ("power_disk", "disk"), ("pm_test", "pm_test"),
                       ("image_size", "image_size"), ("reserved_size", "reserved_size"),
+                      ("pm_freeze_timeout", "pm_freeze_timeout"),  # ms the freezer tries
                       ("hibernate_compressor", "compressor"),  # compressor: 6.9 and later
                       # settings of newer kernels' hibernation path (absent before them)
                       ("freeze_filesystems", "freeze_filesystems"),

@@ -6,8 +6,8 @@ go to OUTDIR for the host-side asserts.
 
 Steps:
   freeze   a user task that refuses to freeze: a writer (dd) blocked on a frozen ext4
-           filesystem (fsfreeze -f on the spare disk --fs-dev, /dev/vdc by default: the
-           lab's guests have no loop devices) sleeps uninterruptibly (D) in
+           filesystem (fsfreeze -f on the spare disk --fs-dev, /dev/vdc by default, an ext4
+           the host made: the guests have no loop devices, trixie's no mkfs) sleeps (D) in
            sb_start_write, so the freezer cannot stop it. One snapshot cycle with
            --freeze-timeout 2000 must fail naming it; then the filesystem is thawed, the
            writer finishes, and a next cycle must complete.
@@ -62,8 +62,7 @@ FS_DEV = "/dev/vdc"
 
 def step_freeze(outdir: str) -> dict:
     res: dict = {"power_before": power()}
-    sh("mkfs.ext4", "-q", "-F", FS_DEV)
-    os.makedirs(MNT, exist_ok=True)
+    os.makedirs(MNT, exist_ok=True)  # FS_DEV holds an ext4 made by the host (no mkfs in trixie's minbase)
     sh("mount", FS_DEV, MNT)
     sh("fsfreeze", "-f", MNT)
     # cwd /: this job was started from the 9p share, which hangs after the first cycle
