@@ -250,6 +250,16 @@ def test_schema_2_and_a_bad_culprit_row_is_left_out_counted(tmp_path):
         assert any("culprits rows without an integer in pid" in w for w in r.warnings)
 
 
+def test_the_stage_of_a_failure_61_words_without_it(tmp_path):
+    w = CaptureWriter(str(tmp_path / "s.snap"))
+    w.set_meta({"kernel_release": "6.1.0-50-amd64"})
+    w.add_run(Run(trigger="snapshot", status="failed", error="kernel: Freezing of tasks failed",
+                  kmsg=_records(DUMP_61)))
+    w.close()
+    (run,) = fa.failed_runs(load_capture(tmp_path / "s.snap"))
+    assert run["freeze"]["stage"] == "user space" and run["freeze"]["tried_ms"] == 2006
+
+
 def test_compare_gates_on_the_failure_rate(tmp_path):
     from snapprof.analysis.compare import check_thresholds, compare, parse_threshold
 

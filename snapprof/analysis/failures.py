@@ -115,6 +115,7 @@ def classify(frames: list[str], state: str | None = None) -> dict:
 # -- kinds of failure ------------------------------------------------------------------------
 _FREEZE = re.compile(r"Freezing (?:of tasks|(user space processes|remaining freezable tasks)) "
                      r"(failed|aborted) after (\d+)\.(\d{3}) seconds \((\d+) tasks refusing")
+_BEGIN = re.compile(r"Freezing (user space processes|remaining freezable tasks)\s*$")
 _SHORT = re.compile(r"Image allocation is (\d+) pages short")
 _NOMEM = re.compile(r"Error -12 creating (?:hibernation )?image|Cannot allocate memory|"
                     r"\bENOMEM\b|-12\b|Memory allocation failed|Not enough free memory", re.I)
@@ -154,11 +155,15 @@ def failed_runs(frames) -> list[dict]:
         kind = failure_kind(r["error"], log)
         item = {"run_id": rid, "status": r["status"], "kind": kind, "error": r["error"],
                 "culprits": [], "freeze": None, "memory": None}
+        began = None  # 6.1 says "Freezing of tasks failed": the stage is the line before's
         for line in log:
+            b = _BEGIN.search(line)
+            if b:
+                began = b.group(1)
             m = _FREEZE.search(line)
             if m:
                 stage = {"user space processes": "user space", "remaining freezable tasks":
-                         "kernel threads"}.get(m.group(1) or "", "tasks")
+                         "kernel threads"}.get(m.group(1) or began or "", "tasks")
                 item["freeze"] = {"stage": stage, "word": m.group(2),
                                   "tried_ms": int(m.group(3)) * 1000 + int(m.group(4)),
                                   "tasks": int(m.group(5)),

@@ -85,8 +85,6 @@ def test_a_task_that_refuses_to_freeze_is_named_with_where_it_is_stuck(job):
     # the kernel's own stack: the writer waits for the frozen superblock's write lock
     assert re.search(r"percpu_rwsem_wait|__percpu_down_read", "\n".join(c["frames"])), c["frames"]
     assert c["signature"] == "frozen filesystem" and "fsfreeze -u" in c["hint"]
-    # the same stack /proc gave before the cycle
-    assert "percpu" in st["writer_stack_before"] or "sb_start_write" in st["writer_stack_before"]
 
     rate = failure_rate(f)
     assert (rate["failed"], rate["runs"], rate["kinds"]) == (1, 1, {"freeze": 1})
