@@ -19,6 +19,11 @@ from conftest import KERNEL_VERSIONS, LAB_DISTROS, lab_id
 
 pytestmark = pytest.mark.lab
 
+#: Whether a writer blocked on a frozen filesystem refuses to freeze, per kernel CI runs (lab,
+#: 2026-11-30): 6.1 and 6.12 refuse (uninterruptible percpu_rwsem_wait); 7.3 freezes it in
+#: place. Where it changed between 6.12 and 7.3 is not bisected.
+WRITER_REFUSES = {(6, 1): True, (6, 12): True, (7, 3): False}
+
 
 @pytest.fixture(scope="module", params=LAB_DISTROS, ids=lab_id)
 def job(request, tmp_path_factory):
@@ -64,6 +69,17 @@ def test_a_task_that_refuses_to_freeze_is_named_with_where_it_is_stuck(job):
     st = job["steps"]["freeze"]
     assert "error" not in st, st.get("error")
     assert st["writer_blocked"], "the writer never blocked on the frozen filesystem"
+    if not WRITER_REFUSES[job["version"]]:
+        # 7.3 sleeps a writer on a frozen filesystem freezably: the freezer freezes it in
+        # place and hibernation goes on (seen in the lab; 6.1 and 6.12 refuse)
+        assert st["failed"]["rc"] == 0, st["failed"]["stderr"][-2000:]
+        f = _frames(job, "freeze-fail")
+        assert list(f.runs["status"]) == ["complete"] and f.culprits.empty
+        dd = f.tasks[f.tasks["pid"] == st["writer_pid"]]
+        assert list(dd["comm"]) == ["dd"] and list(dd["frozen"]) == [1]
+        assert st["writer_state_after_fail"] == "D"  # thawed, blocked again on the filesystem
+        _recovered(st)
+        return
     # a failed cycle makes `snapprof record` exit 1, after committing it
     assert st["failed"]["rc"] == 1, st["failed"]["stderr"][-2000:]
     assert "1 runs recorded, 0 complete" in st["failed"]["stdout"] or "1 run recorded, 0 complete" in st["failed"]["stdout"]
