@@ -13,8 +13,7 @@
  * str = "u" / "k": t0 the first freeze_task() call, t1 the freezer thread's first printk
  * after it (the result line, "... completed (elapsed ...)" or "... failed after ..."), which
  * the kernel prints right after it reads the clock. So no clock is read on the ~100
- * freeze_task() calls of each sweep: under the lab's emulation a clock read there cost more
- * than the rest of the probe.
+ * freeze_task() calls of each sweep.
  *
  * Per task (map `tasks`, keyed by pid): try_to_freeze_tasks() sweeps every thread with
  * freeze_task(p); a sweep starts again when its first task comes round again. For each
@@ -28,7 +27,9 @@
  * kretprobe handlers (enter__/leave__<fn>) or, compiled with -DSNAPPROF_FENTRY_<fn>, from
  * fentry/fexit programs (bcc KFUNC_PROBE / KRETFUNC_PROBE, BPF trampolines; the kernel's
  * BTF gives the arguments). freeze_task() runs once per thread per sweep, so its hooks are
- * what the freezer pays for: a kprobe plus a kretprobe costs tens of times a trampoline.
+ * what the freezer pays for: on hardware a trampoline is published at a fraction of a
+ * kprobe's cost, and a kretprobe costs more; under the lab's emulation the trampolines were
+ * not cheaper (docs/record.md, "what the probes cost").
  * The loader (snapprof/record/loader.py) compiles with the define where the kernel has
  * BTF and trampolines, and without it (kprobes) otherwise or if that fails; the capture
  * says which (meta probe_methods). bcc attaches the kfunc programs when it loads them.
