@@ -117,8 +117,8 @@ _FREEZE = re.compile(r"Freezing (?:of tasks|(user space processes|remaining free
                      r"(failed|aborted) after (\d+)\.(\d{3}) seconds \((\d+) tasks refusing")
 _BEGIN = re.compile(r"Freezing (user space processes|remaining freezable tasks)\s*$")
 _SHORT = re.compile(r"Image allocation is (\d+) pages short")
-_NOMEM = re.compile(r"Error -12 creating (?:hibernation )?image|Cannot allocate memory|"
-                    r"\bENOMEM\b|-12\b|Memory allocation failed|Not enough free memory", re.I)
+_NOMEM = re.compile(r"Error -12 creating (?:hibernation )?image|Cannot allocate memory|\bENOMEM\b|"
+                    r"Memory allocation failed|Not enough free memory")
 
 
 def failure_kind(error: str | None, log: list[str]) -> str:
@@ -126,8 +126,7 @@ def failure_kind(error: str | None, log: list[str]) -> str:
     text = " ".join([error or "", *log])
     if _FREEZE.search(text):
         return "freeze"
-    if _SHORT.search(text) or _NOMEM.search(error or "") or _NOMEM.search(" ".join(
-            ln for ln in log if "image" in ln.lower() or "memory" in ln.lower())):
+    if _SHORT.search(text) or _NOMEM.search(text):
         return "image allocation"
     if re.search(r"devices? failed|failed to (?:freeze|suspend|quiesce)", text, re.I):
         return "devices"
@@ -176,10 +175,13 @@ def failed_runs(frames) -> list[dict]:
         for _, c in cul[cul["kind"] == "freeze"].iterrows():
             stack = [f for f in str(c["stack"] or "").split("\n") if f] if isinstance(c["stack"], str) else []
             info = classify(stack, c["state"] if isinstance(c["state"], str) else None)
+            top = top_frames(stack)
             item["culprits"].append({
                 "pid": _int(c["pid"]), "tgid": _int(c["tgid"]), "comm": _str(c["comm"]),
                 "cmdline": _str(c["cmdline"]), "stage": _str(c["stage"]), "state": _str(c["state"]),
-                "wchan": _str(c["wchan"]), "top_frames": top_frames(stack), "frames": stack,
+                # the kernel's wait channel (/proc), else where the stack says it waits
+                "wchan": _str(c["wchan"]) or (top[0] if top else None),
+                "top_frames": top, "frames": stack,
                 "stack_source": _str(c["stack_source"]), "note": _str(c["note"]), **info})
         if kind == "image allocation":
             item["memory"] = memory_at_failure(frames, rid, log, item["memory_users"])

@@ -88,24 +88,21 @@ def _size(text: str) -> int:
     return value
 
 
-def _per_device(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError("must be between 1 and 64")
-    return value
+def _whole(lo: int, hi: int, what: str = "number", unit: str = ""):
+    """An argparse type: a whole number from lo to hi."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole {what}: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}{unit}")
+        return value
+    return parse
 
 
-def _freeze_timeout(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {text!r}") from None
-    if not 1 <= value <= 3_600_000:
-        raise argparse.ArgumentTypeError("must be between 1 and 3600000 ms")
-    return value
+_per_device = _whole(1, 64)
+_freeze_timeout = _whole(1, 3_600_000, "number of milliseconds", " ms")
 
 
 def _areas(values):

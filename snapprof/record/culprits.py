@@ -158,14 +158,7 @@ def from_proc(c: Culprit, proc: str = "/proc") -> None:
             c.stack_source = "/proc/PID/stack after the thaw"
         else:
             c.notes.append("no stack: none in the kernel log, /proc/PID/stack unreadable or empty")
-    if c.wchan is None and c.frames:
-        c.wchan = next((f for f in c.frames if not f.startswith(_SCHED_FRAMES)), None)
 
-
-# frames of the scheduler itself: the wait channel is the first frame past them
-_SCHED_FRAMES = ("__schedule", "schedule", "__switch_to", "preempt_schedule", "io_schedule",
-                 "schedule_timeout", "schedule_preempt_disabled", "do_nanosleep",
-                 "wait_for_completion", "__wait_for_common", "bit_wait")
 
 
 def culprits(records, probe_tasks=(), proc: str = "/proc") -> list[Culprit]:
