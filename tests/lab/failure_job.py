@@ -164,8 +164,7 @@ def main() -> int:
     if args[:1] == ["--fs-dev"]:
         FS_DEV, args = args[1], args[2:]
     if device:
-        record_job.TREE = record_job.offline.relocate(record_job.TREE)
-        record_job.ENV.update(PYTHONPATH=record_job.TREE, PWD=record_job.TREE)
+        record_job.go_offline()
         sys.path.insert(0, record_job.TREE)
     outdir, steps = args[0], args[1:] or ["freeze", "memory"]
     os.makedirs(outdir, exist_ok=True)

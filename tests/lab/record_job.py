@@ -149,15 +149,20 @@ def step_kill(outdir: str) -> dict:
     return res
 
 
-def main() -> int:
+def go_offline() -> None:
+    """Run the recorders from a tmpfs copy of the tree: the 9p shares die at the first cycle.
+    PWD too: clang (bcc) stats $PWD, which would still name the dead 9p share."""
     global TREE
+    TREE = offline.relocate(TREE)
+    ENV.update(PYTHONPATH=TREE, PWD=TREE)
+
+
+def main() -> int:
     args = sys.argv[1:]
     device = None
     if args[:1] == ["--pack"]:
         device, args = args[1], args[2:]
-        TREE = offline.relocate(TREE)
-        # PWD too: clang (bcc) stats $PWD, which would still name the dead 9p share
-        ENV.update(PYTHONPATH=TREE, PWD=TREE)
+        go_offline()
     outdir, steps = args[0], args[1:] or ["snapshot", "shrink", "freezer", "none", "kill"]
     os.makedirs(outdir, exist_ok=True)
     try:
