@@ -36,6 +36,9 @@ SCHEMA_VERSION = 2  # 2: the culprits table (a version-1 capture reads as having
 APPLICATION_ID = 0x534E5050  # "SNPP": tells a capture from any other SQLite file
 
 RUN_STATUSES = ("complete", "failed", "incomplete")
+#: The error of a run whose cycle began but whose end was never written (CaptureWriter.begin_run)
+STOPPED_IN_CYCLE = ("the recorder stopped during this cycle (killed, or the machine was lost): "
+                    "no end was written, and nothing it measured in the cycle was saved")
 EVENT_KINDS = ("begin", "end", "instant")
 
 SCHEMA = """
@@ -247,17 +250,41 @@ class CaptureWriter(_Database):
                 [(n, a, t, int(bool(att)), r) for n, a, t, att, r in rows],
             )
 
-    def add_run(self, run: Run) -> int:
+    def begin_run(self, trigger: str, started_wall: str | None) -> int:
+        """Commit a cycle's row before the cycle starts: status incomplete, with the reason a
+        reader sees if nothing more is ever written (the recorder killed, or the machine lost,
+        while the cycle ran). add_run(run, run_id) replaces it when the cycle ends."""
+        with self._txn():
+            cur = self.db.execute(
+                "INSERT INTO runs(trigger, status, error, started_wall) VALUES (?, ?, ?, ?)",
+                (trigger, "incomplete", STOPPED_IN_CYCLE, started_wall))
+        return cur.lastrowid
+
+    def abandon_run(self, run_id: int, error: str) -> None:
+        """A begun cycle that ended without its figures: it stays incomplete, with why."""
+        with self._txn():
+            self.db.execute("UPDATE runs SET error = ? WHERE run_id = ? AND status = 'incomplete'",
+                            (error, run_id))
+
+    def add_run(self, run: Run, run_id: int | None = None) -> int:
+        """Write a finished cycle in one transaction; run_id: the row begin_run committed."""
         if run.status not in RUN_STATUSES:
             raise ValueError(f"bad run status {run.status!r}")
         with self._txn():
-            cur = self.db.execute(
-                "INSERT INTO runs(trigger, status, error, started_ns, ended_ns, started_wall,"
-                " ringbuf_drops) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run.trigger, run.status, run.error, run.started_ns, run.ended_ns,
-                 run.started_wall, run.ringbuf_drops),
-            )
-            run_id = cur.lastrowid
+            values = (run.trigger, run.status, run.error, run.started_ns, run.ended_ns,
+                      run.started_wall, run.ringbuf_drops)
+            if run_id is not None:
+                cur = self.db.execute(
+                    "UPDATE runs SET trigger = ?, status = ?, error = ?, started_ns = ?,"
+                    " ended_ns = ?, started_wall = coalesce(?, started_wall), ringbuf_drops = ?"
+                    " WHERE run_id = ?", (*values, run_id))
+                if cur.rowcount != 1:
+                    raise ValueError(f"no run {run_id} begun in this capture")
+            else:
+                cur = self.db.execute(
+                    "INSERT INTO runs(trigger, status, error, started_ns, ended_ns, started_wall,"
+                    " ringbuf_drops) VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+                run_id = cur.lastrowid
             for table, cols in COLUMNS.items():
                 rows = getattr(run, table)
                 if not rows:

@@ -288,13 +288,33 @@ def test_no_common_metric(tmp_path):
         _cmp(a, b)
 
 
-def test_no_complete_run(tmp_path, caps):
+def test_no_complete_run(tmp_path, caps, monkeypatch, capsys):
+    """A kernel whose every cycle failed is the worst regression: it is compared on its
+    failure rate (and gated), with one note for its absent figures; with no complete run
+    anywhere there is nothing to compare."""
     a = tmp_path / "failed.snap"
     with CaptureWriter(a) as w:
         w.set_meta({"kernel_release": "k1"})
-        w.add_run(Run(trigger="snapshot", status="failed", error="EBUSY"))
-    with pytest.raises(SnapprofError, match=r"k1 \(failed.snap\) has no complete run \(1 failed\)"):
-        _cmp(a, caps["slow"])
+        for _ in range(3):
+            w.add_run(Run(trigger="snapshot", status="failed", error="EBUSY"))
+    cmp = _cmp(caps["slow"], a)
+    assert cmp.failure_rates["k1"]["failed"] == 3 and cmp.failure_rates["k1"]["runs"] == 3
+    assert cmp.diffs.empty and cmp.not_comparable.empty
+    assert any("k1 (failed.snap) has no complete run (3 failed): none of its figures can be "
+               "compared, only its failure rate" in n for n in cmp.label_notes)
+    for fmt in ("text", "json", "html"):
+        out = tmp_path / f"c.{fmt}"
+        assert _run_cli(monkeypatch, caps["slow"], a, "--format", fmt, "-o", out,
+                        "--fail-on", "failure_rate>0") == 1
+        assert "has no complete run" in out.read_text()
+    assert "crossed: 3 of 3 cycles failed" in capsys.readouterr().err
+    b = tmp_path / "failed2.snap"
+    with CaptureWriter(b) as w:
+        w.set_meta({"kernel_release": "k2"})
+        w.add_run(Run(trigger="snapshot", status="incomplete", error="interrupted"))
+    with pytest.raises(SnapprofError, match=r"no label has a complete run: nothing to compare "
+                                            r"\(k1: 3 failed; k2: 1 incomplete\)"):
+        _cmp(a, b)
 
 
 # --------------------------------------------------------------------------- outputs

@@ -105,7 +105,11 @@ def test_crash_mid_session_keeps_finished_runs(tmp_path, fake_kernel):
     with pytest.raises(RuntimeError):
         record(tmp_path, ["ok", "ok", "raise"], fake_kernel, runs=5)
     with CaptureReader(tmp_path / "r.snap") as r:
-        assert [x["status"] for x in r.runs()] == ["complete", "complete"]
+        runs = r.runs()
+    # the cycle in flight was begun (committed before it started): it says what stopped it
+    assert [x["status"] for x in runs] == ["complete", "complete", "incomplete"]
+    assert runs[2]["error"] == ("the recorder stopped during this cycle: "
+                                "recorder bug mid-session")
 
 
 def test_interrupt_stops_after_the_cycle(tmp_path, fake_kernel):

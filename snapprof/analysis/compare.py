@@ -556,6 +556,10 @@ def _close(key: str, a: str, b: str) -> bool:
     return tol is not None and abs(x - y) <= tol * max(abs(x), abs(y))
 
 
+def _runs_left_out(g: Group) -> str:
+    return ", ".join(f"{n} {s}" for s, n in g.excluded.items()) or "no runs"
+
+
 def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Comparison:
     """Compare every label against the first. Raises SnapprofError for input that cannot be compared."""
     labels = list(groups)
@@ -566,10 +570,13 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
         raise SnapprofError(f"all {n_captures} captures have the label {labels[0]!r}: nothing to "
                             "compare against; name them with --label")
     built = {lab: build_group(lab, fl) for lab, fl in groups.items()}
-    for g in built.values():
-        if g.n_runs == 0:
-            ex = ", ".join(f"{n} {s}" for s, n in g.excluded.items()) or "no runs"
-            raise SnapprofError(f"{g.label} ({', '.join(g.sources)}) has no complete run ({ex})")
+    empty = [g for g in built.values() if g.n_runs == 0]
+    if len(empty) == len(built):
+        raise SnapprofError("no label has a complete run: nothing to compare (" + "; ".join(
+            f"{g.label}: {_runs_left_out(g)}" for g in empty) + ")")
+    # a label whose every run failed is compared on its failure rate; its figures are absent
+    empty_notes = [f"{g.label} ({', '.join(g.sources)}) has no complete run ({_runs_left_out(g)}): "
+                   "none of its figures can be compared, only its failure rate" for g in empty]
     baseline = labels[0]
     base = built[baseline]
 
@@ -599,6 +606,8 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
         for kind, name in order:
             sa, sb = _series(base, kind, name), _series(cand, kind, name)
             title = _title(kind, name)
+            if not (base.n_runs and cand.n_runs):
+                continue  # a label with no complete run: one note says so, not one row a figure
             if sa is None and sb is None:
                 if kind == "phase" or (kind, name) in base.refused or (kind, name) in cand.refused:
                     # seen in both, timed in neither (e.g. a clock jump inside)
@@ -643,12 +652,14 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
                               "baseline": baseline, "unit": ua, "lower_is_better": lib,
                               **row, "note": "; ".join(notes)})
         for name in sorted(base.nm_names | cand.nm_names):
+            if not (base.n_runs and cand.n_runs):
+                break
             if _series(base, "metric", name) is None and _series(cand, "metric", name) is None:
                 why = [f"{g.label}: {group_reason(g, name)}" for g in (base, cand)]
                 nc_rows.append({"kind": "metric", "name": name, "title": _title("metric", name),
                                 "label": lab, "baseline": baseline,
                                 "reason": "not measured in either (" + "; ".join(why) + ")"})
-        if common == 0:
+        if common == 0 and base.n_runs and cand.n_runs:
             raise SnapprofError(
                 f"no metric or phase measured in both {baseline} and {lab}: nothing to compare "
                 f"({baseline}: {_measured_list(base)}; {lab}: {_measured_list(cand)})")
@@ -673,7 +684,7 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
         labels=labels, baseline=baseline, groups=built, level=level, setup_notes=setup_notes,
         userspace=userspace_check(built, labels),
         failure_rates={lab: rate_of(g.frames) for lab, g in built.items()},
-        label_notes=list(getattr(groups, "notes", [])),
+        label_notes=list(getattr(groups, "notes", [])) + empty_notes,
         summary=pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS),
         diffs=pd.DataFrame(diff_rows, columns=DIFF_COLUMNS),
         not_comparable=pd.DataFrame(nc_rows, columns=NC_COLUMNS),

@@ -422,10 +422,22 @@ class Recorder:
                     break
                 before = sysinfo.memory_metrics()
                 wall = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                begun = None
                 if kind != "none":
                     reader.mark()
-                outcome = trigger.run(intr)
+                    # committed before the cycle: a recorder killed in it leaves this row,
+                    # incomplete, saying so (waiting for a cycle started elsewhere begins none)
+                    begun = writer.begin_run(trigger.name, wall)
+                try:
+                    outcome = trigger.run(intr)
+                except BaseException as exc:
+                    if begun is not None:  # what stopped it, instead of "killed"
+                        writer.abandon_run(begun, "the recorder stopped during this cycle: "
+                                           f"{exc or type(exc).__name__}")
+                    raise
                 if outcome is None:  # none: interrupted while waiting
+                    if begun is not None:
+                        writer.abandon_run(begun, "interrupted before the cycle began")
                     break
                 data = ps.collect(timeout_ms=100) if ps is not None else None
                 records = outcome.records if outcome.records is not None else reader.read_new()
@@ -438,7 +450,7 @@ class Recorder:
                     run.culprits = culprits.rows(culprits.culprits(records, run.tasks))
                 if run.status != "complete" and culprits.allocation_failed(records, run.error):
                     run.culprits += culprits.memory_users()  # who held the memory
-                run_id = writer.add_run(run)
+                run_id = writer.add_run(run, begun)
                 n += 1
                 summary.runs.append((run_id, run.status, run.error))
                 self.log(_summary_line(run_id, run))
