@@ -1,0 +1,101 @@
+"""One capture's frames as rows of the dataset's tables (snapprof.fleet.layout.SCHEMAS).
+
+The frames are those ``snapprof compare`` reads (``analysis.compare.load_captures(...,
+for_compare=True)``): derived figures and phases included, device callbacks summed per run
+and device (the per-callback rows stay in the capture), so a pooled comparison sees exactly
+what the in-memory one sees. What a capture did not measure stays absent: no row, or NULL.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from snapprof.analysis.compare import USERSPACE_KEYS
+from snapprof.analysis.derived import image_compressor
+from snapprof.analysis.failures import failed_runs
+from snapprof.analysis.summary import summary_runs
+from snapprof.fleet.layout import SCHEMAS
+
+#: meta keys that may name the host's model (DMI), first found wins; none in lab captures
+HOST_MODEL_KEYS = ("host_model", "product_name", "dmi_product_name", "board_name")
+
+
+def _text(value):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)
+
+
+def _frame(table: str, df: pd.DataFrame, ident: dict) -> pd.DataFrame:
+    """``df`` with the schema's columns in order: ident columns filled, types coerced."""
+    out = {}
+    n = len(df)
+    for field in SCHEMAS[table]:
+        name = field.name
+        if name in ident:
+            out[name] = [ident[name]] * n
+        elif name == "seq":
+            out[name] = np.arange(n, dtype="int64")
+        elif name not in df.columns:
+            out[name] = [None] * n
+        elif str(field.type) == "string":
+            out[name] = [_text(v) for v in df[name].tolist()]
+        elif str(field.type) == "double":
+            out[name] = pd.to_numeric(df[name], errors="coerce").astype("float64").to_numpy()
+        elif str(field.type) == "int64":
+            out[name] = pd.array(pd.to_numeric(df[name], errors="coerce"), dtype="Int64")
+        else:
+            out[name] = df[name].to_numpy()
+    return pd.DataFrame(out, columns=[f.name for f in SCHEMAS[table]])
+
+
+def _first_counted(df: pd.DataFrame, key: str, value: str) -> np.ndarray:
+    """True on the row that counts for its (run_id, key): the first with a value, as
+    ``pivot_table(aggfunc="first")`` takes it in ``analysis.compare``."""
+    has = df[value].notna().to_numpy()
+    counted = np.zeros(len(df), dtype=bool)
+    if len(df):
+        sub = df.loc[has, ["run_id", key]]
+        counted[np.flatnonzero(has)[~sub.duplicated(keep="first").to_numpy()]] = True
+    return counted
+
+
+def capture_rows(frames, capture_id: str, seq: int, batch: str) -> dict[str, pd.DataFrame]:
+    """Table name -> rows (pandas, schema column order) of one capture."""
+    meta = frames.meta
+    release = (meta.get("kernel_release") or "").strip() or None
+    ident = {"capture_id": capture_id, "kernel_release": release}
+    comp = image_compressor(frames)
+    kinds = {it["run_id"]: it["kind"] for it in failed_runs(frames)}
+    runs = frames.runs.assign(failure_kind=[kinds.get(int(r)) for r in frames.runs["run_id"]])
+    userspace = ", ".join(f"{what} {meta[key]}" for key, what in USERSPACE_KEYS if meta.get(key))
+    model = next((meta[k] for k in HOST_MODEL_KEYS if meta.get(k)), None)
+    probes = [[_text(r.name), _text(r.area), _text(r.target), bool(r.attached), _text(r.reason)]
+              for r in frames.probes.itertuples(index=False)]
+    cap = pd.DataFrame([{
+        "seq": seq, "batch": batch, "source": frames.source,
+        "host": meta.get("hostname"), "host_model": model, "machine": meta.get("machine"),
+        "kernel_version": meta.get("kernel_version"), "userspace": userspace or None,
+        "distro": meta.get("distro"), "libc_version": meta.get("libc_version"),
+        "python_version": meta.get("python_version"), "bcc_version": meta.get("bcc_version"),
+        "trigger": meta.get("trigger"), "compressor": comp[0] if comp else None,
+        "compressor_how": comp[1] if comp else None, "recorded_at": meta.get("recorded_at"),
+        "snapprof_version": meta.get("snapprof_version"), "runs_total": len(frames.runs),
+        "runs_complete": len(summary_runs(frames)),
+        "meta": json.dumps({str(k): _text(v) for k, v in meta.items()}, ensure_ascii=False),
+        "probes": json.dumps(probes, ensure_ascii=False),
+        "warnings": json.dumps(list(frames.warnings), ensure_ascii=False)}])
+    cap["seq"] = cap["seq"].astype("int64")
+    phases = frames.phases.assign(counted=_first_counted(frames.phases, "phase", "duration_ms"))
+    return {
+        "captures": _frame("captures", cap, ident),
+        "runs": _frame("runs", runs, ident),
+        "metrics": _frame("metrics", frames.metrics, ident),
+        "not_measured": _frame("not_measured", frames.not_measured, ident),
+        "phases": _frame("phases", phases, ident),
+        "tasks": _frame("tasks", frames.tasks, ident),
+        "devices": _frame("devices", frames.device_totals(), ident),
+    }
