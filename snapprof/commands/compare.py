@@ -16,6 +16,9 @@ examples:
   snapprof compare base.snap cand.snap --format json -o compare.json
   snapprof compare base.snap cand.snap --fail-on 'image_pages>+5%' --fail-on 'freeze_user_ms>+10%'
                                                      # exit 1 on a confident regression (CI gate)
+  snapprof compare fleet/                            # a dataset (snapprof pool): every kernel in it
+  snapprof compare fleet/ --only 6.1.0-50-amd64 --only 6.12.117+deb13-amd64
+  snapprof compare fleet/ --by userspace --engine dask --scheduler tcp://10.0.0.5:8786
 
 The first label is the baseline; every other label is compared against it. Captures with
 the same label (default: the kernel release in the capture) are pooled; captures of one
@@ -41,7 +44,24 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "the change against the baseline (the first label) with its interval, "
                     "a Mann-Whitney test and a verdict.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture files (.snap)")
+    p.add_argument("captures", nargs="+", metavar="CAPTURE",
+                   help="capture files (.snap), or one dataset made by snapprof pool (a folder, "
+                        "or an fsspec URL such as s3://bucket/fleet with --engine dask)")
+    fleet = p.add_argument_group("a dataset (snapprof pool; docs/fleet.md)")
+    fleet.add_argument("--by", default="kernel", metavar="COLUMN",
+                       help="group the dataset's captures by kernel (default), kernel_release, "
+                            "userspace, distro, host, host_model, machine, compressor, trigger, "
+                            "bcc, python, libc, snapprof or batch")
+    fleet.add_argument("--only", action="append", metavar="LABEL",
+                       help="compare these labels only, the first as the baseline (repeatable; "
+                            "default: every label, in pool order)")
+    fleet.add_argument("--engine", choices=("duckdb", "dask"), default="duckdb",
+                       help="duckdb: embedded, one machine (default); dask: a Dask cluster")
+    fleet.add_argument("--scheduler", metavar="ADDRESS",
+                       help="--engine dask: the scheduler to use (tcp://HOST:8786); default: a "
+                            "local cluster of --workers processes")
+    fleet.add_argument("--workers", type=int, default=2, metavar="N",
+                       help="--engine dask without --scheduler: local workers (default 2)")
     p.add_argument("--label", action="append", metavar="NAME",
                    help="label of each capture, in order (repeat once per capture); captures "
                         "with the same label are pooled; default: the kernel release, plus "
@@ -83,10 +103,30 @@ def _format(args) -> str:
     return "text"
 
 
+def is_dataset(path: str) -> bool:
+    """A dataset (snapprof pool) rather than a capture: a folder with its manifest, or a URL."""
+    return "://" in path or os.path.isfile(os.path.join(path, "snapprof-dataset.json"))
+
+
+def _check_dataset(args) -> None:
+    from snapprof.errors import SnapprofError
+
+    if len(args.captures) != 1:
+        raise SnapprofError("give one dataset, or capture files, not both")
+    if args.label is not None:
+        raise SnapprofError("--label names capture files; a dataset's captures are grouped with "
+                            "--by and chosen with --only")
+
+
 def _check_inputs(args) -> None:
     from snapprof.errors import SnapprofError
 
-    if len(args.captures) < 2:
+    if any(is_dataset(p) for p in args.captures):
+        _check_dataset(args)
+    elif args.by != "kernel" or args.only or args.engine != "duckdb" or args.scheduler:
+        raise SnapprofError("--by, --only, --engine and --scheduler are for a dataset "
+                            "(snapprof pool); capture files are labelled with --label")
+    elif len(args.captures) < 2:
         raise SnapprofError(f"compare needs at least two captures (got {len(args.captures)}: "
                             f"{args.captures[0]})")
     seen = {}
@@ -123,12 +163,19 @@ def run(args) -> int:
                                            parse_threshold)
 
     thresholds = [parse_threshold(e) for e in args.fail_on]  # bad syntax fails before any work
-    frames = load_captures(args.captures, for_compare=True)
-    print_warnings("compare", args.captures, frames)
-    cmp = compare(group_captures(frames, args.label), level=args.level)
+    fmt = _format(args)
+    if is_dataset(args.captures[0]):
+        from snapprof.fleet.open import compare_dataset
+
+        cmp = compare_dataset(args.captures[0], by=args.by, only=args.only, level=args.level,
+                              engine=args.engine, scheduler=args.scheduler,
+                              workers=args.workers, wide=fmt == "html")
+    else:
+        frames = load_captures(args.captures, for_compare=True)
+        print_warnings("compare", args.captures, frames)
+        cmp = compare(group_captures(frames, args.label), level=args.level)
     results = check_thresholds(cmp, thresholds)
 
-    fmt = _format(args)
     if fmt == "html":
         from snapprof.report.compare_html import render_html
         out = render_html(cmp, results)

@@ -136,9 +136,58 @@ class DuckEngine(Engine):
         finally:
             self.con.unregister("lab")
 
+    def wide(self, labels: pd.DataFrame):
+        return _wide_of(self, labels)
+
     def close(self) -> None:
         self.con.close()
 
 
 def _duck_type(t) -> str:
     return {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT", "bool": "BOOLEAN"}[str(t)]
+
+
+_WIDE = {
+    "metric": """
+SELECT l.cap, m.run_id, m.name AS col, m.value FROM metrics m
+JOIN runs r USING (capture_id, run_id) JOIN lab l USING (capture_id)
+WHERE r.status = 'complete' AND NOT (m.unit = 'ms' AND m.value < 0)
+ORDER BY l.cap, m.seq""",
+    "phase": """
+SELECT l.cap, p.run_id, p.phase AS col, p.duration_ms AS value FROM phases p
+JOIN runs r USING (capture_id, run_id) JOIN lab l USING (capture_id)
+WHERE r.status = 'complete' AND COALESCE(p.duration_ms >= 0, TRUE)
+  AND (p.counted OR p.duration_ms IS NULL)
+ORDER BY l.cap, p.seq""",
+    "runs": """
+SELECT l.cap, r.run_id FROM runs r JOIN lab l USING (capture_id)
+WHERE r.status = 'complete' ORDER BY l.cap, r.run_id""",
+}
+
+
+def _wide_of(engine: DuckEngine, lab: pd.DataFrame):
+    """Group.values and Group.phases of one label: every complete run's figures, one column
+    per metric (phase), as analysis.compare._wide makes them (for the HTML page's plots)."""
+    from snapprof.analysis.phases import PHASE_ORDER
+
+    engine.con.register("lab", lab[["capture_id", "label", "cap"]])
+    try:
+        runs = engine.query(_WIDE["runs"])
+        index = pd.MultiIndex.from_frame(runs[["cap", "run_id"]].astype("int64"))
+        out = []
+        for kind in ("metric", "phase"):
+            long = engine.query(_WIDE[kind])
+            if long.empty:
+                out.append(pd.DataFrame(index=index, dtype="float64"))
+                continue
+            t = long.pivot_table(index=["cap", "run_id"], columns="col", values="value",
+                                 aggfunc="first", dropna=False)
+            t.columns.name = None
+            out.append(t.reindex(index).astype("float64"))
+    finally:
+        engine.con.unregister("lab")
+    values, phases = out
+    phases = phases[[p for p in PHASE_ORDER if p in phases.columns]
+                    + sorted(p for p in phases.columns if p not in PHASE_ORDER)]
+    return values, phases
+
