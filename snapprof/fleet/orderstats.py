@@ -154,10 +154,10 @@ def pair_stats(con, vals: str, pairs: list[tuple[str, str]], level: float) -> pd
     con.unregister("_pairs")
 
     out = []
-    by_key = {k: g for k, g in picked.groupby(KEYS + ["base", "label"], dropna=False)}
+    by_key = {_key(k): g for k, g in picked.groupby(KEYS + ["base", "label"], dropna=False)}
     for row in sizes.itertuples(index=False):
         key = (row.kind, row.k1, row.k2, row.base, row.label)
-        got = by_key.get(key)
+        got = by_key.get(_key(key))
         x = dict(zip(got["which"], got["x"])) if got is not None else {}
         shift = float((x["s1"] + x["s2"]) / 2.0)
         mw = _mann_whitney(ranks_sums, key, int(row.n_base), int(row.n))
@@ -167,6 +167,11 @@ def pair_stats(con, vals: str, pairs: list[tuple[str, str]], level: float) -> pd
                     "ci_high": float(x["hi"]) if "hi" in x else math.nan,
                     "p": mw.p, "test": f"Mann-Whitney U ({mw.method})"})
     return pd.DataFrame(out)
+
+
+def _key(values) -> tuple:
+    """A key tuple with NULL as None (pandas gives None or NaN for SQL's NULL)."""
+    return tuple(None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values)
 
 
 def _pick_pairs(con, vals: str, want: pd.DataFrame) -> pd.DataFrame:
@@ -206,9 +211,8 @@ def _pick_pairs_numpy(con, vals: str, row, want: pd.DataFrame) -> pd.DataFrame:
     key = (row.kind, row.k1, row.k2)
     va, ca = _side(con, vals, key, row.base)
     vb, cb = _side(con, vals, key, row.label)
-    w = want[(want["kind"] == row.kind) & (want["k1"].fillna("\0") == (row.k1 if row.k1 is not None else "\0"))
-             & (want["k2"].fillna("\0") == (row.k2 if row.k2 is not None else "\0"))
-             & (want["base"] == row.base) & (want["label"] == row.label)]
+    mine = _key((row.kind, row.k1, row.k2, row.base, row.label))
+    w = want[[_key(k) == mine for k in want[KEYS + ["base", "label"]].itertuples(index=False)]]
     return w.assign(x=[_kth_pairwise(va, ca, vb, cb, int(r)) for r in w["r"]])
 
 

@@ -37,7 +37,7 @@ def _frame(table: str, df: pd.DataFrame, ident: dict) -> pd.DataFrame:
         name = field.name
         if name in ident:
             out[name] = [ident[name]] * n
-        elif name == "seq":
+        elif name == "seq" and name not in df.columns:  # row order within the capture
             out[name] = np.arange(n, dtype="int64")
         elif name not in df.columns:
             out[name] = [None] * n
