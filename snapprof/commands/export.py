@@ -12,6 +12,7 @@ examples:
   snapprof export run.snap --format perfetto -o t.json  # choose the file, open it in ui.perfetto.dev
   snapprof export run.snap --format csv                 # writes run-csv/meta.csv, runs.csv, ...
   snapprof export run.snap --format csv -o tables/ --force
+  snapprof export run.snap --format kcidb               # writes run-kcidb.json (KernelCI KCIDB v5.3)
 
 perfetto: Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing). One process per run with
 tracks "phases", "freezer" and "devices" (overlapping asynchronous device callbacks get extra
@@ -19,6 +20,9 @@ tracks "phases", "freezer" and "devices" (overlapping asynchronous device callba
 event. The copy phase's length is the copy_window_ms metric (clocks stop during the copy).
 csv: one file per capture table (meta, probes, runs, metrics, not_measured, phases, tasks,
 devices, kmsg, events). A figure that was not measured is absent (no row, empty cell), never 0.
+kcidb: KernelCI KCIDB I/O v5.3 test records (validated with kcidb-io before writing), one per
+headline figure per run: status PASS/SKIP (not measured: no number, the reason in misc)/FAIL/
+ERROR, number {value, unit}, duration (s), misc with the capture id (SHA-256 of the file).
 """
 
 
@@ -29,10 +33,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "opens, or one CSV file per table.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("capture", metavar="CAPTURE", help="capture file written by snapprof record")
-    p.add_argument("--format", choices=("perfetto", "csv"), required=True)
+    p.add_argument("--format", choices=("perfetto", "csv", "kcidb"), required=True)
     p.add_argument("-o", "--output", metavar="PATH",
                    help="perfetto: the JSON file (default CAPTURE with .json); csv: the "
-                        "directory (default <capture stem>-csv/)")
+                        "directory (default <capture stem>-csv/); kcidb: the JSON file (default "
+                        "<capture stem>-kcidb.json)")
     p.add_argument("--force", action="store_true", help="replace existing output")
     p.set_defaults(func=run)
     return p
@@ -44,8 +49,9 @@ def run(args) -> int:
     from snapprof.termsafe import visible
 
     stem = os.path.splitext(args.capture)[0]
-    out = args.output or (stem + ".json" if args.format == "perfetto" else stem + "-csv")
-    if args.format == "perfetto":
+    out = args.output or {"perfetto": stem + ".json", "kcidb": stem + "-kcidb.json"}.get(
+        args.format, stem + "-csv")
+    if args.format in ("perfetto", "kcidb"):
         check_output(out, [args.capture], args.force)
     else:
         refuse_input(out, [args.capture])
@@ -59,6 +65,15 @@ def run(args) -> int:
 
     frames = load_capture(args.capture)
     print_warnings("export", [args.capture], [frames])
+    if args.format == "kcidb":
+        from snapprof.export.kcidb import build_records, render_records
+        from snapprof.fleet.writer import _hash
+
+        doc = build_records(frames, _hash(args.capture))
+        write_atomic(out, render_records(doc))
+        print(f"snapprof export: wrote {visible(out)} ({len(doc['tests'])} KCIDB test records, "
+              f"schema v{doc['version']['major']}.{doc['version']['minor']})", file=sys.stderr)
+        return 0
     if args.format == "perfetto":
         from snapprof.export.perfetto import build_trace, render_trace
 
