@@ -153,3 +153,24 @@ def test_dataset_options_refused_for_captures(capsys):
     assert rc == 2 and "--by" in err and "for a dataset" in err
     with pytest.raises(SnapprofError):
         layout.check_manifest({"format": "x"}, "somewhere")
+
+
+def test_report_on_a_dataset_gives_each_labels_statistics(tmp_path, capsys):
+    from snapprof.analysis.compare import compare, group_captures, load_captures
+
+    root = str(tmp_path / "ds")
+    pool(CAPTURES, root, jobs=1)
+    rc, out, err = run(capsys, "report", root, "--format", "json")
+    assert rc == 0 and err == ""
+    model = json.loads(out)
+    ref = compare(group_captures(load_captures(CAPTURES, for_compare=True))).summary
+    assert model["labels"] == list(dict.fromkeys(ref["label"]))
+    assert len(model["summary"]) == len(ref)
+    want = {(r["kind"], r["name"], r["label"]): r for r in ref.to_dict("records")}
+    for row in model["summary"]:
+        w = want[(row["kind"], row["name"], row["label"])]
+        for c in ("n", "median", "p95", "min", "max", "ci_low", "ci_high", "unit"):
+            assert row[c] == (None if isinstance(w[c], float) and w[c] != w[c] else w[c]), c
+    assert sum(g["captures"] for g in model["groups"]) == len(CAPTURES)
+    rc, out, err = run(capsys, "report", root, "--format", "html", "-o", str(tmp_path / "x.html"))
+    assert rc == 2 and "text or JSON" in err

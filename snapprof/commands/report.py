@@ -12,6 +12,8 @@ examples:
   snapprof report run.snap -o report.html        # choose the file
   snapprof report run.snap --format text         # aligned tables on stdout
   snapprof report run.snap --format json -o -    # JSON on stdout, for scripts
+  snapprof report fleet/ --format text           # a dataset (snapprof pool): statistics per kernel
+  snapprof report fleet/ --by host_model --format json -o fleet.json
 
 The HTML file is self-contained (CSS inline, figures as inline SVG, no script) and makes no
 network request. Statistics are over the complete runs; failed and incomplete runs are
@@ -28,7 +30,15 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Report a hibernation capture: phases, freezer, memory, devices, image "
                     "I/O and the kernel's own figures, with their spread across runs.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("capture", metavar="CAPTURE", help="capture file written by snapprof record")
+    p.add_argument("capture", metavar="CAPTURE",
+                   help="capture file written by snapprof record, or a dataset made by "
+                        "snapprof pool (text and JSON: per label, the figures' statistics)")
+    fleet = p.add_argument_group("a dataset (snapprof pool; docs/fleet.md)")
+    fleet.add_argument("--by", default="kernel", metavar="COLUMN",
+                       help="labels: kernel (default), userspace, host, host_model, compressor, ...")
+    fleet.add_argument("--only", action="append", metavar="LABEL", help="these labels only (repeatable)")
+    fleet.add_argument("--engine", choices=("duckdb", "dask"), default="duckdb")
+    fleet.add_argument("--scheduler", metavar="ADDRESS", help="--engine dask: tcp://HOST:8786")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="output file, '-' for stdout (default: CAPTURE with .html for HTML, "
                         "stdout for text and JSON)")
@@ -58,10 +68,43 @@ def _output(args, fmt: str) -> str | None:
     return None
 
 
+def _run_dataset(args) -> int:
+    from snapprof.cmdio import check_output, write_atomic
+    from snapprof.errors import SnapprofError
+    from snapprof.termsafe import visible
+
+    fmt = args.format or ("json" if (args.output or "").lower().endswith(".json") else "text")
+    if fmt == "html":
+        raise SnapprofError("a dataset is reported as text or JSON (--format text|json); for "
+                            "kernels side by side with plots: snapprof compare DATASET -o x.html")
+    out_path = args.output if args.output and args.output != "-" else None
+    if out_path:
+        check_output(out_path, [args.capture], args.force)
+    from snapprof.fleet.open import open_engine
+    from snapprof.fleet.summary import fleet_summary, render_json, render_text
+
+    eng = open_engine(args.capture, args.engine, args.scheduler)
+    try:
+        model = fleet_summary(eng, by=args.by, only=args.only)
+    finally:
+        eng.close()
+    text = render_json(model) if fmt == "json" else render_text(model)
+    if out_path is None:
+        sys.stdout.write(text)
+        return 0
+    write_atomic(out_path, text)
+    print(f"snapprof report: wrote {visible(out_path)} ({fmt}; {len(model['labels'])} labels)",
+          file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
     from snapprof.cmdio import check_output, print_warnings, write_atomic
+    from snapprof.commands.compare import is_dataset
     from snapprof.termsafe import visible, visible_text
 
+    if is_dataset(args.capture):
+        return _run_dataset(args)
     fmt = _format(args)
     out_path = _output(args, fmt)
     if out_path:

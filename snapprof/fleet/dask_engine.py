@@ -81,7 +81,10 @@ class DaskEngine(Engine):
     def reduce(self, labels: pd.DataFrame) -> Reduced:
         lab = labels[["capture_id", "label", "cap"]]
         runs = self._table("runs", ["capture_id", "run_id", "status"])
-        cr = runs[runs["status"] == "complete"][["capture_id", "run_id"]].merge(lab, on="capture_id")
+        # the labelled runs are small (one row per run): computed once and broadcast to every
+        # partition of the big tables, so no join shuffles them across the cluster
+        (allruns,) = self._compute(runs.merge(lab, on="capture_id"))
+        cr = allruns[allruns["status"] == "complete"][["capture_id", "run_id", "label", "cap"]]
 
         m = self._table("metrics", ["capture_id", "run_id", "seq", "name", "value", "unit", "method"])
         m = m.merge(cr, on=["capture_id", "run_id"])
@@ -105,7 +108,8 @@ class DaskEngine(Engine):
 
         measured = pk[pk["counted"] & pk["duration_ms"].notnull()]
         nm = self._table("not_measured", ["capture_id", "run_id", "seq", "name", "reason"])
-        nm = nm.merge(lab, on="capture_id").merge(runs, on=["capture_id", "run_id"], how="left")
+        nm = nm.merge(allruns[["capture_id", "run_id", "status"]], on=["capture_id", "run_id"], how="left")
+        nm = nm.merge(lab, on="capture_id")
         ph = self._table("phases", ["capture_id", "phase", "method"])
         ph = ph[ph["method"].str.endswith(CLOCK_JUMP) | ph["method"].str.endswith(CLOCK_BACK)]
         ph = ph.merge(lab, on="capture_id")

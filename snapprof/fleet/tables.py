@@ -29,27 +29,41 @@ def _text(value):
     return str(value)
 
 
-def _frame(table: str, df: pd.DataFrame, ident: dict) -> pd.DataFrame:
-    """``df`` with the schema's columns in order: ident columns filled, types coerced."""
-    out = {}
+def _column(series: pd.Series, typ):
+    """One column as an Arrow array of the schema's type (NULL where absent)."""
+    import pyarrow as pa
+
+    if str(typ) == "string":
+        try:
+            return pa.array(series, type=typ, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a stray non-text value: as text
+            return pa.array([_text(v) for v in series.tolist()], type=typ)
+    if str(typ) in ("double", "int64"):
+        num = pd.to_numeric(series, errors="coerce")
+        if str(typ) == "double":
+            return pa.array(num.astype("float64").to_numpy(), type=typ, from_pandas=True)
+        return pa.array(num.astype("Float64").round(), type=pa.float64(), from_pandas=True).cast(typ)
+    return pa.array(series.to_numpy(), type=typ, from_pandas=True)
+
+
+def _frame(table: str, df: pd.DataFrame, ident: dict):
+    """``df`` as an Arrow table of the schema's columns: ident columns filled, types coerced."""
+    import pyarrow as pa
+
+    schema = SCHEMAS[table]
     n = len(df)
-    for field in SCHEMAS[table]:
-        name = field.name
+    cols = []
+    for f in schema:
+        name = f.name
         if name in ident:
-            out[name] = [ident[name]] * n
+            cols.append(pa.array([ident[name]] * n, type=f.type))
         elif name == "seq" and name not in df.columns:  # row order within the capture
-            out[name] = np.arange(n, dtype="int64")
+            cols.append(pa.array(np.arange(n, dtype="int64")))
         elif name not in df.columns:
-            out[name] = [None] * n
-        elif str(field.type) == "string":
-            out[name] = [_text(v) for v in df[name].tolist()]
-        elif str(field.type) == "double":
-            out[name] = pd.to_numeric(df[name], errors="coerce").astype("float64").to_numpy()
-        elif str(field.type) == "int64":
-            out[name] = pd.array(pd.to_numeric(df[name], errors="coerce"), dtype="Int64")
+            cols.append(pa.nulls(n, type=f.type))
         else:
-            out[name] = df[name].to_numpy()
-    return pd.DataFrame(out, columns=[f.name for f in SCHEMAS[table]])
+            cols.append(_column(df[name], f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _first_counted(df: pd.DataFrame, key: str, value: str) -> np.ndarray:
@@ -64,7 +78,7 @@ def _first_counted(df: pd.DataFrame, key: str, value: str) -> np.ndarray:
 
 
 def capture_rows(frames, capture_id: str, seq: int, batch: str) -> dict[str, pd.DataFrame]:
-    """Table name -> rows (pandas, schema column order) of one capture."""
+    """Table name -> rows (an Arrow table of the schema) of one capture."""
     meta = frames.meta
     release = (meta.get("kernel_release") or "").strip() or None
     ident = {"capture_id": capture_id, "kernel_release": release}

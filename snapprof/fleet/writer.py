@@ -183,7 +183,6 @@ def _read_chunk(paths: list[str]):
 def _pool_chunk(task) -> tuple[list, list[str], int]:
     """Worker: read a chunk of (path, id, seq), write its Parquet files into the staging
     folder. Returns ([(path, id, reason or None)], written relative paths, runs pooled)."""
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -202,16 +201,14 @@ def _pool_chunk(task) -> tuple[list, list[str], int]:
             continue
         results.append((path, cid, None))
         runs += len(frames.runs)
-        release = rows["captures"]["kernel_release"].iloc[0]
-        for table, df in rows.items():
-            parts.setdefault((table, release), []).append(df)
+        release = rows["captures"].column("kernel_release")[0].as_py()
+        for table, t in rows.items():
+            parts.setdefault((table, release), []).append(t)
     written = []
-    for (table, release), dfs in parts.items():
-        df = pd.concat(dfs, ignore_index=True)
+    for (table, release), tables in parts.items():
         rel = f"{layout.partition_dir(table, release)}/{batch}-{number:05d}.parquet"
         os.makedirs(os.path.dirname(os.path.join(staging, rel)), exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(df, schema=layout.SCHEMAS[table], preserve_index=False),
-                       os.path.join(staging, rel), compression="zstd")
+        pq.write_table(pa.concat_tables(tables), os.path.join(staging, rel), compression="zstd")
         written.append(rel)
     return results, written, runs
 
