@@ -8,7 +8,7 @@ from __future__ import annotations
 import jinja2
 
 from snapprof.paths import reports_dir
-from snapprof.report import plots
+from snapprof.report import composition, plots
 from snapprof.report.first_screen import first_screen, has_problems
 from snapprof.report.fmt import number, spread
 
@@ -77,10 +77,11 @@ def render_html(model: dict) -> str:
     freezer_svg = (plots.hbars([(f"{t['comm']} ({t['stage']})", t["median_ms"], t["max_ms"])
                                 for t in fz], "ms", "freezer") if fz else None)
     devices_svg = {k: _callbacks(model["devices"][k], f"devices-{k}") for k in ("suspend", "resume")}
+    comp = composition.html_context(model["composition"]) if model.get("composition") else None
     css = (reports_dir() / "report.css").read_text(encoding="utf-8")
     template = environment().get_template("report.html.j2")
     return template.render(
         m={**model, "timelines": {**timelines, "runs": runs}}, h=model["header"], css=css,
         stacked_svg=stacked_svg, stacked_caption=stacked_caption, memory_svg=memory_svg,
-        memory_caption=memory_caption, freezer_svg=freezer_svg, devices_svg=devices_svg,
+        memory_caption=memory_caption, comp=comp, freezer_svg=freezer_svg, devices_svg=devices_svg,
         fs=(fs := first_screen(model)), fs_problems=has_problems(fs))

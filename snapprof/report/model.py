@@ -14,12 +14,13 @@ import pandas as pd
 
 from snapprof import __version__
 from snapprof import metrics as registry
+from snapprof.analysis import composition
 from snapprof.analysis.derived import image_compressor
 from snapprof.analysis.failures import failed_runs, failure_rate, grouped_culprits
 from snapprof.analysis.frames import CaptureFrames, phase_durations
 from snapprof.analysis.kmsg import EXTRA_LABELS, kernel_figures
 from snapprof.analysis.phases import PHASE_LABELS, SHRINK_EVENT, after_copy, spans
-from snapprof.analysis.summary import STAT_COLUMNS, metric_summary, phase_summary
+from snapprof.analysis.summary import NO_REASON, STAT_COLUMNS, metric_summary, phase_summary
 
 HEADLINE = ("freeze_user_ms", "freeze_kernel_ms", "image_bytes", "cycle_ms")
 MEMORY_FLOW = ("mem_total_kb", "saveable_pages", "shrink_requested_pages",
@@ -78,6 +79,9 @@ def build_model(frames: CaptureFrames, max_timelines: int = 6) -> dict:
         "timelines": _timelines(frames, wide, max_timelines),
         "freezer": _freezer(frames, msum),
         "memory": _memory(frames, msum, wide),
+        # what is in the image (snapprof.analysis.composition): absent with a reason on
+        # captures without the composition
+        "composition": composition.composition(frames),
         "devices": _devices(frames, msum),
         "io": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] in IO_AREAS],
         "kernel_log": _kernel_log(frames, wide),
@@ -105,7 +109,11 @@ def _metric_row(msum: pd.DataFrame, name: str) -> dict:
 def _header(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
     status = frames.runs["status"].value_counts()
     probes = frames.probes
-    not_measured = [{"name": name, "label": row["label"], "reason": row["reason"]}
+    no_composition = composition.absent_reason(frames)
+    not_measured = [{"name": name, "label": row["label"],
+                     # a capture without the composition says so once, not "no reason" 28 times
+                     "reason": (no_composition if no_composition and name in composition.COMPOSITION_METRICS
+                                and row["reason"] == NO_REASON else row["reason"])}
                     for name, row in msum.iterrows() if row["n"] == 0]
     partly = []
     nm = frames.not_measured

@@ -6,6 +6,12 @@ from snapprof.report.fmt import NOT_MEASURED, number, spread
 from snapprof.termsafe import visible, visible_text
 
 
+def composition_lines(section: dict) -> list[str]:
+    from snapprof.report.composition import text_lines  # it lays out with table() below
+
+    return text_lines(section)
+
+
 def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:
     """Columns padded to their widest cell; numeric-looking columns right-aligned."""
     if not rows:
@@ -146,6 +152,8 @@ def render_text(model: dict) -> str:
     mem = model["memory"]
     out += ["", "Memory: page accounting (RAM → saveable → preallocated/reclaimed → copied → image)",
             table(STAT_HEADERS, _stat_rows(mem["flow"] + mem["timing"]))]
+    if model.get("composition"):
+        out += composition_lines(model["composition"])
 
     dv = model["devices"]
     out += ["", "Devices", table(STAT_HEADERS, _stat_rows(dv["metrics"]))]
