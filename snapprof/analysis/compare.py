@@ -33,7 +33,7 @@ import pandas as pd
 
 from snapprof import metrics as registry
 from snapprof.capture import COLUMNS, CaptureReader
-from snapprof.analysis import stats
+from snapprof.analysis import composition, stats
 from snapprof.analysis.derived import add_derived_all, image_compressor
 from snapprof.analysis.failures import rate_of
 from snapprof.analysis.frames import (PROBE_COLUMNS, RUN_COLUMNS, CaptureFrames, build_frames,
@@ -470,7 +470,11 @@ def _missing_reason(group: Group, kind: str, name: str) -> str:
         other = group_reason(group, name)
         return why if other == NO_REASON else f"{why}; {other}"
     if kind == "metric":
-        return group_reason(group, name)
+        why = group_reason(group, name)
+        if why == NO_REASON and name in composition.COMPOSITION_METRICS:
+            # captures without the composition: one reason for the whole group of figures
+            return next((r for r in map(composition.absent_reason, group.frames) if r), why)
+        return why
     if name == "copy":
         return "copy_window_ms: " + group_reason(group, "copy_window_ms")
     for f in group.frames:

@@ -27,7 +27,9 @@ from snapprof import metrics as registry
 REAL = ("better", "worse", "changed")
 #: Display order of the areas, and their titles; an area not named here comes before phases.
 AREAS = {"freezer": "Freezer", "shrink": "Memory shrinking and preallocation",
-         "copy": "Atomic copy and image", "devices": "Devices", "io": "Image I/O",
+         "copy": "Atomic copy and image",
+         "memory": "Memory composition (what is in the image; largest change first)",
+         "devices": "Devices", "io": "Image I/O",
          "resume": "Resume", "cycle": "Whole cycle", "system": "System and settings",
          "other": "Other figures", "phases": "Phases (durations)"}
 #: Order of the verdicts in the summary: regressions first, then every other change by size
@@ -65,14 +67,33 @@ def _area_rank(area: str) -> int:
     return keys.index("phases")  # unknown areas: just before phases (ties: phases last)
 
 
+#: Areas whose rows are listed by size of the change (|% change|, largest first; rows
+#: without a % change last) rather than in the registry's order: the memory composition's
+#: ~30 figures, where what grew or shrank most is the answer.
+BY_SIZE = ("memory",)
+
+
+def by_size(rows: pd.DataFrame) -> pd.DataFrame:
+    """rows ordered by |delta_pct|, largest first, then by |delta| where there is no %."""
+    key = pd.DataFrame({"pct": [-abs(x) if not math.isnan(x) else math.inf for x in rows["delta_pct"]],
+                        "abs": [-abs(x) if not math.isnan(x) else math.inf for x in rows["delta"]]},
+                       index=rows.index)
+    return rows.loc[key.sort_values(["pct", "abs"], kind="stable").index]
+
+
 def by_area(diffs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """[(area, rows)] of a diffs frame, areas in AREAS order, rows in their own order."""
+    """[(area, rows)] of a diffs frame, areas in AREAS order, rows in their own order (by
+    size of the change in the BY_SIZE areas)."""
     if diffs.empty:
         return []
     areas = [area_of(k, n) for k, n in zip(diffs["kind"], diffs["name"])]
     d = diffs.assign(_area=areas)
     order = sorted(dict.fromkeys(areas), key=lambda a: (_area_rank(a), a == "phases"))
-    return [(a, d[d["_area"] == a].drop(columns="_area")) for a in order]
+    out = []
+    for a in order:
+        rows = d[d["_area"] == a].drop(columns="_area")
+        out.append((a, by_size(rows) if a in BY_SIZE else rows))
+    return out
 
 
 def real_changes(cmp, label: str | None = None) -> pd.DataFrame:

@@ -18,7 +18,8 @@ from matplotlib.ticker import MaxNLocator
 from snapprof import __version__
 from snapprof import metrics as registry
 from snapprof.analysis.compare import PAGE_METRICS, Comparison, ThresholdResult
-from snapprof.analysis.compare_summary import area_title, by_area, is_real_change, is_setting
+from snapprof.analysis.compare_summary import (area_of, area_title, by_area, is_real_change,
+                                               is_setting)
 from snapprof.analysis.phases import PHASE_LABELS
 from snapprof.report import compare_text as ct
 from snapprof.report import plots
@@ -260,10 +261,20 @@ def _not_comparable(cmp: Comparison, label: str) -> list[dict]:
     """Not-comparable figures of one label, grouped by reason: a reason said once."""
     nc = cmp.not_comparable[cmp.not_comparable["label"] == label]
     groups: dict[str, list[dict]] = {}
+    memory: dict[tuple, list[str]] = {}  # the composition's figures: one entry per reason
     for r in nc.to_dict("records"):
+        if area_of(r["kind"], r["name"]) == "memory":
+            where = r["measured_in"] if isinstance(r.get("measured_in"), str) else None
+            memory.setdefault((r["reason"], where), []).append(r["name"])
+            continue
         groups.setdefault(r["reason"], []).append(
             {"title": r["title"], "name": r["name"], "kind": r["kind"],
              "measured": ct.measured_note(r).strip(" ()")})
+    for (reason, where), names in memory.items():
+        groups.setdefault(reason, []).append(
+            {"title": f"Memory composition, {len(names)} figure{'' if len(names) == 1 else 's'}",
+             "name": ct.short_names(names), "kind": "group",
+             "measured": f"measured in {where}" if where else ""})
     return [{"reason": reason, "figures": figs} for reason, figs in groups.items()]
 
 

@@ -8,7 +8,8 @@ thresholds; nothing here computes a statistic. NaN is never printed as a number:
 from __future__ import annotations
 
 from snapprof.analysis.compare import Comparison, ThresholdResult
-from snapprof.analysis.compare_summary import real_changes, settings_that_differ
+from snapprof.analysis.compare_summary import (area_of, area_title, by_size, real_changes,
+                                               settings_that_differ)
 from snapprof.report.fmt import missing, number
 from snapprof.report.json import strict_dumps
 from snapprof.report.model import clean, records
@@ -215,28 +216,15 @@ def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
     for lab in cmp.labels[1:]:
         lines += ["", f"== {lab} vs {cmp.baseline} =="]
         d = cmp.diffs[cmp.diffs["label"] == lab]
-        rows = []
-        for r in d.to_dict("records"):
-            u = r["unit"]
-            name = r["name"] if r["kind"] == "metric" else f"phase:{r['name']}"
-            rows.append([
-                name, f"{r['n_base']}/{r['n']}",
-                median_with_ci(summ.get((r["kind"], r["name"], cmp.baseline)), u),
-                median_with_ci(summ.get((r["kind"], r["name"], lab)), u),
-                f"{signed(r['delta'], u)} ({pct(r['delta_pct'])})",
-                interval(r["ci_low"], r["ci_high"], u),
-                p_value(r["p"]),
-                r["verdict"] + (f"  [{r['note']}]" if r["note"] else ""),
-            ])
-        if rows:
-            lines.append(table(["figure", "n", f"{cmp.baseline} median [{_pct_level(cmp)}% CI]",
-                                f"{lab} median [{_pct_level(cmp)}% CI]", "change",
-                                f"{_pct_level(cmp)}% CI of change", "p", "verdict"], rows))
+        memory = [area_of(k, n) == "memory" for k, n in zip(d["kind"], d["name"])]
+        lines += _diff_table(cmp, lab, d[[not x for x in memory]], summ)
+        if any(memory):
+            lines += ["", f"{area_title('memory')}:"]
+            lines += _diff_table(cmp, lab, by_size(d[memory]), summ)
         nc = cmp.not_comparable[cmp.not_comparable["label"] == lab]
         if not nc.empty:
             lines += ["", "not comparable:"]
-            lines += [f"  {r['name'] if r['kind'] == 'metric' else 'phase:' + r['name']}: {r['reason']}"
-                      + measured_note(r) for r in nc.to_dict("records")]
+            lines += [f"  {line}" for line in not_comparable_lines(nc.to_dict("records"))]
         lines += _changes_text(cmp.devices, lab, ["device"], "devices (PM callback time per run)")
         lines += _changes_text(cmp.tasks, lab, ["stage", "comm"], "tasks (slowest freeze latency per name)")
     if thresholds:
@@ -244,6 +232,51 @@ def render_text(cmp: Comparison, thresholds: list[ThresholdResult] | None = None
         for t in thresholds:
             lines.append(f"  {t.threshold.expr} [{t.label}]: {t.status.upper()} — {t.detail}")
     return visible_text("\n".join(lines) + "\n")  # capture text: controls shown, not obeyed
+
+
+def not_comparable_lines(rows: list[dict]) -> list[str]:
+    """One line per figure that is not comparable, except the memory composition's: those
+    sharing a reason are one line ("memory composition, N figures (names): reason"), so a
+    capture without the composition says so once, not once per figure."""
+    out, grouped = [], {}
+    for r in rows:
+        if area_of(r["kind"], r["name"]) == "memory":
+            where = r["measured_in"] if isinstance(r.get("measured_in"), str) else None
+            grouped.setdefault((r["reason"], where), []).append(r["name"])
+            continue
+        out.append(f"{r['name'] if r['kind'] == 'metric' else 'phase:' + r['name']}: {r['reason']}"
+                   + measured_note(r))
+    for (reason, where), names in grouped.items():
+        out.append(f"memory composition, {len(names)} figure{'' if len(names) == 1 else 's'} "
+                   f"({short_names(names)}): {reason}"
+                   + (f" (measured in {where})" if where else ""))
+    return out
+
+
+def short_names(names: list[str], show: int = 4) -> str:
+    return ", ".join(names[:show]) + (f", … {len(names) - show} more" if len(names) > show else "")
+
+
+def _diff_table(cmp: Comparison, lab: str, d, summ: dict) -> list[str]:
+    """The full table of one label's diffs rows (none: no lines)."""
+    rows = []
+    for r in d.to_dict("records"):
+        u = r["unit"]
+        name = r["name"] if r["kind"] == "metric" else f"phase:{r['name']}"
+        rows.append([
+            name, f"{r['n_base']}/{r['n']}",
+            median_with_ci(summ.get((r["kind"], r["name"], cmp.baseline)), u),
+            median_with_ci(summ.get((r["kind"], r["name"], lab)), u),
+            f"{signed(r['delta'], u)} ({pct(r['delta_pct'])})",
+            interval(r["ci_low"], r["ci_high"], u),
+            p_value(r["p"]),
+            r["verdict"] + (f"  [{r['note']}]" if r["note"] else ""),
+        ])
+    if not rows:
+        return []
+    return [table(["figure", "n", f"{cmp.baseline} median [{_pct_level(cmp)}% CI]",
+                   f"{lab} median [{_pct_level(cmp)}% CI]", "change",
+                   f"{_pct_level(cmp)}% CI of change", "p", "verdict"], rows)]
 
 
 def _changes_text(frame, label: str, keys: list[str], title: str) -> list[str]:
