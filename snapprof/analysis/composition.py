@@ -10,8 +10,9 @@ partition memory in use. What they do not explain is
     unattributed = MemTotal - MemFree - sum of the kinds measured
 
 computed here per run and shown as "unattributed": it is never spread over the kinds. It
-holds the kernel's own text and data, the page map, reserved and driver pages, unevictable
-file pages, and any kind the run did not measure (named in ``missing_kinds``). It is
+holds pages the kernel and drivers take straight from the page allocator, unevictable file
+pages, free pages in the per-CPU lists, and any kind the run did not measure (named in
+``missing_kinds``); what was reserved at boot is outside MemTotal altogether. It is
 negative when counters overlap (kernel stacks are vmalloc'd with CONFIG_VMAP_STACK and
 counted in both KernelStack and VmallocUsed; a mapped page in the swap cache is in AnonPages
 and SwapCached): then it is shown negative, with a note, never clamped.

@@ -208,7 +208,8 @@ def in_use_sentence(summary: dict) -> str:
                 f"pages and {summary['page_size']['how']}.")
     text = f"In use before the cycle: {pages(used)} pages ({kb(summary['in_use_kb'])})"
     if save is not None:
-        text += f"; the kernel counted {pages(save)} saveable ({save / used * 100:.0f} % of them)"
+        text += (f"; the kernel counted {pages(save)} saveable ({save / used * 100:.0f} % of that; "
+                 "saveable also holds memory reserved at boot, outside MemTotal)")
         img = k.get("image_pages", {}).get("pages")
         if img is not None:
             text += f" and wrote an image of {pages(img)} pages"
