@@ -26,7 +26,7 @@ KIND_COLORS = {
     "anon": "#1f77b4", "shmem": "#aec7e8", "file_active": "#2ca02c", "file_inactive": "#98df8a",
     "swapcache": "#bcbd22", "slab_reclaimable": "#ff7f0e", "slab_unreclaimable": "#ffbb78",
     "kernel_stack": "#9467bd", "page_tables": "#c5b0d5", "vmalloc": "#8c564b",
-    "percpu": "#c49c94", "hugetlb": "#e377c2",
+    "percpu": "#c49c94", "hugetlb": "#e377c2", "pcp_free": "#dbdb8d",
 }
 UNATTRIBUTED_COLOR = "#7f7f7f"
 COPY_COLOR, ZERO_COLOR, META_COLOR, KERNEL_COLOR = "#d62728", "#d62728", "#3b3b3b", "#17becf"
