@@ -67,9 +67,9 @@ def run(args) -> int:
     print_warnings("export", [args.capture], [frames])
     if args.format == "kcidb":
         from snapprof.export.kcidb import build_records, render_records
-        from snapprof.fleet.writer import _hash
+        from snapprof.fleet.writer import content_id
 
-        doc = build_records(frames, _hash(args.capture))
+        doc = build_records(frames, content_id(args.capture))
         write_atomic(out, render_records(doc))
         print(f"snapprof export: wrote {visible(out)} ({len(doc['tests'])} KCIDB test records, "
               f"schema v{doc['version']['major']}.{doc['version']['minor']})", file=sys.stderr)

@@ -71,7 +71,7 @@ def _expand(inputs: list[str], target: str) -> tuple[list[str], list[tuple[str, 
     return out, skipped
 
 
-def _hash(path: str) -> str:
+def content_id(path: str) -> str:
     """SHA-256 of the file; SnapprofError when it cannot be read (not a regular file, ...)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -228,7 +228,7 @@ def pool(inputs: list[str], target: str, jobs: int | None = None, progress=None)
         todo = []
         for p in paths:
             try:
-                cid = _hash(p)
+                cid = content_id(p)
             except SnapprofError as exc:
                 result.skipped.append((p, str(exc)))
                 continue
