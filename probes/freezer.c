@@ -58,6 +58,24 @@ struct taskrec {
  * that cannot be stored is counted (C_TASKS_FULL). */
 BPF_F_TABLE("hash", u32, struct taskrec, tasks, TASKS_MAX, BPF_F_NO_PREALLOC);
 
+/* The stack of a task still refusing to freeze STUCK_NS into the freeze (first sweep's
+ * start), taken at every sweep from then on so the last sweep's stays: fentry/fexit only
+ * (bpf_get_task_stack() needs a BTF task pointer, which a kprobe does not have). The
+ * recorder names the addresses from /proc/kallsyms after the thaw. STUCK_NS: the recorder
+ * passes half the freeze timeout, at most 1 s (normal freezes take milliseconds). */
+#ifndef STUCK_NS
+#define STUCK_NS 1000000000ULL
+#endif
+#define STUCK_DEPTH 32
+struct stuckrec {
+    u64 since_t0;     /* ns after the first sweep began */
+    u32 pass;         /* the sweep */
+    s32 nbytes;       /* bpf_get_task_stack(): bytes written, or -errno */
+    u64 ips[STUCK_DEPTH];
+};
+BPF_F_TABLE("hash", u32, struct stuckrec, stuck, 64, BPF_F_NO_PREALLOC);
+BPF_PERCPU_ARRAY(stuck_scratch, struct stuckrec, 1);
+
 SPAN_INT(ksys_sync_helper)
 SPAN_INT(pm_sleep_fs_sync)
 SPAN_INT(freeze_processes)
@@ -299,7 +317,23 @@ KRETFUNC_PROBE(freeze_task, struct task_struct *p, bool ret)
     struct cycle_state *s = state();  /* fz_cur == p: set by the freezer thread's own entry */
     if (!s || !s->fz_stage || s->fz_cur != (u64)p)
         return 0;
-    return on_freeze_task_leave(s, p, ret, p->__state);
+    on_freeze_task_leave(s, p, ret, p->__state);
+    if (!ret || !s->fz_t0)
+        return 0;
+    /* still refusing: only past STUCK_NS is the clock read further, and a stack taken */
+    u64 since = bpf_ktime_get_boot_ns() - s->fz_t0;
+    if (since < STUCK_NS)
+        return 0;
+    u32 zero = 0;
+    struct stuckrec *b = stuck_scratch.lookup(&zero);
+    if (!b)
+        return 0;
+    b->since_t0 = since;
+    b->pass = s->fz_passes;
+    b->nbytes = bpf_get_task_stack(p, b->ips, sizeof(b->ips), 0);
+    u32 pid = p->pid;
+    stuck.update(&pid, b);
+    return 0;
 }
 #endif
 

@@ -14,7 +14,11 @@ Layout (schema version in ``PRAGMA user_version``; documented in README.md):
     devices       run_id, device, driver, parent, event, stage, start_ns, duration_ns, error, pid
     kmsg          run_id, seq, ts_us, level, text
     culprits      run_id, kind, stage, pid, tgid, comm, cmdline, state, wchan, stack,
-                  stack_source, note          (v2) a task that made the cycle fail, and where it was stuck
+                  stack_source, note, probe_stack
+                                              (v2) a task that made the cycle fail, and where it was stuck
+                                              (probe_stack: v3)
+    processes     run_id, pid, tgid, comm, cmdline, rss_kb, anon_kb, shmem_kb, file_kb, swap_kb, source
+                                              (v3) the largest memory users just before the cycle
 
 Timestamps (``*_ns``) are CLOCK_BOOTTIME nanoseconds. A metric that was not measured
 has no row in ``metrics`` (never a 0); its reason, when known, is in ``not_measured``.
@@ -32,7 +36,9 @@ from typing import Any, Iterable
 
 from snapprof.errors import SnapprofError
 
-SCHEMA_VERSION = 2  # 2: the culprits table (a version-1 capture reads as having none)
+# 2: the culprits table (a version-1 capture reads as having none); 3: culprits.probe_stack
+# and the processes table (an older capture reads as having none)
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x534E5050  # "SNPP": tells a capture from any other SQLite file
 
 RUN_STATUSES = ("complete", "failed", "incomplete")
@@ -131,7 +137,21 @@ CREATE TABLE culprits (
     wchan        TEXT,
     stack        TEXT,
     stack_source TEXT,
-    note         TEXT
+    note         TEXT,
+    probe_stack  TEXT
+);
+CREATE TABLE processes (
+    run_id   INTEGER NOT NULL REFERENCES runs(run_id),
+    pid      INTEGER NOT NULL,
+    tgid     INTEGER,
+    comm     TEXT,
+    cmdline  TEXT,
+    rss_kb   INTEGER,
+    anon_kb  INTEGER,
+    shmem_kb INTEGER,
+    file_kb  INTEGER,
+    swap_kb  INTEGER,
+    source   TEXT
 );
 """
 
@@ -145,7 +165,9 @@ COLUMNS = {
                 "duration_ns", "error", "pid"),
     "kmsg": ("run_id", "seq", "ts_us", "level", "text"),
     "culprits": ("run_id", "kind", "stage", "pid", "tgid", "comm", "cmdline", "state", "wchan",
-                 "stack", "stack_source", "note"),
+                 "stack", "stack_source", "note", "probe_stack"),
+    "processes": ("run_id", "pid", "tgid", "comm", "cmdline", "rss_kb", "anon_kb", "shmem_kb",
+                  "file_kb", "swap_kb", "source"),
 }
 
 
@@ -166,7 +188,8 @@ class Run:
     tasks: list[tuple] = None  # (pid, tgid, comm, kthread, stage, freeze_latency_ns, frozen)
     devices: list[tuple] = None  # (device, driver, parent, event, stage, start_ns, duration_ns, error, pid)
     kmsg: list[tuple] = None  # (seq, ts_us, level, text)
-    culprits: list[tuple] = None  # (kind, stage, pid, tgid, comm, cmdline, state, wchan, stack, stack_source, note)
+    culprits: list[tuple] = None  # (kind, stage, pid, tgid, comm, cmdline, state, wchan, stack, stack_source, note, probe_stack)
+    processes: list[tuple] = None  # (pid, tgid, comm, cmdline, rss_kb, anon_kb, shmem_kb, file_kb, swap_kb, source)
 
     def __post_init__(self):
         for name in COLUMNS:

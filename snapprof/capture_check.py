@@ -31,7 +31,7 @@ MAX_DURATION_NS = 2 ** 53
 NON_NEGATIVE_UNITS = ("ms", "pages", "bytes", "kB", "count", "MB/s", "ratio")
 #: Meta keys that reporters format as numbers: a value that is not a finite number >= 0
 #: is left out.
-NUMERIC_META = ("mem_total_kb", "swap_total_kb", "image_size", "reserved_size")
+NUMERIC_META = ("mem_total_kb", "swap_total_kb", "image_size", "reserved_size", "page_size")
 RUN_STATUSES = ("complete", "failed", "incomplete")
 EVENT_KINDS = ("begin", "end", "instant")
 
@@ -53,16 +53,20 @@ RULES: dict[str, dict[str, str]] = {
     "kmsg": {"run_id": "I!", "seq": "I", "ts_us": "I", "level": "I", "text": "T!"},
     "culprits": {"run_id": "I!", "kind": "T!", "stage": "T", "pid": "I!", "tgid": "I", "comm": "T",
                  "cmdline": "T", "state": "T", "wchan": "T", "stack": "T", "stack_source": "T",
-                 "note": "T"},
+                 "note": "T", "probe_stack": "T"},
+    "processes": {"run_id": "I!", "pid": "I!", "tgid": "I", "comm": "T", "cmdline": "T",
+                  "rss_kb": "I", "anon_kb": "I", "shmem_kb": "I", "file_kb": "I", "swap_kb": "I",
+                  "source": "T"},
 }
-#: Tables an older writer did not have (schema version 1: culprits): absent is read as empty.
-OPTIONAL_TABLES = {"culprits"}
-#: Columns an older writer may not have had: absent is read as NULL (devices.pid came
-#: after the first captures).
-OPTIONAL_COLUMNS = {("devices", "pid")}
+#: Tables an older writer did not have (schema version 1: culprits; 2: processes): absent is
+#: read as empty.
+OPTIONAL_TABLES = {"culprits", "processes"}
+#: Columns an older writer may not have had, with their type: absent is read as NULL
+#: (devices.pid came after the first captures; culprits.probe_stack with version 3).
+OPTIONAL_COLUMNS = {("devices", "pid"): "INTEGER", ("culprits", "probe_stack"): "TEXT"}
 _AFFINITY = {"I": ("INT",), "R": ("REAL", "FLOA", "DOUB", "INT"), "T": ("CHAR", "CLOB", "TEXT")}
 _WORD = {"I": "an integer", "R": "a finite number", "T": "text"}
-PER_RUN = ("events", "metrics", "not_measured", "tasks", "devices", "kmsg", "culprits")
+PER_RUN = ("events", "metrics", "not_measured", "tasks", "devices", "kmsg", "culprits", "processes")
 
 
 @dataclass
@@ -111,7 +115,8 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
         for col, kind in cols.items():
             if col not in declared:
                 if (table, col) in OPTIONAL_COLUMNS:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {col} INTEGER")
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {col} "
+                               f"{OPTIONAL_COLUMNS[(table, col)]}")
                     continue
                 raise SnapprofError(f"{path}: not a valid capture: table {table} has no "
                                     f"column {col}")
@@ -232,6 +237,9 @@ def _impossible(db: sqlite3.Connection) -> list[Finding]:
     units = ", ".join(f"'{u}'" for u in NON_NEGATIVE_UNITS)
     out.append(Finding(_delete(db, f"DELETE FROM metrics WHERE value < 0 AND unit IN ({units})"),
                        "negative metrics (in a unit that cannot be negative)"))
+    kb = " OR ".join(f"{c} < 0" for c in ("rss_kb", "anon_kb", "shmem_kb", "file_kb", "swap_kb"))
+    out.append(Finding(_delete(db, f"DELETE FROM processes WHERE {kb}"),
+                       "processes rows with a negative amount of memory"))
     for table in PER_RUN:
         n = _delete(db, f"DELETE FROM {table} WHERE run_id NOT IN (SELECT run_id FROM runs)")
         out.append(Finding(n, f"{table} rows of runs that do not exist (or were left out above)"))

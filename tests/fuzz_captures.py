@@ -130,7 +130,7 @@ def _cycle(items):
 
 def _versions(out, seeds):
     res = []
-    for v, word in ((0, "unknown capture schema version 0"), (3, "newer than this snapprof"),
+    for v, word in ((0, "unknown capture schema version 0"), (4, "newer than this snapprof"),
                     (999, "newer than this snapprof"), (-1, "unknown capture schema version")):
         p = _sql(_copy(next(seeds), out, f"version{v}.snap"), f"PRAGMA user_version = {v}")
         res.append(Case("schema version", str(v), [p], "refused", word))

@@ -134,6 +134,9 @@ def test_memory_users_are_the_largest_by_rss(tmp_path):
     # met in the lab (6.1): a process started in a 9p share the first cycle had killed
     (["__schedule", "schedule", "p9_client_rpc [9pnet]", "p9_client_getattr_dotl [9pnet]",
       "v9fs_vfs_getattr_dotl [9p]", "vfs_statx"], "D", "9p share"),
+    # a mkdir waiting for the directory lock a lookup on a FUSE mount holds (lab, 6.1-7.3)
+    (["__schedule", "rwsem_down_write_slowpath", "down_write_nested", "filename_create",
+      "do_mkdirat"], "D", "directory lock"),
     (["__schedule", "io_schedule", "folio_wait_bit_common", "filemap_fault"], "D", "block I/O"),
     (["__schedule", "schedule_timeout", "msleep", "mydrv_reset [mydrv]"], "D", "driver wait (mydrv)"),
     (["__schedule", "do_nanosleep", "some_other_path"], "D", "unknown"),
@@ -172,7 +175,8 @@ def _capture(path, failed=True, culprit=True, memory=False):
                       culprits=[("freeze", "user", 312, 312, "dd", "dd if=/dev/zero of=/mnt/f\x1b[31m", "D",
                                  "percpu_rwsem_wait",
                                  "__schedule\nschedule\npercpu_rwsem_wait\n__percpu_down_read\nmnt_want_write",
-                                 "kernel log at the failure (sched_show_task)", None)] if culprit else []))
+                                 "kernel log at the failure (sched_show_task)", None,
+                                 "percpu_rwsem_wait\n__percpu_down_read\nmnt_want_write")] if culprit else []))
     if memory:
         w.add_run(Run(trigger="snapshot", status="failed",
                       error="SNAPSHOT_CREATE_IMAGE failed: Cannot allocate memory",
@@ -181,7 +185,7 @@ def _capture(path, failed=True, culprit=True, memory=False):
                                ("mem_available_kb", 300000.0, "kB", "sysfs", "/proc/meminfo"),
                                ("image_size_setting_bytes", 0.0, "bytes", "sysfs", "x")],
                       culprits=[("memory", None, 77, 77, "python3", "python3 -c hog", "S", None, None, None,
-                                 "rss 1200000 kB; rssanon 1200000 kB")]))
+                                 "rss 1200000 kB; rssanon 1200000 kB", None)]))
     w.close()
     return path
 
@@ -246,12 +250,27 @@ def test_captures_without_failures_or_of_schema_1_have_no_failure_section():
     assert 'id="failure"' not in render_html(build_model(f))
 
 
-def test_schema_2_and_a_bad_culprit_row_is_left_out_counted(tmp_path):
+def test_a_schema_2_capture_reads_without_probe_stacks_or_processes(tmp_path):
+    p = _capture(tmp_path / "v2.snap")
+    db = sqlite3.connect(p)
+    db.executescript("ALTER TABLE culprits DROP COLUMN probe_stack; DROP TABLE processes; "
+                     "PRAGMA user_version = 2")
+    db.close()
+    before = p.read_bytes()
+    f = load_capture(p)
+    assert list(f.culprits["pid"]) == [312] and f.culprits["probe_stack"].isna().all()
+    assert f.processes.empty
+    (run,) = fa.failed_runs(f)
+    assert run["culprits"][0]["signature"] == "frozen filesystem"
+    assert p.read_bytes() == before
+
+
+def test_schema_3_and_a_bad_culprit_row_is_left_out_counted(tmp_path):
     from snapprof.capture import CaptureReader
 
     p = _capture(tmp_path / "b.snap")
     db = sqlite3.connect(p)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     db.execute("INSERT INTO culprits(run_id, kind, pid) VALUES (2, 'freeze', 'not a pid')")
     db.commit()
     db.close()

@@ -401,7 +401,7 @@ def test_collect_names_device_callbacks_by_key_and_counts_a_nameless_one():
                  "devcalls": _Ring([_devcall(100, k1), _devcall(200, k2, error=-5, ops=b"noi"),
                                     _devcall(300, k1, event=0x20), _devcall(400, lost)])}
     ps._maps = {"tasks": _Map(), "counters": _Map(), "cycle": _Map(), "devstart": _Map(),
-                "devnames": names}
+                "devnames": names, "stuck": _Map()}
     data = ps.collect()
     rows = [(d[0], d[1], d[2], d[3], d[5], d[7]) for d in data.devices]
     assert rows == [("0000:00:05.0", "virtio-pci", "pci0000:00", "freeze", 100, 0),
@@ -418,3 +418,25 @@ def test_collect_names_device_callbacks_by_key_and_counts_a_nameless_one():
     again = ps.collect()
     assert [d[0] for d in again.devices] == ["0000:00:05.0"] and names.lookups == []
     assert again.counters["devcall_drops"] == 0 and names.entries  # never cleared
+
+
+def test_collect_reads_the_stacks_of_tasks_still_refusing_and_clears_them():
+    from snapprof.record.probeset import StuckRecord
+
+    ps = ProbeSet()
+    ps.loaded = object()
+    ok = StuckRecord(since_t0=1_500_000_000, pass_=180, nbytes=3 * 8)
+    for i, a in enumerate((0xffffffff81001000, 0xffffffff81002000, 0xffffffffc0001000)):
+        ok.ips[i] = a
+    failed = StuckRecord(since_t0=1_200_000_000, pass_=150, nbytes=-14)
+    stuck = _Map({(273).to_bytes(4, "little"): bytes(ok), (274).to_bytes(4, "little"): bytes(failed)})
+    ps._rings = {"events": _Ring([]), "devcalls": _Ring([])}
+    ps._maps = {"tasks": _Map(), "counters": _Map(), "cycle": _Map(), "devstart": _Map(),
+                "devnames": _Map(), "stuck": stuck}
+    data = ps.collect()
+    a, b = data.stuck[273], data.stuck[274]
+    assert (a.pid, a.sweep, a.ms_into_freeze, a.error) == (273, 180, 1500.0, None)
+    assert a.addresses == [0xffffffff81001000, 0xffffffff81002000, 0xffffffffc0001000]
+    assert (b.addresses, b.error) == ([], -14)
+    assert stuck.entries == {}  # per cycle
+    assert ps.collect().stuck == {}

@@ -62,6 +62,14 @@ SIGNATURES: tuple[Signature, ...] = (
               ("cifs_*", "smb2_*", "wait_for_response", "compound_send_recv"),
               "SMB/CIFS I/O waiting on its server",
               "the server is slow or unreachable: unmount the share before hibernating"),
+    Signature("directory lock",
+              ("filename_create", "lock_rename*", "lock_two_directories", "start_creating*",
+               "start_dirop*", "__start_renaming*", "do_rmdir", "do_unlinkat"),
+              "a directory operation (create, remove, rename) waiting for the directory's lock "
+              "(i_rwsem), which another task holds: a lock wait is never freezable",
+              "find the task holding the directory (often one waiting on the same filesystem, "
+              "listed beside it) and what it waits for; stop the program working in that "
+              "directory before hibernating"),
     Signature("block I/O",
               ("blk_mq_get_tag", "folio_wait_bit*", "wait_on_page_bit*", "__folio_lock*",
                "__wait_on_buffer", "jbd2_log_wait_commit", "submit_bio_wait", "blkdev_*",

@@ -46,8 +46,11 @@ class CaptureFrames:
     kmsg          run_id, seq, ts_us, level, text
     events        run_id, ts_ns, cpu, pid, comm, kind, name, value, detail
     culprits      run_id, kind, stage, pid, tgid, comm, cmdline, state, wchan, stack,
-                  stack_source, note: the tasks that made a run fail (empty for a capture
-                  of schema version 1); snapprof.analysis.failures explains them
+                  stack_source, note, probe_stack: the tasks that made a run fail (empty
+                  for a capture of schema version 1); snapprof.analysis.failures explains them
+    processes     run_id, pid, tgid, comm, cmdline, rss_kb, anon_kb, shmem_kb, file_kb,
+                  swap_kb, source: the largest memory users just before each cycle (empty
+                  before schema version 3)
     """
 
     meta: dict[str, str]
@@ -61,6 +64,7 @@ class CaptureFrames:
     kmsg: pd.DataFrame
     events: pd.DataFrame
     culprits: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COLUMNS["culprits"])))
+    processes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COLUMNS["processes"])))
     source: str | None = field(default=None)  # file name of the capture, for titles only
     #: PM callback time per run and device, read summed (``read_device_totals``) by a loader
     #: that left the per-callback ``devices`` rows out; None: computed from ``devices``
@@ -200,7 +204,9 @@ def build_frames(meta: dict, probes: pd.DataFrame, runs: pd.DataFrame,
         meta=dict(meta), probes=probes, runs=runs, metrics=metrics,
         not_measured=tables["not_measured"].copy(), phases=phases, tasks=tasks,
         devices=devices, kmsg=tables["kmsg"].copy(), events=events,
-        culprits=tables.get("culprits", pd.DataFrame(columns=list(COLUMNS["culprits"]))).copy(), source=source,
+        culprits=tables.get("culprits", pd.DataFrame(columns=list(COLUMNS["culprits"]))).copy(),
+        processes=tables.get("processes", pd.DataFrame(columns=list(COLUMNS["processes"]))).copy(),
+        source=source,
         warnings=list(warnings))
     if derive:
         check_phases(frames)

@@ -14,7 +14,13 @@ After the thaw, a task that is still there is looked up in /proc: its command li
 wait channel and, as root, its stack at that moment (a second opinion; the log's is the
 one taken at the failure).
 
-    culprits(records, probe_tasks, proc="/proc") -> [Culprit]
+Where the log has no dump of a task (an aborted freeze prints none; a lost log record),
+the probes' own stack of it is used: with fentry/fexit on freeze_task() the probes take
+bpf_get_task_stack() of a task still refusing a second or more into the freeze, at every
+sweep (the last one stays), and the addresses are named here, after the thaw, from
+/proc/kallsyms. The probes' stack is kept beside the log's (probe_frames) as a check.
+
+    culprits(records, probe_tasks, proc="/proc", probe_stacks=None) -> [Culprit]
     rows(culprits) -> rows for CaptureWriter (table culprits)
 """
 
@@ -52,6 +58,7 @@ class Culprit:
     frames: list[str] = field(default_factory=list)  # innermost first: "func" or "func [module]"
     stack_source: str | None = None
     notes: list[str] = field(default_factory=list)
+    probe_frames: list[str] = field(default_factory=list)  # the probes' stack at the last sweep
 
 
 def frame_name(line: str) -> str | None:
@@ -161,12 +168,17 @@ def from_proc(c: Culprit, proc: str = "/proc") -> None:
 
 
 
-def culprits(records, probe_tasks=(), proc: str = "/proc") -> list[Culprit]:
+def culprits(records, probe_tasks=(), proc: str = "/proc", probe_stacks=None,
+             kallsyms: str = "/proc/kallsyms") -> list[Culprit]:
     """Every task that refused to freeze in this cycle: the kernel's dump first, then the
     tasks the probes saw still refusing at the last sweep (RawTask-like: pid, tgid, comm,
-    stage 1/2 or 'user'/'kernel', frozen or n_true), each looked up in /proc."""
+    stage 1/2 or 'user'/'kernel', frozen or n_true), each looked up in /proc.
+    probe_stacks: {pid: StuckStack} from the probes (fentry only), named from kallsyms."""
     out = from_log(records)
     seen = {c.pid for c in out}
+    if probe_stacks:
+        _probe_frames(out, probe_tasks, probe_stacks, kallsyms)
+        seen = {c.pid for c in out}
     for t in probe_tasks:
         pid, frozen = _get(t, "pid"), _get(t, "frozen")
         if pid is None or pid in seen or frozen != 0:
@@ -179,6 +191,91 @@ def culprits(records, probe_tasks=(), proc: str = "/proc") -> list[Culprit]:
         seen.add(pid)
     for c in out:
         from_proc(c, proc)
+    return out
+
+
+@dataclass
+class StuckStack:
+    """The probes' stack of a task still refusing to freeze (probes/freezer.c, map stuck)."""
+
+    pid: int
+    ms_into_freeze: float  # when it was taken, after the freeze's first sweep began
+    sweep: int
+    addresses: list[int]
+    error: int | None = None  # bpf_get_task_stack's -errno, if it failed
+
+
+def _probe_frames(out: list[Culprit], probe_tasks, stacks: dict, kallsyms: str) -> None:
+    """Name the probes' stacks and put each on its culprit: the stack where the log had none,
+    always in probe_frames. A task the probes saw stuck but the log did not name is added
+    (with the probe task's comm and stage) when the probes' tasks say it never froze."""
+    by_pid = {c.pid: c for c in out}
+    tasks = {_get(t, "pid"): t for t in probe_tasks}
+    names = resolve(sorted({a for st in stacks.values() for a in st.addresses}), kallsyms)
+    for pid, st in sorted(stacks.items()):
+        c = by_pid.get(pid)
+        if c is None:
+            t = tasks.get(pid)
+            if t is None or _get(t, "frozen") != 0:
+                continue  # stuck for a while, then froze: not a culprit
+            stage = _get(t, "stage")
+            c = Culprit(pid=pid, stage={1: "user", 2: "kernel"}.get(stage, stage),
+                        tgid=_get(t, "tgid"), comm=_get(t, "comm"),
+                        notes=["seen by the probes still refusing at the last sweep; the "
+                               "kernel log has no dump of it"])
+            out.append(c)
+            by_pid[pid] = c
+        if st.error is not None:
+            c.notes.append(f"the probes could not take its stack (bpf_get_task_stack: {st.error})")
+            continue
+        frames = [names.get(a) or f"0x{a:x}" for a in st.addresses][:MAX_FRAMES]
+        c.probe_frames = frames
+        where = f"probes at the freezer's sweep {st.sweep}, {st.ms_into_freeze:.0f} ms into the freeze"
+        if not c.frames and frames:
+            c.frames = list(frames)
+            c.stack_source = f"{where} (bpf_get_task_stack)"
+
+
+def resolve(addresses: list[int], path: str = "/proc/kallsyms") -> dict[int, str]:
+    """{address: "func" or "func [module]"} for kernel text addresses, from kallsyms, in one
+    pass and O(len(addresses)) memory: for each address the text symbol with the greatest
+    start at or below it. Unknown (kallsyms unreadable, or addresses hidden as 0 to a
+    process without the privilege): left out."""
+    want = sorted(set(addresses))
+    if not want:
+        return {}
+    import bisect  # noqa: PLC0415 (only on a failure)
+
+    # best[j]: the greatest symbol start whose first wanted address at or above it is want[j];
+    # the answer for want[k] is the greatest of best[0..k] (a symbol covers every address
+    # above its start until a greater start)
+    best: list[tuple[int, str] | None] = [None] * len(want)
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                parts = raw.split()
+                if len(parts) < 3 or parts[1] not in (b"t", b"T", b"w", b"W"):
+                    continue
+                try:
+                    start = int(parts[0], 16)
+                except ValueError:
+                    continue
+                if start == 0:
+                    continue
+                j = bisect.bisect_left(want, start)
+                if j < len(want) and (best[j] is None or start > best[j][0]):
+                    name = parts[2].decode("ascii", "replace")
+                    if len(parts) > 3:
+                        name += " " + parts[3].decode("ascii", "replace")
+                    best[j] = (start, name)
+    except OSError:
+        return {}
+    out, cur = {}, None
+    for addr, b in zip(want, best):
+        if b is not None and (cur is None or b[0] > cur[0]):
+            cur = b
+        if cur is not None and addr - cur[0] < 1 << 20:  # a text symbol is never a MiB long
+            out[addr] = cur[1]
     return out
 
 
@@ -195,7 +292,7 @@ def rows(found: list[Culprit]) -> list[tuple]:
     """Rows of the capture's culprits table (without run_id)."""
     return [("freeze", c.stage, c.pid, c.tgid, c.comm, c.cmdline, c.state, c.wchan,
              "\n".join(c.frames) or None, c.stack_source if c.frames else None,
-             "; ".join(c.notes) or None) for c in found]
+             "; ".join(c.notes) or None, "\n".join(c.probe_frames) or None) for c in found]
 
 
 def freeze_failed(records) -> bool:
@@ -245,5 +342,5 @@ def memory_users(proc: str = "/proc", n: int = 8) -> list[tuple]:
                                       if f.get(k)]
         tgid = int(f["Tgid"]) if f.get("Tgid", "").isdigit() else None
         out.append(("memory", None, pid, tgid, f.get("Name"), cmd, (f.get("State") or "")[:1] or None,
-                    None, None, None, "; ".join(parts)))
+                    None, None, None, "; ".join(parts), None))
     return out

@@ -102,6 +102,7 @@ class CycleData:
     ended: bool = False
     counters: dict = field(default_factory=dict)  # raw BPF counters (event_drops, tasks_full, ...)
     drop_notes: list[str] = field(default_factory=list)  # what the counted drops lost, one line each
+    stuck: dict = field(default_factory=dict)  # pid -> culprits.StuckStack (fentry only)
 
 
 # -- events ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from collections import defaultdict
 from snapprof.errors import SnapprofError
 from snapprof.record import bpfsys, loader
 from snapprof.record import catalogue as cat
+from snapprof.record.culprits import StuckStack
 from snapprof.record.derive import (COUNTERS, CycleData, RawDevcall, RawEvent, RawTask,
                                     derive)
 from snapprof.record.resolve import KernelView, Resolution, resolve
@@ -45,7 +46,7 @@ __all__ = ["CycleData", "ProbeSet"]
 # 144 B; ~700 device callbacks (~300 devices with callbacks, ~250-500 under /sys/devices)
 # of 48 B, their names kept once per device in `devnames`; ~10 tasks needing the
 # freezer's attention (every thread on kernels before 6.1).
-MAPS = ("events", "devcalls", "tasks", "counters", "cycle", "devstart", "devnames")
+MAPS = ("events", "devcalls", "tasks", "counters", "cycle", "devstart", "devnames", "stuck")
 EVENT_BYTES = 144  # record + ring-buffer header, rounded
 EVENTS_PER_CYCLE = 200  # ~75 measured: a margin of ~2.5
 DEVCALL_BYTES = 48  # struct devcall (40) + ring-buffer header (8)
@@ -136,6 +137,23 @@ class TaskRecord(ct.Structure):
                 ("comm", ct.c_char * 16)]
 
 
+STUCK_DEPTH = 32  # probes/freezer.c
+
+
+class StuckRecord(ct.Structure):
+    """struct stuckrec in probes/freezer.c (value of the `stuck` map, keyed by pid)."""
+
+    _fields_ = [("since_t0", ct.c_uint64), ("pass_", ct.c_uint32), ("nbytes", ct.c_int32),
+                ("ips", ct.c_uint64 * STUCK_DEPTH)]
+
+
+def decode_stuck(pid: int, rec: StuckRecord) -> StuckStack:
+    if rec.nbytes < 0:
+        return StuckStack(pid, rec.since_t0 / 1e6, rec.pass_, [], error=rec.nbytes)
+    n = min(rec.nbytes // 8, STUCK_DEPTH)
+    return StuckStack(pid, rec.since_t0 / 1e6, rec.pass_, [a for a in rec.ips[:n] if a])
+
+
 def _s(b: bytes) -> str:
     return b.split(b"\0", 1)[0].decode("utf-8", "replace")
 
@@ -179,6 +197,9 @@ class ProbeSet:
             raise SnapprofError(f"unknown freezer probe method {freezer_probes!r} "
                                 f"(one of {', '.join(FREEZER_PROBES)})")
         self.freezer_probes = freezer_probes
+        #: ms into a freeze after which the fentry freezer probes take the stack of a task
+        #: still refusing (None: the probes' default, 1 s); set before attach()
+        self.stuck_after_ms: int | None = None
         #: after attach(): function -> "fentry/fexit" or "kprobe" for every hooked function
         #: of the catalogue's fentry list, and why kprobes were used where they were
         self.methods: dict[str, str] = {}
@@ -253,6 +274,8 @@ class ProbeSet:
 
     def cflags(self) -> list[str]:
         flags = [f"-D{k}={v}" for k, v in self.sizes.items()]
+        if self.stuck_after_ms is not None:  # when the freezer probes take a refusing task's stack
+            flags.append(f"-DSTUCK_NS={int(self.stuck_after_ms) * 1_000_000}ULL")
         flags += ["-Wno-macro-redefined", "-Wno-unused-function"]
         seen = set()
         for r in self.resolutions:
@@ -399,7 +422,8 @@ class ProbeSet:
             self._rings[name] = bpfsys.RingBuffer(m["fd"], m["max_entries"])
         for name, (key_size, value_size) in {"tasks": (4, ct.sizeof(TaskRecord)), "counters": (4, 8),
                                              "cycle": (4, None), "devstart": (4, None),
-                                             "devnames": (8, ct.sizeof(DevnameRecord))}.items():
+                                             "devnames": (8, ct.sizeof(DevnameRecord)),
+                                             "stuck": (4, ct.sizeof(StuckRecord))}.items():
             m = loaded.maps.get(name)
             if m is None:
                 raise SnapprofError(f"the probes have no {name} map")
@@ -462,6 +486,12 @@ class ProbeSet:
         tasks = [decode_task(int.from_bytes(k, "little"), TaskRecord.from_buffer_copy(v))
                  for k, v in tmap.items()]
         tmap.clear()
+        smap = self._maps["stuck"]
+        stuck = {int.from_bytes(k, "little"): decode_stuck(int.from_bytes(k, "little"),
+                                                           StuckRecord.from_buffer_copy(v))
+                 for k, v in smap.items()}
+        if stuck:
+            smap.clear()
         counters = {}
         arr = self._maps["counters"]
         for i, name in enumerate(COUNTERS):
@@ -475,8 +505,10 @@ class ProbeSet:
         status = {r.measurement.name: (self._attached.get(r.measurement.name, False),
                                        r.reason or self._why.get(r.measurement.name))
                   for r in self.resolutions}
-        return derive(events, devcalls, tasks, counters, status, self._metric_owners(),
+        data = derive(events, devcalls, tasks, counters, status, self._metric_owners(),
                       self._page_size, highmem=not os.uname().machine.endswith("64"))
+        data.stuck = stuck
+        return data
 
     def close(self) -> None:
         """Detach everything: close the ring buffers' mappings, the maps and perf events."""

@@ -3,6 +3,7 @@ it with `snapprof record`, and check the system comes back; captures plus a JSON
 go to OUTDIR for the host-side asserts.
 
     python3 tests/lab/failure_job.py [--pack DEVICE] [--fs-dev DEVICE] OUTDIR [STEP ...]
+    (steps: freeze fuse memory, all by default)
 
 Steps:
   freeze   a user task that refuses to freeze: a writer (dd) blocked on a frozen ext4
@@ -11,6 +12,15 @@ Steps:
            sb_start_write, so the freezer cannot stop it. One snapshot cycle with
            --freeze-timeout 2000 must fail naming it; then the filesystem is thawed, the
            writer finishes, and a next cycle must complete.
+  fuse     user tasks waiting on a FUSE filesystem whose daemon never answers: the job
+           mounts FUSE itself (/dev/fuse, mount(2); no libfuse in the guest) and never reads
+           the kernel's requests, so a `stat` of a file in it waits for the connection's
+           INIT, in the lookup, holding the directory's lock (i_rwsem, shared); then a
+           `mkdir` in that directory waits for the lock (uninterruptible: never freezable).
+           One cycle with --freeze-timeout 2000 must fail naming the mkdir (and, where the
+           FUSE wait is not freezable, the stat); then the job closes /dev/fuse (the
+           connection is aborted, both return ENOTCONN), unmounts, and a next cycle must
+           complete.
   memory   preallocation that cannot get its memory: no swap, and between two cycles of
            one recording a process takes 60 % of RAM in touched anonymous memory, so the
            second cycle's image cannot fit beside it (image_size 0 does not help: every
@@ -86,6 +96,58 @@ def step_freeze(outdir: str) -> dict:
     res["next"] = record(os.path.join(outdir, "freeze-next.snap"), "--runs", "1")
     res["power_after"] = power()
     sh("umount", MNT)
+    return res
+
+
+FUSE_MNT = "/mnt/snapprof-fuse"
+FUSE_READER = ["stat", f"{FUSE_MNT}/file"]
+FUSE_LOCKED = ["mkdir", f"{FUSE_MNT}/dir"]
+
+
+def step_fuse(outdir: str) -> dict:
+    import ctypes  # noqa: PLC0415
+
+    res: dict = {"power_before": power()}
+    os.makedirs(FUSE_MNT, exist_ok=True)
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    libc = ctypes.CDLL(None, use_errno=True)
+    opts = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
+    if libc.mount(b"snapprof-nodaemon", FUSE_MNT.encode(), b"fuse", 0, opts) != 0:
+        os.close(fd)
+        raise SystemExit(f"mount -t fuse {FUSE_MNT}: {os.strerror(ctypes.get_errno())}")
+    reader = subprocess.Popen(FUSE_READER, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              cwd="/")
+    res["reader_pid"] = reader.pid
+    res["reader_cmdline"] = " ".join(FUSE_READER)
+    locked = None
+    try:
+        res["reader_blocked"] = wait_for(lambda: state(reader.pid) == "D", 30)
+        res["reader_stack_before"] = (open(f"/proc/{reader.pid}/stack").read()
+                                      if res["reader_blocked"] else "")
+        locked = subprocess.Popen(FUSE_LOCKED, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  cwd="/")
+        res["locked_pid"] = locked.pid
+        res["locked_cmdline"] = " ".join(FUSE_LOCKED)
+        res["locked_blocked"] = wait_for(lambda: state(locked.pid) == "D", 30)
+        res["locked_stack_before"] = (open(f"/proc/{locked.pid}/stack").read()
+                                      if res["locked_blocked"] else "")
+        res["failed"] = record(os.path.join(outdir, "fuse-fail.snap"), "--runs", "1",
+                               "--freeze-timeout", "2000")
+        res["power_after_fail"] = power()
+        res["reader_state_after_fail"] = state(reader.pid)
+    finally:
+        os.close(fd)  # the last /dev/fuse descriptor: the connection is aborted
+        for name, proc in (("reader", reader), ("locked", locked)):
+            if proc is None:
+                continue
+            try:
+                res[f"{name}_rc"] = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                res[f"{name}_rc"] = "timeout"
+        subprocess.run(["umount", "-l", FUSE_MNT], capture_output=True)
+    res["next"] = record(os.path.join(outdir, "fuse-next.snap"), "--runs", "1")
+    res["power_after"] = power()
     return res
 
 
@@ -166,14 +228,14 @@ def main() -> int:
     if device:
         record_job.go_offline()
         sys.path.insert(0, record_job.TREE)
-    outdir, steps = args[0], args[1:] or ["freeze", "memory"]
+    outdir, steps = args[0], args[1:] or ["freeze", "fuse", "memory"]
     os.makedirs(outdir, exist_ok=True)
     doc: dict = {"release": os.uname().release, "steps": {}}
     try:
         for step in steps:
             t = time.monotonic()
             try:
-                res = {"freeze": step_freeze, "memory": step_memory}[step](outdir)
+                res = {"freeze": step_freeze, "fuse": step_fuse, "memory": step_memory}[step](outdir)
             except SystemExit as exc:
                 res = {"error": str(exc)}
             res["step_s"] = time.monotonic() - t

@@ -34,6 +34,7 @@ sys.path.insert(0, TREE)
 sys.path.insert(0, HERE)
 
 import offline  # noqa: E402
+from snapprof.capture import STOPPED_IN_CYCLE  # noqa: E402
 from snapprof.record.kmsg import KmsgReader  # noqa: E402
 from snapprof.record.triggers import read_power  # noqa: E402
 def _codename() -> str:
@@ -72,7 +73,10 @@ def runs_in(path: str) -> int:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
         try:
-            return db.execute("SELECT count(*) FROM runs").fetchone()[0]
+            # a cycle's row is committed when it begins (status incomplete, "the recorder
+            # stopped during this cycle ..."): count the cycles that ended
+            return db.execute("SELECT count(*) FROM runs WHERE error IS NOT ?",
+                              (STOPPED_IN_CYCLE,)).fetchone()[0]
         finally:
             db.close()
     except sqlite3.Error:

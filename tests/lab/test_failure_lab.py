@@ -1,6 +1,6 @@
 """Hibernation failures provoked in the lab and diagnosed by snapprof (tests/lab/failure_job.py,
-one guest boot per kernel CI runs): a user task that refuses to freeze (a writer blocked on a
-frozen filesystem) and a preallocation that cannot get its memory (no swap, most of RAM in
+one guest boot per kernel CI runs): user tasks that refuse to freeze (a writer blocked on a
+frozen filesystem; a reader waiting on a FUSE daemon that never answers) and a preallocation that cannot get its memory (no swap, most of RAM in
 anonymous memory). Each must be recorded as a failed run that says why, lead the report, and
 leave the system as it was: settings restored, the next cycle complete.
 """
@@ -101,6 +101,7 @@ def test_a_task_that_refuses_to_freeze_is_named_with_where_it_is_stuck(job):
     # the kernel's own stack: the writer waits for the frozen superblock's write lock
     assert re.search(r"percpu_rwsem_wait|__percpu_down_read", "\n".join(c["frames"])), c["frames"]
     assert c["signature"] == "frozen filesystem" and "fsfreeze -u" in c["hint"]
+    _probe_stack_agrees(f, st["writer_pid"], r"percpu_rwsem_wait|__percpu_down_read")
 
     rate = failure_rate(f)
     assert (rate["failed"], rate["runs"], rate["kinds"]) == (1, 1, {"freeze": 1})
@@ -110,6 +111,60 @@ def test_a_task_that_refuses_to_freeze_is_named_with_where_it_is_stuck(job):
     assert st["writer_cmdline"] in page and "frozen filesystem" in page
     _recovered(st)
     assert st["writer_rc"] == 0  # thawed, the writer finished
+
+
+def _probe_stack_agrees(f, pid: int, pattern: str) -> None:
+    """With fentry on freeze_task() (every lab kernel), the probes took the refusing task's
+    own stack at the last sweep, named from kallsyms: it shows the same wait as the log's."""
+    if "fentry/fexit: " not in f.meta.get("probe_methods", "") or \
+            "freeze_task" not in f.meta["probe_methods"].split("fentry/fexit: ")[1].split(";")[0]:
+        pytest.fail(f"freeze_task not hooked by fentry: {f.meta.get('probe_methods')} "
+                    f"({f.meta.get('probe_fentry_fallback')})")
+    row = f.culprits[f.culprits["pid"] == pid].iloc[0]
+    assert isinstance(row["probe_stack"], str) and re.search(pattern, row["probe_stack"]), \
+        (row["probe_stack"], row["note"])
+
+
+#: Whether a task waiting on a FUSE daemon that never answers (fuse_get_req, for the
+#: connection's INIT) refuses to freeze, per kernel CI runs (lab, 2026-12-01): 6.1 and 6.12
+#: wait killably (refuse); 7.3 waits freezably and freezes it in place. The mkdir waiting
+#: for the directory lock that lookup holds refuses on every kernel (an rwsem wait).
+FUSE_WAIT_REFUSES = {(6, 1): True, (6, 12): True, (7, 3): False}
+
+
+def test_tasks_stuck_behind_a_fuse_daemon_are_named_with_hints(job):
+    from snapprof.analysis.failures import failed_runs
+
+    st = job["steps"]["fuse"]
+    assert "error" not in st, st.get("error")
+    assert st["reader_blocked"], "the reader never blocked on the FUSE mount"
+    assert "fuse" in st["reader_stack_before"], st["reader_stack_before"]
+    assert st["locked_blocked"], "the mkdir never blocked on the directory lock"
+    assert st["failed"]["rc"] == 1, (st["failed"]["stdout"][-2000:], st["failed"]["stderr"][-2000:])
+    f = _frames(job, "fuse-fail")
+    (run,) = failed_runs(f)
+    assert run["kind"] == "freeze" and run["freeze"]["stage"] == "user space"
+    by_pid = {c["pid"]: c for c in run["culprits"]}
+    # the mkdir: an rwsem wait, never freezable
+    c = by_pid.get(st["locked_pid"])
+    assert c, run["culprits"]
+    assert c["cmdline"] == st["locked_cmdline"] and c["comm"] == "mkdir" and c["state"] == "D"
+    assert c["signature"] == "directory lock", c["frames"]
+    _probe_stack_agrees(f, st["locked_pid"], r"filename_create|start_creating|down_write")
+    # the stat, waiting on the daemon (inside the lookup that holds the directory)
+    if FUSE_WAIT_REFUSES[job["version"]]:
+        c = by_pid.get(st["reader_pid"])
+        assert c, run["culprits"]
+        assert c["cmdline"] == st["reader_cmdline"] and c["comm"] == "stat" and c["state"] == "D"
+        assert c["signature"] == "FUSE daemon" and "fusermount -u" in c["hint"]
+        _probe_stack_agrees(f, st["reader_pid"], r"fuse_")
+    else:
+        assert st["reader_pid"] not in by_pid
+        t = f.tasks[f.tasks["pid"] == st["reader_pid"]]
+        assert list(t["frozen"]) == [1], f.tasks.to_dict("records")
+    _recovered(st)
+    # the aborted connection ends both waits with an error, not a hang
+    assert st["reader_rc"] not in (0, "timeout") and st["locked_rc"] != "timeout"
 
 
 def test_an_image_that_cannot_be_allocated_says_why(job):

@@ -271,9 +271,13 @@ def test_recorder_killed_mid_cycle(job):
     log = res["killed_cycle_log"]
     assert any("Freezing user space processes" in line for line in log), log
     assert any(re.search(r"Restarting tasks(?: \.\.\.|:) [Dd]one", line) for line in log), log
-    _, runs = capture(job, "kill")  # readable, the completed run intact
-    assert len(runs) == res["runs_after_kill"] < 3
-    assert all(r["status"] == "complete" and value(r, "copy_pages") > 0 for r in runs)
+    _, runs = capture(job, "kill")  # readable, the completed runs intact
+    *done, killed = runs
+    assert len(done) == res["runs_after_kill"] < 3
+    assert all(r["status"] == "complete" and value(r, "copy_pages") > 0 for r in done)
+    # the killed cycle's row, committed as it began, says what happened to it
+    from snapprof.capture import STOPPED_IN_CYCLE
+    assert (killed["status"], killed["error"]) == ("incomplete", STOPPED_IN_CYCLE), killed
     # the system kept running: a new cycle works (/dev/snapshot was released, nothing frozen)
     assert res["after"]["rc"] == 0, res["after"]["stderr"][-2000:]
     _, after = capture(job, "after-kill")
