@@ -22,6 +22,30 @@ METHODS = ("probe", "tracepoint", "kernel-log", "printk-time", "sleep-time", "bp
            "sysfs", "recorder")
 
 
+#: Kinds of memory in use that partition it, from /proc/meminfo: (kind, meminfo keys summed,
+#: label). With MemFree they add up to at most MemTotal; the rest (kernel text and data, the
+#: page map, reserved memory, drivers' pages, unevictable file pages) is "unattributed".
+COMPOSITION_KINDS = (
+    ("anon", ("AnonPages",), "Anonymous memory (process heaps, stacks)"),
+    ("shmem", ("Shmem",), "Shared memory and tmpfs (shmem)"),
+    ("file_active", ("Active(file)",), "File cache, active"),
+    ("file_inactive", ("Inactive(file)",), "File cache, inactive"),
+    ("swapcache", ("SwapCached",), "Swap cache"),
+    ("slab_reclaimable", ("SReclaimable",), "Slab, reclaimable"),
+    ("slab_unreclaimable", ("SUnreclaim",), "Slab, unreclaimable"),
+    ("kernel_stack", ("KernelStack",), "Kernel stacks"),
+    ("page_tables", ("PageTables", "SecPageTables"), "Page tables"),
+    ("vmalloc", ("VmallocUsed",), "vmalloc"),
+    ("percpu", ("Percpu",), "Per-CPU allocations"),
+    ("hugetlb", ("Hugetlb",), "HugeTLB pages"),
+    # not in meminfo: free pages the per-CPU lists hold (MemFree counts only the buddy
+    # allocator's), summed from /proc/zoneinfo's pagesets ("count:")
+    ("pcp_free", (), "Free pages on per-CPU lists"),
+)
+#: part of the file cache above, shown apart (not a kind of its own in the partition)
+COMPOSITION_SUBSET = ("file_dirty", ("Dirty",), "File cache, dirty")
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -60,6 +84,15 @@ _ALL = [
     Metric("swap_free_kb", "kB", "system", "Swap free before the cycle", None, setting=True),
     Metric("image_size_setting_bytes", "bytes", "system", "/sys/power/image_size", None, setting=True),
     Metric("reserved_size_setting_bytes", "bytes", "system", "/sys/power/reserved_size", None, setting=True),
+    # memory composition (area "memory"): /proc/meminfo just before the cycle (mem_<kind>_kb)
+    # and just after it (mem_<kind>_after_kb); COMPOSITION names the kinds that partition
+    # memory in use (with mem_free_kb: the rest of mem_total_kb is unattributed)
+    *[Metric(f"mem_{kind}{when}_kb", "kB", "memory", f"{label}{what}", None)
+      for kind, _keys, label in (*COMPOSITION_KINDS, COMPOSITION_SUBSET)
+      for when, what in (("", " before the cycle"), ("_after", " after the cycle"))],
+    Metric("mem_free_after_kb", "kB", "memory", "Memory free after the cycle", None),
+    Metric("composition_scan_ms", "ms", "memory",
+           "Memory composition read before the cycle (recorder: /proc/meminfo, smaps_rollup)"),
     Metric("prealloc_ms", "ms", "shrink", "Preallocate image memory"),
     Metric("prealloc_result", "errno", "shrink", "Preallocation result (0 = ok)", None),
     Metric("saveable_pages", "pages", "shrink", "Saveable pages before shrinking"),

@@ -120,3 +120,66 @@ def test_interrupt_stops_after_the_cycle(tmp_path, fake_kernel):
             ("complete", None), ("incomplete", "interrupted (SIGINT) after FREEZE")]
     # the usual handlers are back
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_each_run_has_the_memory_composition_before_and_after_its_cycle(tmp_path, fake_kernel):
+    _, _, path = record(tmp_path, ["ok"], fake_kernel, runs=1)
+    with CaptureReader(path) as r:
+        m = {x["name"]: x for x in r.table("metrics")}
+        procs = r.table("processes")
+    assert m["mem_anon_kb"]["method"] == "sysfs" and m["mem_anon_after_kb"]["value"] > 0
+    assert m["mem_free_after_kb"]["source"] == "/proc/meminfo MemFree"
+    assert m["composition_scan_ms"]["method"] == "recorder"
+    assert procs and {p["run_id"] for p in procs} == {1}
+    assert all(p["source"] in ("smaps_rollup (Pss)", "status (Rss)") for p in procs)
+
+
+class FakeSettings:
+    writes: list = []
+
+    def __init__(self, *a, **k):
+        pass
+
+    def set(self, name, value):
+        FakeSettings.writes.append((name, value))
+
+    def restore(self):
+        FakeSettings.writes.append(("restored", None))
+        return []
+
+    @staticmethod
+    def recover():
+        return []
+
+
+def test_image_size_sweep_rotates_the_settings_round_by_round(tmp_path, fake_kernel, monkeypatch):
+    monkeypatch.setattr(trg, "PowerSettings", FakeSettings)
+    monkeypatch.setattr(sysinfo, "mem_total_bytes", lambda root="/": 2018908 * 1024)
+    FakeSettings.writes = []
+    summary, logs, path = record(tmp_path, ["ok"] * 6, fake_kernel, runs=2,
+                                 image_size_sweep=["0", "25%", "default"])
+    assert len(summary.runs) == 6
+    pages = 2018908 * 1024 // 4096
+    default = pages * 2 // 5 * 4096
+    quarter = int(2018908 * 1024 * 0.25) // 4096 * 4096
+    assert FakeSettings.writes == [("image_size", v) for v in map(str, (
+        0, quarter, default, quarter, default, 0))] + [("restored", None)]
+    with CaptureReader(path) as r:
+        meta = r.meta()
+    assert meta["image_size_sweep"] == "0,25%,default"
+    assert meta["image_size_sweep_bytes"] == f"0,{quarter},{default}"
+
+
+@pytest.mark.parametrize("sweep, words", [
+    (["0", "0"], "at least two different settings"),
+    (["0", "120%"], "not between 0 % and 100 %"),
+    (["0", "lots"], "not a size, a percentage or 'default'"),
+])
+def test_a_bad_sweep_is_refused_before_anything_changes(tmp_path, fake_kernel, monkeypatch, sweep, words):
+    from snapprof.errors import SnapprofError
+
+    monkeypatch.setattr(trg, "PowerSettings", FakeSettings)
+    FakeSettings.writes = []
+    with pytest.raises(SnapprofError, match=words):
+        record(tmp_path, ["ok"], fake_kernel, runs=1, image_size_sweep=sweep)
+    assert FakeSettings.writes == [] and not (tmp_path / "r.snap").exists()

@@ -23,6 +23,7 @@ triggers:
 examples:
   snapprof record -o run.snap --runs 5             # five snapshot cycles, system keeps running
   snapprof record -o small.snap --image-size 0     # force page shrinking (restored afterwards)
+  snapprof record -o sweep.snap --runs 3 --image-size-sweep 0,25%,50%,default
   snapprof record -o freezer.snap --trigger pm-test:freezer --runs 3
   snapprof record -o laptop.snap --trigger none    # then `systemctl hibernate` elsewhere
   snapprof record -o real.snap --trigger hibernate --yes
@@ -47,6 +48,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_size, metavar="BYTES",
                    help="set /sys/power/image_size for the cycles (0 = as small as possible; "
                         "suffixes K, M, G); restored afterwards")
+    p.add_argument("--image-size-sweep", type=_sweep, metavar="LIST",
+                   help="record --runs cycles at each of these /sys/power/image_size settings, "
+                        "in rotating order: sizes (K, M, G), N%% of RAM, or 'default' (the "
+                        "kernel's 2/5 of RAM), e.g. 0,25%%,50%%,default; restored afterwards")
     p.add_argument("--save-image", metavar="FILE",
                    help="keep the image bytes (snapshot trigger; held in memory while frozen, "
                         "written after the thaw; FILE.N per run when --runs > 1)")
@@ -88,6 +93,16 @@ def _size(text: str) -> int:
     return value
 
 
+def _sweep(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if len(items) < 2:
+        raise argparse.ArgumentTypeError("give at least two settings, comma-separated")
+    for t in items:
+        if t.lower() != "default" and not t.endswith("%"):
+            _size(t)
+    return items
+
+
 def _whole(lo: int, hi: int, what: str = "number", unit: str = ""):
     """An argparse type: a whole number from lo to hi."""
     def parse(text: str) -> int:
@@ -119,7 +134,8 @@ def run(args) -> int:
                    save_image=args.save_image, probes=not args.no_probes,
                    areas=_areas(args.area), deadline_s=args.cycle_timeout, yes=args.yes,
                    callbacks_per_device=args.callbacks_per_device,
-                   freezer_probes=args.freezer_probes, freeze_timeout_ms=args.freeze_timeout)
+                   freezer_probes=args.freezer_probes, freeze_timeout_ms=args.freeze_timeout,
+                   image_size_sweep=args.image_size_sweep)
     summary = Recorder(opts).run()
     n = len(summary.runs)
     done = sum(1 for _, s, _ in summary.runs if s == "complete")

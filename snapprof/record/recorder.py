@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from snapprof import metrics as registry
 from snapprof.capture import CaptureWriter, Run
 from snapprof.errors import SnapprofError
-from snapprof.record import culprits, image, kmsg, sysinfo
+from snapprof.record import composition, culprits, image, kmsg, sysinfo
 from snapprof.termsafe import visible
 from snapprof.record import triggers as trg
 
@@ -82,6 +82,9 @@ class Options:
     callbacks_per_device: int | None = None  # None: the probe set's default
     freezer_probes: str = "auto"  # fentry/fexit or kprobes on the freezer's per-task hooks
     freeze_timeout_ms: int | None = None  # /sys/power/pm_freeze_timeout for the cycles
+    #: image_size settings to sweep ("0", "25%" of RAM, "default" = the kernel's 2/5 of RAM,
+    #: or bytes): --runs cycles at each, in rotating order (one round has each setting once)
+    image_size_sweep: list[str] | None = None
 
 
 @dataclass
@@ -298,6 +301,13 @@ class Recorder:
             raise SnapprofError("--interval must not be negative")
         if o.image_size is not None and o.image_size < 0:
             raise SnapprofError("--image-size must not be negative")
+        if o.image_size_sweep is not None:
+            if o.image_size is not None:
+                raise SnapprofError("--image-size and --image-size-sweep exclude each other")
+            if kind == "none":
+                raise SnapprofError("--image-size-sweep needs a trigger snapprof drives "
+                                    "(not --trigger none)")
+            sweep_bytes(o.image_size_sweep, 1 << 30)  # the spelling, before anything is changed
         if o.save_image and kind != "snapshot":
             raise SnapprofError("--save-image needs --trigger snapshot (only /dev/snapshot hands "
                                 "the image over)")
@@ -337,6 +347,8 @@ class Recorder:
         probe_reason = None
         if o.probes:
             t = time.monotonic()
+            timeout = o.freeze_timeout_ms or _int(trg.read_power("pm_freeze_timeout")) or 20000
+            ps.stuck_after_ms = max(1, min(1000, timeout // 2))  # stacks of tasks still refusing
             ps.attach()
             self.log(f"snapprof record: {sum(1 for r in ps.status() if r[3])} probes attached "
                      f"in {time.monotonic() - t:.1f} s ({ps.methods_text()})")
@@ -349,12 +361,18 @@ class Recorder:
         try:
             if o.image_size is not None:
                 settings.set("image_size", str(o.image_size))
+            sweep = None
+            if o.image_size_sweep:
+                sweep = sweep_bytes(o.image_size_sweep, sysinfo.mem_total_bytes())
             if o.freeze_timeout_ms is not None:
                 settings.set("pm_freeze_timeout", str(o.freeze_timeout_ms))
             reader = kmsg.KmsgReader()
             writer = CaptureWriter(o.output, force=o.force)
             meta = sysinfo.collect_meta()
             meta["trigger"] = o.trigger
+            if sweep:
+                meta["image_size_sweep"] = ",".join(o.image_size_sweep)
+                meta["image_size_sweep_bytes"] = ",".join(str(b) for b in sweep)
             if level:
                 meta["pm_test"] = level
             if os.environ.get("SNAPPROF_LAB_DISTRO"):
@@ -393,7 +411,7 @@ class Recorder:
                              "recorder_locked_kb": mem.get("Locked"),
                              "recorder_peak_rss_kb": mem.get("VmHWM")})
             self._loop(kind, trigger, ps if o.probes else None, reader, writer, summary,
-                       probe_reason, ps.view.zero_pages_left_out())
+                       probe_reason, ps.view.zero_pages_left_out(), sweep, settings)
         finally:
             summary.problems += settings.restore()
             for obj in (trigger, reader, writer):
@@ -405,9 +423,12 @@ class Recorder:
         return summary
 
     def _loop(self, kind, trigger, ps, reader, writer, summary, probe_reason,
-              zero_pages_left_out=None) -> None:
+              zero_pages_left_out=None, sweep=None, settings=None) -> None:
         o = self.opts
         runs = o.runs if o.runs is not None else (None if kind == "none" else 1)
+        order = sweep_order(sweep, runs) if sweep else None
+        if order:
+            runs = len(order)
         clock_stable = sysinfo.sched_clock_stable()
         if ps is not None:
             ps.collect()  # drop whatever the probes saw before the first cycle
@@ -420,7 +441,12 @@ class Recorder:
             while runs is None or n < runs:
                 if intr.received:
                     break
+                if order:  # this cycle's image_size (restored with the other settings)
+                    settings.set("image_size", str(order[n]))
                 before = sysinfo.memory_metrics()
+                comp, procs = composition.before_cycle()  # what the memory in use is made of
+                comp_read_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+                before += comp
                 wall = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 begun = None
                 if kind != "none":
@@ -443,11 +469,19 @@ class Recorder:
                 records = outcome.records if outcome.records is not None else reader.read_new()
                 if reader.lost:
                     outcome.notes.append(f"{reader.lost} kernel log records lost to overruns")
-                run = build_run(trigger.name, outcome, data, records, before, probe_reason,
+                after = composition.kinds(when="_after")  # and what the cycle left of it
+                if kind == "none" and outcome.started_ns:  # read when the wait began
+                    age = (outcome.started_ns - comp_read_ns) / 1e9
+                    before = [r if r[0] not in {c[0] for c in comp} else
+                              (*r[:4], f"{r[4]}, read {age:.0f} s before the cycle began "
+                                       "(the recorder was waiting for it)") for r in before]
+                run = build_run(trigger.name, outcome, data, records, before + after, probe_reason,
                                 clock_stable, wall, zero_pages_left_out, PAGE_SIZE)
+                run.processes = procs
                 if run.status != "complete" or culprits.freeze_failed(records):
                     # now, while the tasks that refused are still there to be looked up
-                    run.culprits = culprits.rows(culprits.culprits(records, run.tasks))
+                    run.culprits = culprits.rows(culprits.culprits(
+                        records, run.tasks, probe_stacks=data.stuck if data is not None else None))
                 if run.status != "complete" and culprits.allocation_failed(records, run.error):
                     run.culprits += culprits.memory_users()  # who held the memory
                 run_id = writer.add_run(run, begun)
@@ -495,3 +529,49 @@ def _active_swaps() -> list[str]:
             return [ln.split()[0] for ln in f.read().splitlines()[1:] if ln.strip()]
     except OSError:
         return []
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int((text or "").strip())
+    except ValueError:
+        return None
+
+
+def sweep_bytes(specs: list[str], mem_total: int, page_size: int = PAGE_SIZE) -> list[int]:
+    """image_size values in bytes for --image-size-sweep: "default" is what the kernel sets
+    at boot (2/5 of RAM, in whole pages), "N%" N percent of RAM, else a size (K, M, G)."""
+    out = []
+    for spec in specs:
+        t = spec.strip().lower()
+        if t == "default":
+            value = (mem_total // page_size * 2 // 5) * page_size
+        elif t.endswith("%"):
+            try:
+                pct = float(t[:-1])
+            except ValueError:
+                raise SnapprofError(f"--image-size-sweep: not a percentage: {spec!r}") from None
+            if not 0 <= pct <= 100:
+                raise SnapprofError(f"--image-size-sweep: {spec!r} is not between 0 % and 100 %")
+            value = int(mem_total * pct / 100) // page_size * page_size
+        else:
+            units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+            u = t.removesuffix("b").removesuffix("i")
+            try:
+                value = int(u[:-1] if u[-1:] in units else u) * units.get(u[-1:], 1)
+            except ValueError:
+                raise SnapprofError(f"--image-size-sweep: not a size, a percentage or "
+                                    f"'default': {spec!r}") from None
+            if value < 0:
+                raise SnapprofError(f"--image-size-sweep: {spec!r} is negative")
+        out.append(value)
+    if len(set(out)) < 2:
+        raise SnapprofError("--image-size-sweep needs at least two different settings")
+    return out
+
+
+def sweep_order(sweep: list[int], rounds: int | None) -> list[int]:
+    """The setting of each cycle: `rounds` rounds, each with every setting once, the start
+    rotating from round to round so no setting always comes first or after another one."""
+    k = len(sweep)
+    return [sweep[(r + i) % k] for r in range(rounds or 1) for i in range(k)]

@@ -149,6 +149,8 @@ def collect_meta(root: str = "/") -> dict[str, str]:
     put("machine", _read(root, "/proc/sys/kernel/arch") or
         (platform.machine() if os.path.abspath(root) == "/" else None))
     put("hostname", _read(root, "/proc/sys/kernel/hostname"))
+    if os.path.abspath(root) == "/":
+        put("page_size", str(os.sysconf("SC_PAGE_SIZE")))  # bytes: kB figures to pages
     mem = _meminfo(root)
     put("mem_total_kb", mem.get("MemTotal"))
     put("swap_total_kb", mem.get("SwapTotal"))
@@ -167,6 +169,15 @@ def collect_meta(root: str = "/") -> dict[str, str]:
     put("python_version", platform.python_version())
     put("recorded_at", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     return meta
+
+
+def mem_total_bytes(root: str = "/") -> int:
+    """MemTotal in bytes (SnapprofError if /proc/meminfo has none)."""
+    kb = _meminfo(root).get("MemTotal")
+    if not kb:
+        from snapprof.errors import SnapprofError  # noqa: PLC0415
+        raise SnapprofError(f"cannot read MemTotal from {MEMINFO}")
+    return int(kb) * 1024
 
 
 def memory_metrics(root: str = "/") -> list[tuple]:
