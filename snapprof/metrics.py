@@ -23,8 +23,9 @@ METHODS = ("probe", "tracepoint", "kernel-log", "printk-time", "sleep-time", "bp
 
 
 #: Kinds of memory in use that partition it, from /proc/meminfo: (kind, meminfo keys summed,
-#: label). With MemFree they add up to at most MemTotal; the rest (kernel text and data, the
-#: page map, reserved memory, drivers' pages, unevictable file pages) is "unattributed".
+#: label). With MemFree they add up to at most MemTotal; the rest is "unattributed": pages
+#: handed out that no counter names (drivers' alloc_pages, pages off the LRU lists, ...).
+#: Memory reserved at boot (kernel text and data, the page map) is outside MemTotal.
 COMPOSITION_KINDS = (
     ("anon", ("AnonPages",), "Anonymous memory (process heaps, stacks)"),
     ("shmem", ("Shmem",), "Shared memory and tmpfs (shmem)"),
