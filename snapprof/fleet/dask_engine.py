@@ -110,6 +110,9 @@ class DaskEngine(Engine):
         nm = self._table("not_measured", ["capture_id", "run_id", "seq", "name", "reason"])
         nm = nm.merge(allruns[["capture_id", "run_id", "status"]], on=["capture_id", "run_id"], how="left")
         nm = nm.merge(lab, on="capture_id")
+        nm = nm.assign(in_complete=(nm["status"] == "complete").where(nm["status"].notnull(), None))
+        nm = (nm.groupby(["label", "cap", "name", "reason", "in_complete"], dropna=False)["seq"]
+              .min().reset_index())  # each reason once per capture and figure, as duck.SQL
         ph = self._table("phases", ["capture_id", "phase", "method"])
         ph = ph[ph["method"].str.endswith(CLOCK_JUMP) | ph["method"].str.endswith(CLOCK_BACK)]
         ph = ph.merge(lab, on="capture_id")
@@ -136,7 +139,6 @@ class DaskEngine(Engine):
         units = (units.sort_values("key", kind="stable").drop_duplicates(["name", "label"])
                  [["name", "label", "unit"]])
         nmr = nmr.sort_values(["label", "cap", "seq"], kind="stable")
-        nmr = nmr.assign(in_complete=(nmr["status"] == "complete").where(nmr["status"].notna(), None))
         return Reduced(
             vals=vals,
             names=pd.concat([nmet.assign(kind="metric"),

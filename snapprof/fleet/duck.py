@@ -62,11 +62,14 @@ SELECT DISTINCT 'metric' AS kind, name, label, method FROM m WHERE NOT refused A
 UNION ALL SELECT DISTINCT 'phase', phase, label, method FROM p
   WHERE NOT refused AND duration_ms IS NOT NULL AND method IS NOT NULL
 """,
+    # each reason once per capture and figure (and whether in a complete run), in the order
+    # of its first row: what the reasons need, without a row per run
     "not_measured": """
-SELECT l.label, l.cap, n.name, n.reason, (r.status = 'complete') AS in_complete
+SELECT l.label, l.cap, n.name, n.reason, (r.status = 'complete') AS in_complete, MIN(n.seq) AS first
 FROM not_measured n JOIN lab l USING (capture_id)
      LEFT JOIN runs r USING (capture_id, run_id)
-ORDER BY l.label, l.cap, n.seq
+GROUP BY ALL
+ORDER BY l.label, l.cap, first
 """,
     "clocks": """
 SELECT l.label, l.cap, p.phase,
