@@ -104,10 +104,22 @@ FUSE_READER = ["stat", f"{FUSE_MNT}/file"]
 FUSE_LOCKED = ["mkdir", f"{FUSE_MNT}/dir"]
 
 
+def mark(text: str) -> None:
+    """A line in the kernel log (and so on the lab's console): where the job is."""
+    try:
+        with open("/dev/kmsg", "w") as f:
+            f.write(f"failure_job: {text}\n")
+    except OSError:
+        pass
+
+
 def step_fuse(outdir: str) -> dict:
     import ctypes  # noqa: PLC0415
 
     res: dict = {"power_before": power()}
+    mark("fuse: mounting")
+    if not os.path.exists("/dev/fuse"):  # a module on 6.1 (built in on 6.12 and later)
+        subprocess.run(["modprobe", "fuse"], capture_output=True)
     os.makedirs(FUSE_MNT, exist_ok=True)
     fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     libc = ctypes.CDLL(None, use_errno=True)
@@ -115,6 +127,7 @@ def step_fuse(outdir: str) -> dict:
     if libc.mount(b"snapprof-nodaemon", FUSE_MNT.encode(), b"fuse", 0, opts) != 0:
         os.close(fd)
         raise SystemExit(f"mount -t fuse {FUSE_MNT}: {os.strerror(ctypes.get_errno())}")
+    mark("fuse: mounted; starting the reader")
     reader = subprocess.Popen(FUSE_READER, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               cwd="/")
     res["reader_pid"] = reader.pid
@@ -124,6 +137,7 @@ def step_fuse(outdir: str) -> dict:
         res["reader_blocked"] = wait_for(lambda: state(reader.pid) == "D", 30)
         res["reader_stack_before"] = (open(f"/proc/{reader.pid}/stack").read()
                                       if res["reader_blocked"] else "")
+        mark(f"fuse: reader blocked: {res['reader_blocked']}; starting the mkdir")
         locked = subprocess.Popen(FUSE_LOCKED, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   cwd="/")
         res["locked_pid"] = locked.pid
@@ -131,11 +145,14 @@ def step_fuse(outdir: str) -> dict:
         res["locked_blocked"] = wait_for(lambda: state(locked.pid) == "D", 30)
         res["locked_stack_before"] = (open(f"/proc/{locked.pid}/stack").read()
                                       if res["locked_blocked"] else "")
+        mark(f"fuse: mkdir blocked: {res['locked_blocked']}; recording")
         res["failed"] = record(os.path.join(outdir, "fuse-fail.snap"), "--runs", "1",
                                "--freeze-timeout", "2000")
+        mark("fuse: recorded")
         res["power_after_fail"] = power()
         res["reader_state_after_fail"] = state(reader.pid)
     finally:
+        mark("fuse: aborting the connection")
         os.close(fd)  # the last /dev/fuse descriptor: the connection is aborted
         for name, proc in (("reader", reader), ("locked", locked)):
             if proc is None:
@@ -236,8 +253,8 @@ def main() -> int:
             t = time.monotonic()
             try:
                 res = {"freeze": step_freeze, "fuse": step_fuse, "memory": step_memory}[step](outdir)
-            except SystemExit as exc:
-                res = {"error": str(exc)}
+            except (SystemExit, OSError, subprocess.SubprocessError) as exc:
+                res = {"error": f"{type(exc).__name__}: {exc}"}
             res["step_s"] = time.monotonic() - t
             doc["steps"][step] = res
             print(f"step {step}: {res.get('error') or 'done'} in {res['step_s']:.1f} s", flush=True)
