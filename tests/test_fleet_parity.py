@@ -128,3 +128,31 @@ def test_p95_position_is_numpys(n):
     a, b = x[lo], x[hi]
     lerp = b - (b - a) * (1 - g) if g >= 0.5 else a + (b - a) * g
     assert lerp == np.percentile(x, 95)
+
+
+def test_failed_label_and_composition_captures_equal_in_memory(tmp_path):
+    """A label whose every run failed (compared on its failure rate only), and the captures
+    with the memory composition (6.1, 6.12, 7.3): the same comparison as in memory."""
+    import shutil
+    import sqlite3
+
+    failed = tmp_path / "all-failed.snap"
+    shutil.copyfile(os.path.join(DATA, "trixie-6.12-trigger-none.snap"), failed)
+    con = sqlite3.connect(failed)
+    with con:
+        con.execute("UPDATE runs SET status = 'failed', error = 'Freezing of tasks failed'")
+        con.execute("UPDATE meta SET value = '9.9.9-test' WHERE key = 'kernel_release'")
+    con.close()
+    paths = sorted(glob.glob(os.path.join(DATA, "composition", "*.snap"))) + [
+        os.path.join(DATA, "bookworm-6.1-snapshot.snap"), str(failed)]
+    root = str(tmp_path / "ds")
+    assert len(pool(paths, root, jobs=1).added) == len(paths)
+    ref = compare(group_captures(load_captures(paths, for_compare=True)))
+    eng = DuckEngine(root)
+    try:
+        got = compare_pooled(eng)
+    finally:
+        eng.close()
+    assert_same(ref, got)
+    assert any("has no complete run" in n for n in got.label_notes)
+    assert got.failure_rates["9.9.9-test"]["failed"] == 1

@@ -42,7 +42,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("userspace", _S), ("distro", _S), ("libc_version", _S), ("python_version", _S),
         ("bcc_version", _S), ("trigger", _S), ("compressor", _S), ("compressor_how", _S),
         ("recorded_at", _S), ("snapprof_version", _S), ("runs_total", _I),
-        ("runs_complete", _I), ("meta", _S), ("probes", _S), ("warnings", _S)]),
+        ("runs_complete", _I), ("composition_absent", _S), ("meta", _S), ("probes", _S),
+        ("warnings", _S)]),
     "runs": pa.schema([
         ("capture_id", _S), ("kernel_release", _S), ("run_id", _I), ("trigger", _S),
         ("status", _S), ("error", _S), ("started_ns", _D), ("ended_ns", _D),

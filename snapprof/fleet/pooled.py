@@ -24,6 +24,7 @@ import pandas as pd
 
 from snapprof import metrics as registry
 from snapprof.analysis import compare as C
+from snapprof.analysis import composition
 from snapprof.analysis.failures import RATE_METHOD, clopper_pearson
 from snapprof.analysis.summary import NO_REASON
 from snapprof.errors import SnapprofError
@@ -129,15 +130,15 @@ def compare_pooled(engine, by: str = "kernel", only: list[str] | None = None,
 
     groups = {lab: _group(lab, caps[caps["label"] == lab], red, counts, summ, wide, engine)
               for lab in order}
-    for g in groups.values():
-        if g.n_runs == 0:
-            ex = ", ".join(f"{n} {s}" for s, n in g.excluded.items()) or "no runs"
-            raise SnapprofError(f"{g.label} ({_few(g.sources)}) has no complete run ({ex})")
+    empty = [g for g in groups.values() if g.n_runs == 0]
+    if len(empty) == len(groups):
+        raise SnapprofError("no label has a complete run: nothing to compare (" + "; ".join(
+            f"{g.label}: {C._runs_left_out(g)}" for g in empty) + ")")
+    # a label whose every run failed is compared on its failure rate; its figures are absent
+    label_notes = list(label_notes) + [
+        f"{g.label} ({', '.join(g.sources)}) has no complete run ({C._runs_left_out(g)}): "
+        "none of its figures can be compared, only its failure rate" for g in empty]
     return _comparison(order, groups, red, summ, pst, level, label_notes, counts, caps)
-
-
-def _few(sources: list[str]) -> str:
-    return ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
 
 
 def _group(label, caps, red, counts, summ, wide, engine) -> C.Group:
@@ -183,6 +184,7 @@ def _group(label, caps, red, counts, summ, wide, engine) -> C.Group:
     g._pooled_nm_all = nm
     g._pooled_clocks = sel(red.clocks)
     g._pooled_has_complete = [int(x) > 0 for x in caps["runs_complete"]]
+    g._pooled_composition = [c for c in caps["composition_absent"] if isinstance(c, str) and c]
     return g
 
 
@@ -239,7 +241,11 @@ def _missing_reason(g: C.Group, kind: str, name: str) -> str:
         other = _reason(g, name)
         return why if other == NO_REASON else f"{why}; {other}"
     if kind == "metric":
-        return _reason(g, name)
+        why = _reason(g, name)
+        if why == NO_REASON and name in composition.COMPOSITION_METRICS:
+            # captures without the composition: one reason for the whole group of figures
+            return next(iter(g._pooled_composition), why)
+        return why
     if name == "copy":
         return "copy_window_ms: " + _reason(g, "copy_window_ms")
     clk = g._pooled_clocks[g._pooled_clocks["phase"] == name].sort_values("cap")
@@ -297,6 +303,8 @@ def _comparison(labels, groups, red, summ, pst, level, label_notes, counts, caps
         for kind, name in order:
             sa, sb = series(baseline, kind, name), series(lab, kind, name)
             title = C._title(kind, name)
+            if not (base.n_runs and cand.n_runs):
+                continue  # a label with no complete run: one note says so, not one row a figure
             if sa is None and sb is None:
                 if kind == "phase" or (kind, name) in base.refused or (kind, name) in cand.refused:
                     why = [f"{g.label}: {_missing_reason(g, kind, name)}" for g in (base, cand)]
@@ -340,12 +348,14 @@ def _comparison(labels, groups, red, summ, pst, level, label_notes, counts, caps
                               "baseline": baseline, "unit": ua, "lower_is_better": lib,
                               **row, "note": "; ".join(notes)})
         for name in sorted(base.nm_names | cand.nm_names):
+            if not (base.n_runs and cand.n_runs):
+                break
             if series(baseline, "metric", name) is None and series(lab, "metric", name) is None:
                 why = [f"{g.label}: {_reason(g, name)}" for g in (base, cand)]
                 nc_rows.append({"kind": "metric", "name": name, "title": C._title("metric", name),
                                 "label": lab, "baseline": baseline,
                                 "reason": "not measured in either (" + "; ".join(why) + ")"})
-        if common == 0:
+        if common == 0 and base.n_runs and cand.n_runs:
             raise SnapprofError(f"no metric or phase measured in both {baseline} and {lab}: "
                                 "nothing to compare")
 

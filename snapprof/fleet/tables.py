@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from snapprof.analysis import composition
 from snapprof.analysis.compare import USERSPACE_KEYS
 from snapprof.analysis.derived import image_compressor
 from snapprof.analysis.failures import failed_runs
@@ -99,6 +100,7 @@ def capture_rows(frames, capture_id: str, seq: int, batch: str) -> dict[str, pd.
         "compressor_how": comp[1] if comp else None, "recorded_at": meta.get("recorded_at"),
         "snapprof_version": meta.get("snapprof_version"), "runs_total": len(frames.runs),
         "runs_complete": len(summary_runs(frames)),
+        "composition_absent": composition.absent_reason(frames),
         "meta": json.dumps({str(k): _text(v) for k, v in meta.items()}, ensure_ascii=False),
         "probes": json.dumps(probes, ensure_ascii=False),
         "warnings": json.dumps(list(frames.warnings), ensure_ascii=False)}])
