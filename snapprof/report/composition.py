@@ -99,6 +99,8 @@ def chart(summary: dict) -> str | None:
         bars.append(("Image (copied + metadata, header)",
                      [("copy_pages", k["copy_pages"]["pages"], {"color": COPY_COLOR}),
                       ("image_meta", rest, {"color": META_COLOR})]))
+    else:  # the image's size without the copy's split (e.g. recorded without probes)
+        kernel_bar("Image", [("image_pages", {"color": COPY_COLOR})])
     fig = Figure(figsize=(9.5, 1.2 + 0.55 * len(bars)))
     ax = fig.add_subplot()
     ends = []
