@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -60,6 +61,20 @@ def state(pid: int) -> str | None:
         return None
 
 
+def stack(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stack") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def blocked_in(pid: int, pattern: str) -> bool:
+    """The task sleeps (D) where pattern says, not somewhere on its way there (a D state
+    while exec faults its binary in is not the wait this job sets up)."""
+    return state(pid) == "D" and re.search(pattern, stack(pid)) is not None
+
+
 def sh(*cmd: str) -> str:
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -79,8 +94,8 @@ def step_freeze(outdir: str) -> dict:
     writer = subprocess.Popen(WRITER, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
     res["writer_pid"] = writer.pid
     res["writer_cmdline"] = " ".join(WRITER)
-    res["writer_blocked"] = wait_for(lambda: state(writer.pid) == "D", 30)
-    res["writer_stack_before"] = open(f"/proc/{writer.pid}/stack").read() if res["writer_blocked"] else ""
+    res["writer_blocked"] = wait_for(lambda: blocked_in(writer.pid, r"percpu_rwsem|sb_start|mnt_want_write"), 30)
+    res["writer_stack_before"] = stack(writer.pid)
     try:
         res["failed"] = record(os.path.join(outdir, "freeze-fail.snap"), "--runs", "1",
                                "--freeze-timeout", "2000")
@@ -134,17 +149,16 @@ def step_fuse(outdir: str) -> dict:
     res["reader_cmdline"] = " ".join(FUSE_READER)
     locked = None
     try:
-        res["reader_blocked"] = wait_for(lambda: state(reader.pid) == "D", 30)
-        res["reader_stack_before"] = (open(f"/proc/{reader.pid}/stack").read()
-                                      if res["reader_blocked"] else "")
+        res["reader_blocked"] = wait_for(lambda: blocked_in(reader.pid, r"fuse"), 30)
+        res["reader_stack_before"] = stack(reader.pid)
         mark(f"fuse: reader blocked: {res['reader_blocked']}; starting the mkdir")
         locked = subprocess.Popen(FUSE_LOCKED, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   cwd="/")
         res["locked_pid"] = locked.pid
         res["locked_cmdline"] = " ".join(FUSE_LOCKED)
-        res["locked_blocked"] = wait_for(lambda: state(locked.pid) == "D", 30)
-        res["locked_stack_before"] = (open(f"/proc/{locked.pid}/stack").read()
-                                      if res["locked_blocked"] else "")
+        res["locked_blocked"] = wait_for(
+            lambda: blocked_in(locked.pid, r"filename_create|start_creating|down_write|rwsem"), 30)
+        res["locked_stack_before"] = stack(locked.pid)
         mark(f"fuse: mkdir blocked: {res['locked_blocked']}; recording")
         res["failed"] = record(os.path.join(outdir, "fuse-fail.snap"), "--runs", "1",
                                "--freeze-timeout", "2000")
