@@ -16,8 +16,8 @@ one taken at the failure).
 
 Where the log has no dump of a task (an aborted freeze prints none; a lost log record),
 the probes' own stack of it is used: with fentry/fexit on freeze_task() the probes take
-bpf_get_task_stack() of a task still refusing a second or more into the freeze, at every
-sweep (the last one stays), and the addresses are named here, after the thaw, from
+bpf_get_task_stack() of a task still refusing once the freeze has run half the freeze
+timeout (at most 1 s), at every sweep from then on (the last one stays), and the addresses are named here, after the thaw, from
 /proc/kallsyms. The probes' stack is kept beside the log's (probe_frames) as a check.
 
     culprits(records, probe_tasks, proc="/proc", probe_stacks=None) -> [Culprit]
