@@ -183,3 +183,32 @@ def test_a_bad_sweep_is_refused_before_anything_changes(tmp_path, fake_kernel, m
     with pytest.raises(SnapprofError, match=words):
         record(tmp_path, ["ok"], fake_kernel, runs=1, image_size_sweep=sweep)
     assert FakeSettings.writes == [] and not (tmp_path / "r.snap").exists()
+
+
+def test_a_full_disk_loses_that_cycle_not_the_recording(tmp_path, fake_kernel, monkeypatch):
+    """A capture that cannot be written (disk full) costs the cycle in flight its figures;
+    the recorder says so in one line, goes on to the next cycle, and exits non-zero."""
+    import sqlite3
+
+    from snapprof.capture import CaptureWriter
+
+    real = CaptureWriter.add_run
+    calls = []
+
+    def add_run(self, run, run_id=None):
+        calls.append(run_id)
+        if len(calls) == 2:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, run, run_id)
+
+    monkeypatch.setattr(CaptureWriter, "add_run", add_run)
+    summary, logs, path = record(tmp_path, ["ok", "ok", "ok"], fake_kernel, runs=3)
+    assert [s for _, s, _ in summary.runs] == ["complete", "failed", "complete"]
+    assert not summary.ok
+    assert any("run 2 could not be written" in line and "database or disk is full" in line
+               and "recording goes on" in line for line in logs), logs
+    with CaptureReader(path) as r:
+        runs = r.runs()
+    # the lost cycle's row, committed as it began, says the recorder stopped in it
+    assert [x["status"] for x in runs] == ["complete", "incomplete", "complete"]
+    assert runs[1]["error"] == "the cycle ended but could not be written (database or disk is full)"

@@ -19,6 +19,7 @@ A metric nobody measured has no row; its reason goes to not_measured.
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -453,7 +454,11 @@ class Recorder:
                     reader.mark()
                     # committed before the cycle: a recorder killed in it leaves this row,
                     # incomplete, saying so (waiting for a cycle started elsewhere begins none)
-                    begun = writer.begin_run(trigger.name, wall)
+                    try:
+                        begun = writer.begin_run(trigger.name, wall)
+                    except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the cycle
+                        self.log(f"snapprof record: cannot write to {o.output} ({exc}): this "
+                                 "cycle runs, its row is written when it ends if it can be")
                 try:
                     outcome = trigger.run(intr)
                 except BaseException as exc:
@@ -484,10 +489,22 @@ class Recorder:
                         records, run.tasks, probe_stacks=data.stuck if data is not None else None))
                 if run.status != "complete" and culprits.allocation_failed(records, run.error):
                     run.culprits += culprits.memory_users()  # who held the memory
-                run_id = writer.add_run(run, begun)
                 n += 1
-                summary.runs.append((run_id, run.status, run.error))
-                self.log(_summary_line(run_id, run))
+                try:
+                    run_id = writer.add_run(run, begun)
+                except (sqlite3.Error, OSError) as exc:  # a full disk: this cycle is lost, not the next
+                    why = f"run {n} could not be written to {o.output} ({exc}): its figures are lost"
+                    summary.runs.append((None, "failed", why))  # the exit status says so
+                    if begun is not None:  # say so in its begun row, if even that can be written
+                        try:
+                            writer.abandon_run(begun, f"the cycle ended but could not be written ({exc})")
+                        except (sqlite3.Error, OSError):
+                            pass
+                    self.log(f"snapprof record: {why}; recording goes on")
+                    run_id = None
+                else:
+                    summary.runs.append((run_id, run.status, run.error))
+                    self.log(_summary_line(run_id, run))
                 for note in (data.drop_notes if data is not None else []):
                     self.log(f"  lost: {note}")
                 for note in outcome.notes:
