@@ -212,3 +212,19 @@ def test_a_full_disk_loses_that_cycle_not_the_recording(tmp_path, fake_kernel, m
     # the lost cycle's row, committed as it began, says the recorder stopped in it
     assert [x["status"] for x in runs] == ["complete", "incomplete", "complete"]
     assert runs[1]["error"] == "the cycle ended but could not be written (database or disk is full)"
+
+
+def test_rotating_captures_hold_every_cycle_once(tmp_path, fake_kernel):
+    out = tmp_path / "caps"
+    out.mkdir()
+    fake_kernel.script = ["ok"] * 3
+    opts = recorder.Options(output=str(out), rotate_dir=str(out), rotate_days=1e-9, probes=False,
+                            interval=0, runs=3)
+    summary = recorder.Recorder(opts, log=lambda line: None).run()
+    assert [s for _, s, _ in summary.runs] == ["complete"] * 3
+    files = sorted(out.iterdir())
+    assert len(files) == 3  # a new capture for each cycle, none left empty
+    for f in files:
+        with CaptureReader(f) as r:
+            assert [x["status"] for x in r.runs()] == ["complete"]
+            assert r.meta()["trigger"] == "snapshot"

@@ -26,6 +26,7 @@ examples:
   snapprof record -o sweep.snap --runs 3 --image-size-sweep 0,25%,50%,default
   snapprof record -o freezer.snap --trigger pm-test:freezer --runs 3
   snapprof record -o laptop.snap --trigger none    # then `systemctl hibernate` elsewhere
+  snapprof record --rotate /var/lib/snapprof --trigger none   # what `snapprof service` runs
   snapprof record -o real.snap --trigger hibernate --yes
 """
 
@@ -38,7 +39,17 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "ends. Needs root. The system is never left frozen: if the recorder dies "
                     "mid-cycle the kernel thaws when /dev/snapshot is closed.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="capture file to write")
+    p.add_argument("-o", "--output", metavar="FILE", help="capture file to write")
+    p.add_argument("--rotate", metavar="DIR",
+                   help="instead of -o: write captures into DIR (snapprof-TIME.snap), a new one "
+                        "past --rotate-mb or --rotate-days, keeping the newest --keep "
+                        "(how `snapprof service` records)")
+    p.add_argument("--rotate-mb", type=_whole(1, 1 << 20, "number of MiB"), default=64, metavar="N",
+                   help="with --rotate: start a new capture past N MiB (default 64)")
+    p.add_argument("--rotate-days", type=float, default=7.0, metavar="D",
+                   help="with --rotate: start a new capture after D days (default 7)")
+    p.add_argument("--keep", type=_whole(1, 10_000), default=8, metavar="N",
+                   help="with --rotate: keep the newest N captures (default 8)")
     p.add_argument("--trigger", default="snapshot", metavar="TRIGGER",
                    help="snapshot (default), pm-test:LEVEL, hibernate or none")
     p.add_argument("--runs", type=int, metavar="N",
@@ -127,15 +138,22 @@ def _areas(values):
 
 
 def run(args) -> int:
+    from snapprof.errors import SnapprofError
     from snapprof.record.recorder import Options, Recorder
 
-    opts = Options(output=args.output, trigger=args.trigger, runs=args.runs,
+    if (args.output is None) == (args.rotate is None):
+        raise SnapprofError("give either -o FILE or --rotate DIR")
+    if not 0 < args.rotate_days <= 3650:
+        raise SnapprofError("--rotate-days must be more than 0 and at most 3650")
+
+    opts = Options(output=args.output or args.rotate, trigger=args.trigger, runs=args.runs,
                    interval=args.interval, image_size=args.image_size, force=args.force,
                    save_image=args.save_image, probes=not args.no_probes,
                    areas=_areas(args.area), deadline_s=args.cycle_timeout, yes=args.yes,
                    callbacks_per_device=args.callbacks_per_device,
                    freezer_probes=args.freezer_probes, freeze_timeout_ms=args.freeze_timeout,
-                   image_size_sweep=args.image_size_sweep)
+                   image_size_sweep=args.image_size_sweep, rotate_dir=args.rotate,
+                   rotate_mb=args.rotate_mb, rotate_days=args.rotate_days, keep=args.keep)
     summary = Recorder(opts).run()
     n = len(summary.runs)
     done = sum(1 for _, s, _ in summary.runs if s == "complete")

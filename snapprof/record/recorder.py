@@ -86,6 +86,12 @@ class Options:
     #: image_size settings to sweep ("0", "25%" of RAM, "default" = the kernel's 2/5 of RAM,
     #: or bytes): --runs cycles at each, in rotating order (one round has each setting once)
     image_size_sweep: list[str] | None = None
+    #: write rotating captures into this folder instead of one file (output is then the
+    #: folder): a new capture past rotate_mb or rotate_days, the newest `keep` kept
+    rotate_dir: str | None = None
+    rotate_mb: int = 64
+    rotate_days: float = 7.0
+    keep: int = 8
 
 
 @dataclass
@@ -312,7 +318,12 @@ class Recorder:
         if o.save_image and kind != "snapshot":
             raise SnapprofError("--save-image needs --trigger snapshot (only /dev/snapshot hands "
                                 "the image over)")
-        check_output(o.output, o.force)
+        if o.rotate_dir is not None:
+            if not os.path.isdir(o.rotate_dir) or not os.access(o.rotate_dir, os.W_OK):
+                raise SnapprofError(f"cannot write captures into {o.rotate_dir}: not a writable "
+                                    "directory")
+        else:
+            check_output(o.output, o.force)
         if o.save_image:
             check_output(o.save_image, True)
         sysinfo.check_can_record(o.trigger)
@@ -368,7 +379,13 @@ class Recorder:
             if o.freeze_timeout_ms is not None:
                 settings.set("pm_freeze_timeout", str(o.freeze_timeout_ms))
             reader = kmsg.KmsgReader()
-            writer = CaptureWriter(o.output, force=o.force)
+            if o.rotate_dir is not None:
+                from snapprof.record.rotate import RotatingWriter  # noqa: PLC0415
+
+                writer = RotatingWriter(o.rotate_dir, o.rotate_mb << 20, o.rotate_days * 86400,
+                                        o.keep)
+            else:
+                writer = CaptureWriter(o.output, force=o.force)
             meta = sysinfo.collect_meta()
             meta["trigger"] = o.trigger
             if sweep:
