@@ -19,7 +19,7 @@ from snapprof.errors import SnapprofError
 from snapprof.termsafe import visible
 
 # Order is the order shown in --help.
-COMMANDS = ["lab", "probes", "record", "report", "compare", "export", "pool"]
+COMMANDS = ["lab", "probes", "record", "report", "compare", "export", "pool", "service"]
 
 
 def build_parser() -> argparse.ArgumentParser:
