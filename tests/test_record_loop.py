@@ -228,3 +228,30 @@ def test_rotating_captures_hold_every_cycle_once(tmp_path, fake_kernel):
         with CaptureReader(f) as r:
             assert [x["status"] for x in r.runs()] == ["complete"]
             assert r.meta()["trigger"] == "snapshot"
+
+
+def test_a_second_recorder_names_the_first_and_both_record(tmp_path, fake_kernel, monkeypatch):
+    import subprocess
+    import sys
+
+    from snapprof.record import others
+
+    monkeypatch.setattr(others, "RUN_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    # the service's recorder, alive (its command line names snapprof), and a dead one
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "snapprof"])
+    try:
+        (tmp_path / "run" / f"recorder-{first.pid}.json").write_text(
+            '{"output": "/var/lib/snapprof", "trigger": "none"}')
+        (tmp_path / "run" / "recorder-999999999.json").write_text("{}")
+        summary, logs, path = record(tmp_path, ["ok"], fake_kernel, runs=1)
+    finally:
+        first.kill()
+        first.wait()
+    assert summary.ok
+    lines = [line for line in logs if "another recorder is running" in line]
+    assert lines == [f"snapprof record: another recorder is running (pid {first.pid}: --trigger "
+                     "none into /var/lib/snapprof): both record the cycles; each one's probes "
+                     "add their cost to them"]
+    # the dead one's note is gone, and so is this recorder's own once it ended
+    assert list((tmp_path / "run").iterdir()) == [tmp_path / "run" / f"recorder-{first.pid}.json"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from snapprof import metrics as registry
 from snapprof.capture import CaptureWriter, Run
 from snapprof.errors import SnapprofError
-from snapprof.record import composition, culprits, image, kmsg, sysinfo
+from snapprof.record import composition, culprits, image, kmsg, others, sysinfo
 from snapprof.termsafe import visible
 from snapprof.record import triggers as trg
 
@@ -343,6 +343,9 @@ class Recorder:
         kind, level = self.preflight()
         for note in trg.PowerSettings.recover():  # a killed recorder's /sys/power changes
             self.log(f"snapprof record: {note}")
+        for other in others.announce(o.output, o.trigger):  # e.g. beside `snapprof service`
+            self.log(visible(f"snapprof record: another recorder is running ({other}): both "
+                             "record the cycles; each one's probes add their cost to them"))
         from snapprof.record.probeset import ProbeSet  # noqa: PLC0415 (resolves, no bcc yet)
 
         summary = Summary(o.output)
@@ -432,6 +435,7 @@ class Recorder:
                        probe_reason, ps.view.zero_pages_left_out(), sweep, settings)
         finally:
             summary.problems += settings.restore()
+            others.withdraw()
             for obj in (trigger, reader, writer):
                 if obj is not None:
                     obj.close()
