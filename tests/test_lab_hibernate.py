@@ -307,3 +307,23 @@ def test_lab_record_snapshot_and_pm_test_boot_once_and_report(monkeypatch, tmp_p
                      "--record-arg=--image-size=0", "-o", str(out)]) == 0
     assert calls == [("trixie", 2, ["--trigger", "pm-test:freezer", "--image-size=0"])]
     assert (out / "trixie.html").exists() and "recorded in the trixie guest" in capsys.readouterr().out
+
+
+def test_a_guest_capture_with_only_a_begun_cycle_has_no_run(tmp_path):
+    """The recorder in the guest commits the cycle's row as it begins; a guest that never
+    came back leaves only that row, and the lab (which knows why from the consoles) takes
+    it as no run of the cycle — the begun row never hides the real reason."""
+    from snapprof.capture import CaptureWriter, Run
+    from snapprof.lab.hibernate import run_from_capture
+
+    path = tmp_path / "guest.snap"
+    with CaptureWriter(path) as w:
+        w.set_meta({"kernel_release": "6.12.0-test"})
+        w.begin_run("hibernate", "2026-12-01T00:00:00Z")
+    meta, _probes, run = run_from_capture(path)
+    assert meta["kernel_release"] == "6.12.0-test" and run is None
+    path2 = tmp_path / "guest2.snap"
+    with CaptureWriter(path2) as w:
+        rid = w.begin_run("hibernate", None)
+        w.add_run(Run(trigger="hibernate", status="complete"), rid)
+    assert run_from_capture(path2)[2].status == "complete"

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from snapprof.capture import COLUMNS, CaptureReader, CaptureWriter, Run
+from snapprof.capture import COLUMNS, STOPPED_IN_CYCLE, CaptureReader, CaptureWriter, Run
 from snapprof.errors import SnapprofError
 from snapprof.record import console, kmsg
 from snapprof.record.recorder import AFTER_COPY
@@ -259,7 +259,10 @@ def run_from_capture(path: Path) -> tuple[dict, list[tuple], Run | None]:
     with CaptureReader(path) as r:
         meta = r.meta()
         probes = [(p["name"], p["area"], p["target"], p["attached"], p["reason"]) for p in r.probes()]
-        runs = r.runs()
+        # a cycle's row is committed as it begins (incomplete, "the recorder stopped during
+        # this cycle"): if the guest capture holds no more of it than that, the recorder never
+        # came back to it, and the lab says why (not hibernated, not resumed) from the consoles
+        runs = [x for x in r.runs() if not (x["status"] == "incomplete" and x["error"] == STOPPED_IN_CYCLE)]
         if not runs:
             return meta, probes, None
         row = runs[-1]
