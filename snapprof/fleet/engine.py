@@ -11,6 +11,8 @@ in-memory path's (tests/test_fleet_parity.py, tests/test_fleet_dask.py).
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass
 
 import pandas as pd
@@ -44,22 +46,22 @@ class Reduced:
     clocks: pd.DataFrame
 
 
-class Engine:
-    """Interface; see duck.DuckEngine for the reference implementation."""
+class Engine(abc.ABC):
+    """What a pooled engine provides (DuckEngine, DaskEngine); duck.DuckEngine is the reference."""
 
     name = "engine"
 
+    @abc.abstractmethod
     def captures(self) -> pd.DataFrame:
         """The captures table (layout.SCHEMAS['captures']), ordered by seq."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def run_counts(self) -> pd.DataFrame:
         """capture_id, status, failure_kind, cnt."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reduce(self, labels: pd.DataFrame) -> Reduced:
         """``labels``: capture_id, label, cap (position of the capture in its label)."""
-        raise NotImplementedError
 
     def close(self) -> None:
         pass
