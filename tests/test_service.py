@@ -62,3 +62,10 @@ def test_bad_limits_are_one_line(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "--rotate-mb and --keep must be at least 1" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_status_never_prints_a_file_name_raw(capsys, tmp_path):
+    (tmp_path / "snapprof-\x1b[31m.snap").write_bytes(b"")
+    assert main(["service", "status", "--dir", str(tmp_path), "--unit-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "not installed" in out and "1 capture(s)" in out

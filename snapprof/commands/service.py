@@ -131,8 +131,10 @@ def run(args) -> int:
             print(f"snapprof service: {UNIT_NAME}: {p.stdout.strip() or 'unknown'}")
         caps = sorted(f for f in os.listdir(args.dir) if f.endswith(".snap")) \
             if os.path.isdir(args.dir) else []
-        print(f"snapprof service: {len(caps)} capture(s) in {args.dir}"
-              + (f", newest {caps[-1]}" if caps else ""))
+        from snapprof.termsafe import visible  # noqa: PLC0415 (file names: never raw to a terminal)
+
+        print(visible(f"snapprof service: {len(caps)} capture(s) in {args.dir}"
+                      + (f", newest {caps[-1]}" if caps else "")))
         return 0
     if args.action == "uninstall":
         if os.geteuid() != 0:
