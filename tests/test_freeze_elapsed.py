@@ -3,7 +3,7 @@
 The kernel's "Freezing user space processes completed (elapsed N seconds)" times
 try_to_freeze_tasks()' sweeps, between its two log lines. The headline freeze_user_ms /
 freeze_kernel_ms are that quantity (the probes' "freeze_sweeps" event: first freeze_task()
-call to the last one's return); the whole freeze_processes() / freeze_kernel_threads() call
+call, for kernel threads freeze_workqueues_begin()'s, to the result line's printk); the whole freeze_processes() / freeze_kernel_threads() call
 is freeze_user_call_ms / freeze_kernel_call_ms. Checked against the real lab captures'
 kernel log lines."""
 

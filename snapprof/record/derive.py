@@ -194,8 +194,9 @@ def _first(spans: dict[str, list[Span]], *names: str) -> Span | None:
 
 
 #: Source of freeze_user_ms / freeze_kernel_ms: the kernel's "elapsed" quantity.
-SWEEPS_SOURCE = ("freeze_task's first call to the freezer's result line (its printk), as "
-                 "try_to_freeze_tasks times its '(elapsed N seconds)'")
+SWEEPS_SOURCE = ("freeze_task's first call (kernel threads: freeze_workqueues_begin's, before "
+                 "it) to the freezer's result line (its printk), as try_to_freeze_tasks times "
+                 "its '(elapsed N seconds)'")
 #: Source of freeze_*_call_ms: the whole call, the freezing's log lines and set-up included.
 CALL_SOURCE = "{fn}: the whole call (kprobe to return probe)"
 
