@@ -22,6 +22,7 @@ For every metric (``CaptureFrames.wide()``) and every phase duration
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 import os
@@ -403,7 +404,7 @@ def group_captures(frames_list: list[CaptureFrames], labels: list[str] | None = 
 # --------------------------------------------------------------------------- statistics
 
 
-def _verdict(lower_is_better, ci_low, ci_high, p, level, n_base, n) -> str:
+def verdict_of(lower_is_better, ci_low, ci_high, p, level, n_base, n) -> str:
     if math.isnan(ci_low) or math.isnan(ci_high):
         return f"too few runs (n={n_base} vs {n})"
     if (ci_low > 0 or ci_high < 0) and p <= 1 - level + 1e-9:  # 1 - 0.9 < 0.1 in floats
@@ -431,7 +432,7 @@ def compare_samples(base, cand, lower_is_better, level: float = LEVEL) -> dict:
         "ci_low": shift.ci_low, "ci_high": shift.ci_high,
         "ci_low_pct": pct(shift.ci_low), "ci_high_pct": pct(shift.ci_high),
         "p": test.p, "test": f"Mann-Whitney U ({test.method})",
-        "verdict": _verdict(lower_is_better, shift.ci_low, shift.ci_high, test.p, level,
+        "verdict": verdict_of(lower_is_better, shift.ci_low, shift.ci_high, test.p, level,
                             len(a), len(b)),
     }
 
@@ -442,7 +443,7 @@ def _title(kind: str, name: str) -> str:
     return registry.get(name).label
 
 
-def _ordered(names) -> list[tuple[str, str]]:
+def display_order(names) -> list[tuple[str, str]]:
     """(kind, name) in display order: registry metrics, other metrics, then phases in cycle order."""
     names = set(names)
     reg = [("metric", m) for m in registry.REGISTRY if ("metric", m) in names]
@@ -564,6 +565,87 @@ def _runs_left_out(g: Group) -> str:
     return ", ".join(f"{n} {s}" for s, n in g.excluded.items()) or "no runs"
 
 
+class Figures(abc.ABC):
+    """Where a comparison's statistics come from: every complete run's values in memory
+    (``SampleFigures``, for capture files) or a dataset's reduced statistics
+    (``snapprof.fleet.pooled``). ``assemble`` applies compare's rules to either, so the two
+    give the same Comparison for the same runs (tests/test_fleet_parity.py)."""
+
+    @abc.abstractmethod
+    def names(self) -> set[tuple[str, str]]:
+        """(kind, name) of every metric and phase with a value in any label."""
+
+    @abc.abstractmethod
+    def summary(self, label: str, kind: str, name: str) -> dict | None:
+        """``stats.summarize``'s figures of the label's measured values, None if it has none."""
+
+    @abc.abstractmethod
+    def difference(self, label: str, kind: str, name: str, lower_is_better) -> dict:
+        """``compare_samples``' row: the baseline against ``label``."""
+
+    @abc.abstractmethod
+    def reason(self, group: Group, name: str) -> str:
+        """Why metric ``name`` has no value in the group (``group_reason``)."""
+
+    @abc.abstractmethod
+    def missing_reason(self, group: Group, kind: str, name: str) -> str:
+        """Why a metric or phase has no value in the group (``_missing_reason``)."""
+
+    @abc.abstractmethod
+    def changes(self, label: str, kind: str) -> pd.DataFrame:
+        """Per device (kind "device") or per task name (kind "task"): the change against the
+        baseline (``_changes``)."""
+
+    @abc.abstractmethod
+    def failure_rate(self, label: str) -> dict | None:
+        """``failures.rate_of`` over the label's captures."""
+
+    def measured(self, group: Group) -> str:
+        """What the group measured, for the "nothing to compare" error ("" to say nothing)."""
+        return ""
+
+
+class SampleFigures(Figures):
+    """Figures from every complete run's values (``build_group``'s tables), numpy on them."""
+
+    def __init__(self, groups: dict[str, Group], baseline: str, level: float):
+        self.groups, self.baseline, self.level = groups, baseline, level
+
+    def names(self):
+        out = set()
+        for g in self.groups.values():
+            out.update(("metric", c) for c in g.values.columns)
+            out.update(("phase", c) for c in g.phases.columns)
+        return out
+
+    def summary(self, label, kind, name):
+        s = _series(self.groups[label], kind, name)
+        return None if s is None else stats.summarize(s.to_numpy(), self.level)
+
+    def difference(self, label, kind, name, lower_is_better):
+        a = _series(self.groups[self.baseline], kind, name)
+        b = _series(self.groups[label], kind, name)
+        return compare_samples(a.to_numpy(), b.to_numpy(), lower_is_better, self.level)
+
+    def reason(self, group, name):
+        return group_reason(group, name)
+
+    def missing_reason(self, group, kind, name):
+        return _missing_reason(group, kind, name)
+
+    def changes(self, label, kind):
+        base, cand = self.groups[self.baseline], self.groups[label]
+        if kind == "device":
+            return _changes(base.devices, cand.devices, ["device"], label, self.baseline, self.level)
+        return _changes(base.tasks, cand.tasks, ["stage", "comm"], label, self.baseline, self.level)
+
+    def failure_rate(self, label):
+        return rate_of(self.groups[label].frames)
+
+    def measured(self, group):
+        return _measured_list(group)
+
+
 def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Comparison:
     """Compare every label against the first. Raises SnapprofError for input that cannot be compared."""
     labels = list(groups)
@@ -574,48 +656,50 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
         raise SnapprofError(f"all {n_captures} captures have the label {labels[0]!r}: nothing to "
                             "compare against; name them with --label")
     built = {lab: build_group(lab, fl) for lab, fl in groups.items()}
-    empty = [g for g in built.values() if g.n_runs == 0]
-    if len(empty) == len(built):
+    return assemble(labels, built, SampleFigures(built, labels[0], level), level,
+                    list(getattr(groups, "notes", [])))
+
+
+def assemble(labels: list[str], groups: dict[str, Group], figures: Figures, level: float,
+             label_notes: list[str]) -> Comparison:
+    """The Comparison of built groups (the first label the baseline), the figures from
+    ``figures``: every rule of a comparison is here, whatever holds the runs."""
+    empty = [g for g in groups.values() if g.n_runs == 0]
+    if len(empty) == len(groups):
         raise SnapprofError("no label has a complete run: nothing to compare (" + "; ".join(
             f"{g.label}: {_runs_left_out(g)}" for g in empty) + ")")
     # a label whose every run failed is compared on its failure rate; its figures are absent
     empty_notes = [f"{g.label} ({', '.join(g.sources)}) has no complete run ({_runs_left_out(g)}): "
                    "none of its figures can be compared, only its failure rate" for g in empty]
     baseline = labels[0]
-    base = built[baseline]
-
-    names = set()
-    for g in built.values():
-        names.update(("metric", c) for c in g.values.columns)
-        names.update(("phase", c) for c in g.phases.columns)
-        names.update(g.refused)  # all refused: still named, with the count and why
-    order = _ordered(names)
+    base = groups[baseline]
+    # a figure whose every value was refused is still named, with the count and why
+    order = display_order(figures.names().union(*(g.refused for g in groups.values())))
 
     summary_rows = []
     for kind, name in order:
         for lab in labels:
-            g = built[lab]
-            s = _series(g, kind, name)
+            s = figures.summary(lab, kind, name)
             if s is None:
                 continue
             summary_rows.append({"kind": kind, "name": name, "label": lab,
-                                 **stats.summarize(s.to_numpy(), level),
-                                 "unit": _unit([g], kind, name),
-                                 "method": g.methods.get((kind, name), "")})
+                                 **{c: s[c] for c in SUMMARY_COLUMNS[3:10]},
+                                 "unit": _unit([groups[lab]], kind, name),
+                                 "method": groups[lab].methods.get((kind, name), "")})
 
     diff_rows, nc_rows = [], []
     for lab in labels[1:]:
-        cand = built[lab]
+        cand = groups[lab]
         common = 0
         for kind, name in order:
-            sa, sb = _series(base, kind, name), _series(cand, kind, name)
-            title = _title(kind, name)
             if not (base.n_runs and cand.n_runs):
-                continue  # a label with no complete run: one note says so, not one row a figure
+                break  # a label with no complete run: one note says so, not one row a figure
+            sa, sb = figures.summary(baseline, kind, name), figures.summary(lab, kind, name)
+            title = _title(kind, name)
             if sa is None and sb is None:
                 if kind == "phase" or (kind, name) in base.refused or (kind, name) in cand.refused:
                     # seen in both, timed in neither (e.g. a clock jump inside)
-                    why = [f"{g.label}: {_missing_reason(g, kind, name)}" for g in (base, cand)]
+                    why = [f"{g.label}: {figures.missing_reason(g, kind, name)}" for g in (base, cand)]
                     nc_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
                                     "baseline": baseline,
                                     "reason": "not measured in either (" + "; ".join(why) + ")"})
@@ -625,9 +709,9 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
                 nc_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
                                 "baseline": baseline,
                                 "reason": f"not measured in {missing.label}: "
-                                          f"{_missing_reason(missing, kind, name)}",
-                                "measured_in": there.label, "median": float(np.median(s)),
-                                "n": len(s), "unit": _unit([there], kind, name)})
+                                          f"{figures.missing_reason(missing, kind, name)}",
+                                "measured_in": there.label, "median": float(s["median"]),
+                                "n": int(s["n"]), "unit": _unit([there], kind, name)})
                 continue
             ua, ub = _unit([base], kind, name), _unit([cand], kind, name)
             if ua != ub:
@@ -644,7 +728,7 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
             for g in (base, cand):
                 if (kind, name) in g.refused:
                     notes.append(f"{g.label}: {g.refused[(kind, name)]} {NEGATIVE}")
-            row = compare_samples(sa.to_numpy(), sb.to_numpy(), lib, level)
+            row = figures.difference(lab, kind, name, lib)
             res = max(resolution_ms(ma), resolution_ms(mb)) if ua == "ms" else 0.0
             if res:  # never a verdict finer than the worse side's resolution
                 notes.append(f"resolution ± {res:g} ms ({RESOLUTION_NOTE})")
@@ -658,37 +742,34 @@ def compare(groups: dict[str, list[CaptureFrames]], level: float = LEVEL) -> Com
         for name in sorted(base.nm_names | cand.nm_names):
             if not (base.n_runs and cand.n_runs):
                 break
-            if _series(base, "metric", name) is None and _series(cand, "metric", name) is None:
-                why = [f"{g.label}: {group_reason(g, name)}" for g in (base, cand)]
+            if figures.summary(baseline, "metric", name) is None and figures.summary(lab, "metric", name) is None:
+                why = [f"{g.label}: {figures.reason(g, name)}" for g in (base, cand)]
                 nc_rows.append({"kind": "metric", "name": name, "title": _title("metric", name),
                                 "label": lab, "baseline": baseline,
                                 "reason": "not measured in either (" + "; ".join(why) + ")"})
         if common == 0 and base.n_runs and cand.n_runs:
-            raise SnapprofError(
-                f"no metric or phase measured in both {baseline} and {lab}: nothing to compare "
-                f"({baseline}: {_measured_list(base)}; {lab}: {_measured_list(cand)})")
+            detail = [f"{g.label}: {figures.measured(g)}" for g in (base, cand) if figures.measured(g)]
+            raise SnapprofError(f"no metric or phase measured in both {baseline} and {lab}: "
+                                "nothing to compare" + (f" ({'; '.join(detail)})" if detail else ""))
 
-    dev_rows, task_rows = [], []
-    for lab in labels[1:]:
-        cand = built[lab]
-        dev_rows.append(_changes(base.devices, cand.devices, ["device"], lab, baseline, level))
-        task_rows.append(_changes(base.tasks, cand.tasks, ["stage", "comm"], lab, baseline, level))
+    dev_rows = [figures.changes(lab, "device") for lab in labels[1:]]
+    task_rows = [figures.changes(lab, "task") for lab in labels[1:]]
     setup_notes = []
     for lab in labels[1:]:
         for key in SETUP_KEYS:
-            a, b = base.meta.get(key), built[lab].meta.get(key)
+            a, b = base.meta.get(key), groups[lab].meta.get(key)
             if a is not None and b is not None and a != b and not _close(key, a, b):
                 setup_notes.append(f"{lab} was recorded with {key}={b!r}, {baseline} with {a!r}: "
                                    "a difference may come from the setup, not the kernel")
-        a, b = base.compressor, built[lab].compressor
+        a, b = base.compressor, groups[lab].compressor
         if a and b and a.split()[0] != b.split()[0]:
             setup_notes.append(f"{lab} wrote its image with {b}, {baseline} with {a}: image "
                                "write/read figures and the compression ratio depend on it")
     return Comparison(
-        labels=labels, baseline=baseline, groups=built, level=level, setup_notes=setup_notes,
-        userspace=userspace_check(built, labels),
-        failure_rates={lab: rate_of(g.frames) for lab, g in built.items()},
-        label_notes=list(getattr(groups, "notes", [])) + empty_notes,
+        labels=labels, baseline=baseline, groups=groups, level=level, setup_notes=setup_notes,
+        userspace=userspace_check(groups, labels),
+        failure_rates={lab: figures.failure_rate(lab) for lab in labels},
+        label_notes=list(label_notes) + empty_notes,
         summary=pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS),
         diffs=pd.DataFrame(diff_rows, columns=DIFF_COLUMNS),
         not_comparable=pd.DataFrame(nc_rows, columns=NC_COLUMNS),

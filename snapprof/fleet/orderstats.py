@@ -259,7 +259,6 @@ def _kth_pairwise(va, ca, vb, cb, r: int) -> float:
 def _rank_sums(con, vals: str) -> pd.DataFrame:
     """Per key and pair: the distinct pooled values with their counts on each side and
     mid-rank (for the Mann-Whitney statistic)."""
-    on = " AND ".join(f"a.{c} IS NOT DISTINCT FROM b.{c}" for c in KEYS)
     keys = ", ".join(KEYS)
     return con.execute(f"""
         WITH s AS (

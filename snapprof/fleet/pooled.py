@@ -2,9 +2,9 @@
 
 The objects are the ones ``snapprof compare`` builds from capture files (``Comparison``,
 ``Group``), so the compare reporters are unchanged; the figures are the same too
-(tests/test_fleet_parity.py): every rule of ``analysis.compare.compare`` is applied here in
-the same order, but per label over the engine's reduced samples, with the statistics from
-``orderstats`` (DuckDB SQL) instead of numpy over every run.
+(tests/test_fleet_parity.py): the rules are ``analysis.compare.assemble``'s, fed by
+``PooledFigures`` — the engine's reduced samples, with the statistics from ``orderstats``
+(DuckDB SQL) instead of numpy over every run.
 
 Grouping: by default one label per kernel release (with the image compressor when the
 captures of one release differ in it, as ``analysis.compare.default_labels`` does); or by
@@ -19,7 +19,6 @@ import json
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from snapprof import metrics as registry
@@ -130,15 +129,8 @@ def compare_pooled(engine, by: str = "kernel", only: list[str] | None = None,
 
     groups = {lab: _group(lab, caps[caps["label"] == lab], red, counts, summ, wide, engine)
               for lab in order}
-    empty = [g for g in groups.values() if g.n_runs == 0]
-    if len(empty) == len(groups):
-        raise SnapprofError("no label has a complete run: nothing to compare (" + "; ".join(
-            f"{g.label}: {C._runs_left_out(g)}" for g in empty) + ")")
-    # a label whose every run failed is compared on its failure rate; its figures are absent
-    label_notes = list(label_notes) + [
-        f"{g.label} ({', '.join(g.sources)}) has no complete run ({C._runs_left_out(g)}): "
-        "none of its figures can be compared, only its failure rate" for g in empty]
-    return _comparison(order, groups, red, summ, pst, level, label_notes, counts, caps)
+    figures = PooledFigures(order[0], red, summ, pst, caps, counts, level)
+    return C.assemble(order, groups, figures, level, label_notes)
 
 
 def _group(label, caps, red, counts, summ, wide, engine) -> C.Group:
@@ -259,132 +251,49 @@ def _missing_reason(g: C.Group, kind: str, name: str) -> str:
     return "no events for this phase in its complete runs"
 
 
-def _comparison(labels, groups, red, summ, pst, level, label_notes, counts, caps) -> C.Comparison:
-    baseline = labels[0]
-    base = groups[baseline]
-    fig = summ[summ["kind"].isin(["metric", "phase"])]
-    stat = {(k, n, lab): row for k, n, lab, row in zip(fig["kind"], fig["k1"], fig["label"],
-                                                        fig.to_dict("records"))}
-    pairs = {(r["kind"], r["k1"], r["label"]): r for r in
-             pst[pst["kind"].isin(["metric", "phase"])].to_dict("records")} if len(pst) else {}
+class PooledFigures(C.Figures):
+    """compare's figures from the engine's reduced samples: per-label summaries and
+    baseline-vs-label pair statistics computed in SQL (``orderstats``)."""
 
-    def series(lab, kind, name):
-        return stat.get((kind, name, lab))
+    def __init__(self, baseline, red, summ, pst, caps, counts, level):
+        self.baseline, self.red, self.summ, self.pst = baseline, red, summ, pst
+        self.caps, self.counts, self.level = caps, counts, level
+        fig = summ[summ["kind"].isin(["metric", "phase"])]
+        self._stat = {(k, n, lab): row for k, n, lab, row in zip(fig["kind"], fig["k1"], fig["label"],
+                                                                 fig.to_dict("records"))}
+        self._pairs = {(r["kind"], r["k1"], r["label"]): r for r in
+                       pst[pst["kind"].isin(["metric", "phase"])].to_dict("records")} if len(pst) else {}
 
-    present = {lab: set() for lab in labels}
-    for k, n, lab in red.names[["kind", "name", "label"]].itertuples(index=False):
-        if lab in present:
-            present[lab].add((k, n))
-    names = set()
-    for lab in labels:
-        names |= present[lab]
-        names.update(groups[lab].refused)
-    order = C._ordered(names)
+    def names(self):
+        labels = set(self.caps["label"])
+        return {(k, n) for k, n, lab in self.red.names[["kind", "name", "label"]].itertuples(index=False)
+                if lab in labels}
 
-    summary_rows = []
-    for kind, name in order:
-        for lab in labels:
-            s = series(lab, kind, name)
-            if s is None:
-                continue
-            summary_rows.append({"kind": kind, "name": name, "label": lab,
-                                 **{c: s[c] for c in ("n", "median", "p95", "min", "max", "ci_low", "ci_high")},
-                                 "unit": C._unit([groups[lab]], kind, name),
-                                 "method": groups[lab].methods.get((kind, name), "")})
-    for r in summary_rows:
-        r["n"] = int(r["n"])
+    def summary(self, label, kind, name):
+        s = self._stat.get((kind, name, label))
+        if s is None:
+            return None
+        out = {"n": int(s["n"])}
         for c in ("median", "p95", "min", "max", "ci_low", "ci_high"):
-            r[c] = float(r[c]) if r[c] is not None and not pd.isna(r[c]) else math.nan
+            out[c] = float(s[c]) if s[c] is not None and not pd.isna(s[c]) else math.nan
+        return out
 
-    diff_rows, nc_rows = [], []
-    for lab in labels[1:]:
-        cand = groups[lab]
-        common = 0
-        for kind, name in order:
-            sa, sb = series(baseline, kind, name), series(lab, kind, name)
-            title = C._title(kind, name)
-            if not (base.n_runs and cand.n_runs):
-                continue  # a label with no complete run: one note says so, not one row a figure
-            if sa is None and sb is None:
-                if kind == "phase" or (kind, name) in base.refused or (kind, name) in cand.refused:
-                    why = [f"{g.label}: {_missing_reason(g, kind, name)}" for g in (base, cand)]
-                    nc_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
-                                    "baseline": baseline,
-                                    "reason": "not measured in either (" + "; ".join(why) + ")"})
-                continue
-            if sa is None or sb is None:
-                missing, (there, s) = (base, (cand, sb)) if sa is None else (cand, (base, sa))
-                nc_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
-                                "baseline": baseline,
-                                "reason": f"not measured in {missing.label}: "
-                                          f"{_missing_reason(missing, kind, name)}",
-                                "measured_in": there.label, "median": float(s["median"]),
-                                "n": int(s["n"]), "unit": C._unit([there], kind, name)})
-                continue
-            ua, ub = C._unit([base], kind, name), C._unit([cand], kind, name)
-            if ua != ub:
-                nc_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
-                                "baseline": baseline,
-                                "reason": f"units differ: {ua} in {baseline}, {ub} in {lab}"})
-                continue
-            common += 1
-            lib = True if kind == "phase" else registry.get(name).lower_is_better
-            notes = []
-            ma, mb = base.methods.get((kind, name), ""), cand.methods.get((kind, name), "")
-            if ma != mb:
-                notes.append(f"measured differently: {ma or '?'} in {baseline}, {mb or '?'} in {lab}")
-            for g in (base, cand):
-                if (kind, name) in g.refused:
-                    notes.append(f"{g.label}: {g.refused[(kind, name)]} {C.NEGATIVE}")
-            row = _samples_row(sa, sb, pairs[(kind, name, lab)], lib, level)
-            res = max(C.resolution_ms(ma), C.resolution_ms(mb)) if ua == "ms" else 0.0
-            if res:
-                notes.append(f"resolution ± {res:g} ms ({C.RESOLUTION_NOTE})")
-                if row["verdict"].split(" ")[0] in ("better", "worse", "changed") and C._finer_than(row, res):
-                    row["verdict"] = C.NO_VERDICT_RESOLUTION
-            if row["median_base"] == 0:
-                notes.append("baseline median is 0: no % change")
-            diff_rows.append({"kind": kind, "name": name, "title": title, "label": lab,
-                              "baseline": baseline, "unit": ua, "lower_is_better": lib,
-                              **row, "note": "; ".join(notes)})
-        for name in sorted(base.nm_names | cand.nm_names):
-            if not (base.n_runs and cand.n_runs):
-                break
-            if series(baseline, "metric", name) is None and series(lab, "metric", name) is None:
-                why = [f"{g.label}: {_reason(g, name)}" for g in (base, cand)]
-                nc_rows.append({"kind": "metric", "name": name, "title": C._title("metric", name),
-                                "label": lab, "baseline": baseline,
-                                "reason": "not measured in either (" + "; ".join(why) + ")"})
-        if common == 0 and base.n_runs and cand.n_runs:
-            raise SnapprofError(f"no metric or phase measured in both {baseline} and {lab}: "
-                                "nothing to compare")
+    def difference(self, label, kind, name, lower_is_better):
+        return _samples_row(self._stat[(kind, name, self.baseline)], self._stat[(kind, name, label)],
+                            self._pairs[(kind, name, label)], lower_is_better, self.level)
 
-    dev_rows, task_rows = [], []
-    for lab in labels[1:]:
-        dev_rows.append(_changes(red.vals, summ, pst, "device", ["device"], lab, baseline, level))
-        task_rows.append(_changes(red.vals, summ, pst, "task", ["stage", "comm"], lab, baseline, level))
-    setup_notes = []
-    for lab in labels[1:]:
-        for key in C.SETUP_KEYS:
-            a, b = base.meta.get(key), groups[lab].meta.get(key)
-            if a is not None and b is not None and a != b and not C._close(key, a, b):
-                setup_notes.append(f"{lab} was recorded with {key}={b!r}, {baseline} with {a!r}: "
-                                   "a difference may come from the setup, not the kernel")
-        a, b = base.compressor, groups[lab].compressor
-        if a and b and a.split()[0] != b.split()[0]:
-            setup_notes.append(f"{lab} wrote its image with {b}, {baseline} with {a}: image "
-                               "write/read figures and the compression ratio depend on it")
-    return C.Comparison(
-        labels=labels, baseline=baseline, groups=groups, level=level, setup_notes=setup_notes,
-        userspace=C.userspace_check(groups, labels),
-        failure_rates={lab: _rate(caps[caps["label"] == lab], counts) for lab in labels},
-        label_notes=list(label_notes),
-        summary=pd.DataFrame(summary_rows, columns=C.SUMMARY_COLUMNS),
-        diffs=pd.DataFrame(diff_rows, columns=C.DIFF_COLUMNS),
-        not_comparable=pd.DataFrame(nc_rows, columns=C.NC_COLUMNS),
-        devices=pd.concat(dev_rows, ignore_index=True),
-        tasks=pd.concat(task_rows, ignore_index=True),
-    )
+    def reason(self, group, name):
+        return _reason(group, name)
+
+    def missing_reason(self, group, kind, name):
+        return _missing_reason(group, kind, name)
+
+    def changes(self, label, kind):
+        keys = ["device"] if kind == "device" else ["stage", "comm"]
+        return _changes(self.red.vals, self.summ, self.pst, kind, keys, label, self.baseline, self.level)
+
+    def failure_rate(self, label):
+        return _rate(self.caps[self.caps["label"] == label], self.counts)
 
 
 def _samples_row(sa: dict, sb: dict, pair: dict, lower_is_better, level: float) -> dict:
@@ -401,7 +310,7 @@ def _samples_row(sa: dict, sb: dict, pair: dict, lower_is_better, level: float) 
         "delta": delta, "delta_pct": pct(delta), "shift": float(pair["shift"]),
         "ci_low": lo, "ci_high": hi, "ci_low_pct": pct(lo), "ci_high_pct": pct(hi),
         "p": float(pair["p"]), "test": pair["test"],
-        "verdict": C._verdict(lower_is_better, lo, hi, float(pair["p"]), level,
+        "verdict": C.verdict_of(lower_is_better, lo, hi, float(pair["p"]), level,
                               int(sa["n"]), int(sb["n"])),
     }
 

@@ -45,7 +45,7 @@ def fleet_summary(engine, by: str = "kernel", only=None, level: float = C.LEVEL)
     finally:
         con.close()
     units = {(n, lab): u for n, lab, u in red.units[["name", "label", "unit"]].itertuples(index=False)}
-    names = C._ordered({(k, n) for k, n in zip(summ["kind"], summ["k1"])})
+    names = C.display_order({(k, n) for k, n in zip(summ["kind"], summ["k1"])})
     rank = {key: i for i, key in enumerate(names)}
     summ = summ.assign(unit=[("ms" if k == "phase" else units.get((n, lab), registry.get(n).unit))
                              for k, n, lab in zip(summ["kind"], summ["k1"], summ["label"])],

@@ -199,7 +199,11 @@ def test_shrinking_cycle(job):
     # preallocating max_size - size pages pushes the saveable pages down towards size (not
     # necessarily to it: that allocation is capped by what the zone can give)
     allocated = log_value(run, r"Allocated (\d+) pages for snapshot")[0]
-    assert value(run, "saveable_after_pages", "probe") < saveable
+    after = value(run, "saveable_after_pages", "probe")
+    # (flaked once on 6.12: 41,936 after for 40,745 before; the figures below say why next time)
+    assert after < saveable, dict(saveable=saveable, after=after, size=size, requested=requested,
+                                  reclaimed=reclaimed, allocated=allocated,
+                                  got=value(run, "prealloc_got_pages", "probe"))
     assert value(run, "preallocated_pages", "probe") == allocated
     # on the slow path the kernel trims its preallocation to the saveable pages left
     # (free_unnecessary_pages counts them): the probes' last count is its "Allocated N"
