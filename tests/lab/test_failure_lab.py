@@ -173,6 +173,7 @@ def test_an_image_that_cannot_be_allocated_says_why(job):
     st = job["steps"]["memory"]
     assert "error" not in st, st.get("error")
     assert st["first_run"] and st["hog_ready"], st
+    assert st["hog_ready_s"] < 20, st  # in place before run 2 (25 s after run 1)
     assert st["rc"] == 1, st["stderr"]  # exit 1: a cycle failed
     f = _frames(job, "memory-fail")
     assert list(f.runs["status"]) == ["complete", "failed"], f.runs.to_dict("records")
