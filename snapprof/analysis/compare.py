@@ -461,32 +461,11 @@ def _series(group: Group, kind: str, name: str) -> pd.Series | None:
     return s if len(s) else None
 
 
-def _missing_reason(group: Group, kind: str, name: str) -> str:
-    if group.n_runs == 0:
-        return "no complete run"
-    if (kind, name) in group.refused:
-        why = f"{group.refused[(kind, name)]} {NEGATIVE}"
-        if kind == "phase":
-            return why
-        other = group_reason(group, name)
-        return why if other == NO_REASON else f"{why}; {other}"
-    if kind == "metric":
-        why = group_reason(group, name)
-        if why == NO_REASON and name in composition.COMPOSITION_METRICS:
-            # captures without the composition: one reason for the whole group of figures
-            return next((r for r in map(composition.absent_reason, group.frames) if r), why)
-        return why
-    if name == "copy":
-        return "copy_window_ms: " + group_reason(group, "copy_window_ms")
-    for f in group.frames:
-        methods = f.phases.loc[f.phases["phase"] == name, "method"].dropna()
-        if methods.str.endswith(CLOCK_JUMP).any():
-            return ("its span holds the clocks' jump after the atomic copy, by an amount no "
-                    "sleep-time report gave")
-        if methods.str.endswith(CLOCK_BACK).any():
-            return ("the clock was set back during its span (its end stamped before its begin, "
-                    "or less clock time than the sleep time injected inside it)")
-    return "no events for this phase in its complete runs"
+#: Why a phase seen in the complete runs has no duration, by what its clock did.
+CLOCK_JUMP_REASON = ("its span holds the clocks' jump after the atomic copy, by an amount no "
+                     "sleep-time report gave")
+CLOCK_BACK_REASON = ("the clock was set back during its span (its end stamped before its begin, "
+                     "or less clock time than the sleep time injected inside it)")
 
 
 def _unit(groups: list[Group], kind: str, name: str) -> str:
@@ -588,8 +567,38 @@ class Figures(abc.ABC):
         """Why metric ``name`` has no value in the group (``group_reason``)."""
 
     @abc.abstractmethod
+    def composition_absent(self, group: Group) -> str | None:
+        """Why the group's captures have no memory composition, if one says so."""
+
+    @abc.abstractmethod
+    def phase_clock(self, group: Group, name: str) -> str | None:
+        """"jump" or "back" if the phase's clock jumped or was set back in the group's first
+        capture that shows it, else None."""
+
     def missing_reason(self, group: Group, kind: str, name: str) -> str:
-        """Why a metric or phase has no value in the group (``_missing_reason``)."""
+        """Why a metric or phase has no value in the group."""
+        if group.n_runs == 0:
+            return "no complete run"
+        if (kind, name) in group.refused:
+            why = f"{group.refused[(kind, name)]} {NEGATIVE}"
+            if kind == "phase":
+                return why
+            other = self.reason(group, name)
+            return why if other == NO_REASON else f"{why}; {other}"
+        if kind == "metric":
+            why = self.reason(group, name)
+            if why == NO_REASON and name in composition.COMPOSITION_METRICS:
+                # captures without the composition: one reason for the whole group of figures
+                return self.composition_absent(group) or why
+            return why
+        if name == "copy":
+            return "copy_window_ms: " + self.reason(group, "copy_window_ms")
+        clock = self.phase_clock(group, name)
+        if clock == "jump":
+            return CLOCK_JUMP_REASON
+        if clock == "back":
+            return CLOCK_BACK_REASON
+        return "no events for this phase in its complete runs"
 
     @abc.abstractmethod
     def changes(self, label: str, kind: str) -> pd.DataFrame:
@@ -630,8 +639,17 @@ class SampleFigures(Figures):
     def reason(self, group, name):
         return group_reason(group, name)
 
-    def missing_reason(self, group, kind, name):
-        return _missing_reason(group, kind, name)
+    def composition_absent(self, group):
+        return next((r for r in map(composition.absent_reason, group.frames) if r), None)
+
+    def phase_clock(self, group, name):
+        for f in group.frames:
+            methods = f.phases.loc[f.phases["phase"] == name, "method"].dropna()
+            if methods.str.endswith(CLOCK_JUMP).any():
+                return "jump"
+            if methods.str.endswith(CLOCK_BACK).any():
+                return "back"
+        return None
 
     def changes(self, label, kind):
         base, cand = self.groups[self.baseline], self.groups[label]

@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import sys
 
+from snapprof.termsafe import visible
+
 UNIT_NAME = "snapprof.service"
 UNIT_DIR = "/etc/systemd/system"
 STATE_DIR = "/var/lib/snapprof"
@@ -128,11 +130,9 @@ def run(args) -> int:
         print(f"snapprof service: {unit_path}: {state}")
         if state == "installed" and shutil.which("systemctl"):
             p = subprocess.run(["systemctl", "is-active", UNIT_NAME], capture_output=True, text=True)
-            print(f"snapprof service: {UNIT_NAME}: {p.stdout.strip() or 'unknown'}")
+            print(visible(f"snapprof service: {UNIT_NAME}: {p.stdout.strip() or 'unknown'}"))
         caps = sorted(f for f in os.listdir(args.dir) if f.endswith(".snap")) \
             if os.path.isdir(args.dir) else []
-        from snapprof.termsafe import visible  # noqa: PLC0415 (file names: never raw to a terminal)
-
         print(visible(f"snapprof service: {len(caps)} capture(s) in {args.dir}"
                       + (f", newest {caps[-1]}" if caps else "")))
         return 0

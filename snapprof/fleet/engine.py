@@ -12,7 +12,6 @@ in-memory path's (tests/test_fleet_parity.py, tests/test_fleet_dask.py).
 from __future__ import annotations
 
 import abc
-
 from dataclasses import dataclass
 
 import pandas as pd

@@ -23,7 +23,6 @@ import pandas as pd
 
 from snapprof import metrics as registry
 from snapprof.analysis import compare as C
-from snapprof.analysis import composition
 from snapprof.analysis.failures import RATE_METHOD, clopper_pearson
 from snapprof.analysis.summary import NO_REASON
 from snapprof.errors import SnapprofError
@@ -222,35 +221,6 @@ def _probe_reason(probes: list, name: str) -> str:
     return NO_REASON
 
 
-def _missing_reason(g: C.Group, kind: str, name: str) -> str:
-    """analysis.compare._missing_reason over pooled captures."""
-    if g.n_runs == 0:
-        return "no complete run"
-    if (kind, name) in g.refused:
-        why = f"{g.refused[(kind, name)]} {C.NEGATIVE}"
-        if kind == "phase":
-            return why
-        other = _reason(g, name)
-        return why if other == NO_REASON else f"{why}; {other}"
-    if kind == "metric":
-        why = _reason(g, name)
-        if why == NO_REASON and name in composition.COMPOSITION_METRICS:
-            # captures without the composition: one reason for the whole group of figures
-            return next(iter(g._pooled_composition), why)
-        return why
-    if name == "copy":
-        return "copy_window_ms: " + _reason(g, "copy_window_ms")
-    clk = g._pooled_clocks[g._pooled_clocks["phase"] == name].sort_values("cap")
-    if len(clk):
-        first = clk.iloc[0]
-        if bool(first["jump"]):
-            return ("its span holds the clocks' jump after the atomic copy, by an amount no "
-                    "sleep-time report gave")
-        return ("the clock was set back during its span (its end stamped before its begin, "
-                "or less clock time than the sleep time injected inside it)")
-    return "no events for this phase in its complete runs"
-
-
 class PooledFigures(C.Figures):
     """compare's figures from the engine's reduced samples: per-label summaries and
     baseline-vs-label pair statistics computed in SQL (``orderstats``)."""
@@ -285,8 +255,14 @@ class PooledFigures(C.Figures):
     def reason(self, group, name):
         return _reason(group, name)
 
-    def missing_reason(self, group, kind, name):
-        return _missing_reason(group, kind, name)
+    def composition_absent(self, group):
+        return next(iter(group._pooled_composition), None)
+
+    def phase_clock(self, group, name):
+        clk = group._pooled_clocks[group._pooled_clocks["phase"] == name].sort_values("cap")
+        if not len(clk):
+            return None
+        return "jump" if bool(clk.iloc[0]["jump"]) else "back"
 
     def changes(self, label, kind):
         keys = ["device"] if kind == "device" else ["stage", "comm"]
