@@ -5,10 +5,10 @@ and the image pages, plus the recorder's own resident memory during the cycle an
 peak of the short-lived probe loader (the child that compiles with bcc and exits before
 the cycle). Not a test: nothing is asserted; targets are printed with the figures.
 
-"With probes" comes in two kinds, one cycle of each per round, in rotating order with the
-probe-free cycle: the freezer's per-task hooks (freeze_task, __refrigerator,
-try_to_freeze_tasks) as fentry/fexit trampolines (`--freezer-probes fentry`, the default
-where the kernel has BTF) and as kprobes/kretprobes (`--freezer-probes kprobe`). Targets:
+"With probes" comes in the kinds --modes names, one cycle of each per round, in rotating
+order with the probe-free cycle: the light freezer probes (`--freezer-probes light`, the
+default: no hook runs once per thread in a sweep), and the per-thread sweep hooks on
+freeze_task() as fentry/fexit trampolines (`fentry`) or as kprobes/kretprobes (`kprobe`). Targets:
 the probed freeze within +10 % of the probe-free one or within 0.1 ms per stage (printk
 timestamps), and image pages within +0.5 %.
 
@@ -17,9 +17,9 @@ this boot ("cold"): the difference between it and the later cycles without probe
 page cache the first compile left behind (kernel headers, libLLVM), which every later
 image carries until the kernel needs the memory — reported, not hidden.
 
-    python benchmarks/overhead.py                       # bookworm, 6 rounds (~12 min)
+    python benchmarks/overhead.py                       # bookworm, light against none, 6 rounds
     python benchmarks/overhead.py --distro trixie:7.3.4+deb13-amd64 --pairs 4
-    python benchmarks/overhead.py --modes kprobe       # only kprobes against none
+    python benchmarks/overhead.py --modes light,fentry,kprobe   # the sweep hooks too
 
 Every figure is read from the kernel's own log lines or /dev/snapshot in both halves
 (method kernel-log / device / recorder), never from the probes, so both halves are
@@ -59,7 +59,8 @@ FIGURES = [  # (label, metric, methods accepted in both halves)
 ]
 
 
-MODES = {"fentry": ["--freezer-probes", "fentry"], "kprobe": ["--freezer-probes", "kprobe"]}
+MODES = {"light": ["--freezer-probes", "light"], "fentry": ["--freezer-probes", "fentry"],
+         "kprobe": ["--freezer-probes", "kprobe"]}
 
 
 def guest(outdir: str, pairs: int, device: str, modes: list[str]) -> int:
@@ -162,8 +163,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--distro", default="bookworm")
     ap.add_argument("--pairs", type=int, default=6, help="rounds: one cycle of each arm")
-    ap.add_argument("--modes", default="fentry,kprobe",
-                    help="probed arms, comma-separated: fentry, kprobe (default both)")
+    ap.add_argument("--modes", default="light",
+                    help="probed arms, comma-separated: light, fentry, kprobe (default light)")
     ap.add_argument("--guest", metavar="OUTDIR", help=argparse.SUPPRESS)
     ap.add_argument("--pack", default="/dev/vdb", help=argparse.SUPPRESS)
     ap.add_argument("--out", metavar="DIR", help="keep the guest's captures here")

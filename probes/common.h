@@ -140,18 +140,20 @@ static __always_inline void ev_submit(struct event *e)
 /* Per-cycle state shared by the areas (one element; reset by user space after each cycle). */
 struct cycle_state {
     u64 fz_tid;          /* thread running try_to_freeze_tasks() */
-    u64 fz_first;        /* first task of the current sweep */
-    u64 fz_cur;          /* task passed to the freeze_task() in flight */
+    u64 fz_startline;    /* 1 while the freezer thread prints its "Freezing %s" line */
+    u64 fz_cur;          /* task passed to the freeze_task() in flight (sweep hooks) */
     u32 fz_stage;        /* 1 = user space, 2 = kernel threads, 0 = not freezing */
-    u32 fz_passes;
-    u32 fz_swept;        /* freeze_task() calls in the first sweep */
+    u32 fz_passes;       /* the sweep in progress: 1 + the sleeps between sweeps so far */
+    u32 fz_swept;        /* freeze_task() calls in the first sweep (sweep hooks only) */
     u32 fz_cur_state;    /* p->__state at freeze_task() entry */
     u32 in_prealloc;
     u32 cdp_calls;       /* count_data_pages() calls inside the preallocation */
     u32 in_save;         /* inside swsusp_save() */
     u32 pad;
-    u64 fz_t0;           /* first freeze_task() call of the stage's first sweep */
-    u64 fz_t1;           /* last freeze_task() return so far (the last sweep's, at the end) */
+    u64 fz_t0;           /* where try_to_freeze_tasks() reads its start time (freezer.c) */
+    u64 fz_t1;           /* the freezer's result line (its first printk after the sweeps) */
+    u64 fz_k0;           /* the kernel's own start read (ktime_get_boottime()'s return) */
+    u64 fz_k1;           /* its last read before the result line: the end read */
 };
 BPF_ARRAY(cycle, struct cycle_state, 1);
 

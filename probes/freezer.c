@@ -2,39 +2,45 @@
  *
  * Spans: ksys_sync_helper, freeze_processes, freeze_kernel_threads, thaw_processes,
  * thaw_kernel_threads, try_to_freeze_tasks (begin value = user_only, end value = ret,
- * aux1 = sweeps (passes), aux2 = tasks looked at in the first sweep).
+ * aux1 = sweeps (passes), aux2 = threads looked at in the first sweep, 0 = not counted).
  *
- * The freezing time as the kernel's "(elapsed N seconds)" times it: try_to_freeze_tasks()
- * reads the clock after its "Freezing ..." log line and before its "... completed" one, and
- * in between only sweeps (freeze_task() on every thread, a sleep between sweeps). The span
- * of the whole call also holds those two log lines, written to the console before it
- * returns (0.5-2 ms in the lab, 7.6 ms once on 6.1's serial console), so at its return an
+ * Nothing here runs once per thread per sweep unless asked (--freezer-probes sweep, below):
+ * try_to_freeze_tasks() calls freeze_task() on every thread in every sweep, and a hook
+ * there costs the freeze it measures (under the lab's emulation 0.3-1.8 ms a stage, as much
+ * as the freeze). The light hooks fire a few times a stage:
+ *
+ * The freezing time, as the kernel's "(elapsed N seconds)" times it: try_to_freeze_tasks()
+ * prints "Freezing %s" (since 6.4; 6.1 prints its start line in the caller), reads its start
+ * time, for kernel threads calls freeze_workqueues_begin(), sweeps, reads its end time and
+ * prints the result. So t0 is the return of that start line's printk (the freezer thread's
+ * printk whose format is "Freezing %s\n"), or the entry of try_to_freeze_tasks() where it
+ * prints none, or for kernel threads the entry of freeze_workqueues_begin(); t1 is the
+ * freezer thread's first other printk after t0: its result line, "... completed (elapsed
+ * ...)" or "... failed after ...", printed right after it reads the clock. At its return an
  * instant "freeze_sweeps" event gives value = t1 - t0, aux1/aux2 = those two times,
- * str = "u" / "k": t0 the first freeze_task() call (kernel threads: the entry of
- * freeze_workqueues_begin(), which comes between the kernel's start time and the first
- * sweep), t1 the freezer thread's first printk
- * after it (the result line, "... completed (elapsed ...)" or "... failed after ..."), which
- * the kernel prints right after it reads the clock. So no clock is read on the ~100
- * freeze_task() calls of each sweep.
+ * str = "u" / "k".
  *
- * Per task (map `tasks`, keyed by pid): try_to_freeze_tasks() sweeps every thread with
- * freeze_task(p); a sweep starts again when its first task comes round again. For each
- * task the freezer had to act on we keep when freeze_task(p) first returned true (a fake
- * signal was sent or the kthread woken), the last sweep in which it still did, and when
- * the task itself entered __refrigerator (kprobe only: no kretprobe, so no maxactive
- * limit). Tasks switched straight to TASK_FROZEN by freeze_task ("frozen in place") are
- * kept with in_place = 1 and no refrigerator time.
+ * Sweeps: the freezer sleeps between two sweeps (usleep_range(), 1 ms doubling to 8 ms);
+ * the sweep in progress is 1 + the freezer thread's usleep_range_state() calls so far.
  *
- * Attachment: the handlers' bodies are the on_*() functions below, called from kprobe /
- * kretprobe handlers (enter__/leave__<fn>) or, compiled with -DSNAPPROF_FENTRY_<fn>, from
- * fentry/fexit programs (bcc KFUNC_PROBE / KRETFUNC_PROBE, BPF trampolines; the kernel's
- * BTF gives the arguments). freeze_task() runs once per thread per sweep, so its hooks are
- * what the freezer pays for: on hardware a trampoline is published at a fraction of a
- * kprobe's cost, and a kretprobe costs more; under the lab's emulation the trampolines were
- * not cheaper (docs/record.md, "what the probes cost").
- * The loader (snapprof/record/loader.py) compiles with the define where the kernel has
- * BTF and trampolines, and without it (kprobes) otherwise or if that fails; the capture
- * says which (meta probe_methods). bcc attaches the kfunc programs when it loads them.
+ * Per task (map `tasks`, keyed by pid): freeze_task(p) returns true only after it sent p a
+ * fake signal (user tasks: signal_wake_up_state(p, ..)) or woke it (kernel threads:
+ * wake_up_state(p, TASK_NORMAL)); it returns false for a task it froze in place or that
+ * needs nothing. The freezer thread's calls of those two, between t0 and t1, are the tasks
+ * it had to act on: when it first did, the last sweep in which it still did, how often; and
+ * when the task itself entered __refrigerator (kprobe only: no kretprobe, so no maxactive
+ * limit). A task still acted on in the last sweep of a failed freeze refused.
+ *
+ * --freezer-probes sweep|kprobe|fentry adds the per-thread hooks on freeze_task() itself
+ * (measurement freezer_sweep): the threads of the first sweep, the tasks switched straight to
+ * TASK_FROZEN ("frozen in place": kept with in_place = 1 and no refrigerator time), and with
+ * fentry/fexit the stack of a task still refusing late in the freeze. Their bodies are the
+ * on_*() functions below, called from kprobe / kretprobe handlers (enter__/leave__<fn>) or,
+ * compiled with -DSNAPPROF_FENTRY_<fn>, from fentry/fexit programs (bcc KFUNC_PROBE /
+ * KRETFUNC_PROBE, BPF trampolines; the kernel's BTF gives the arguments). The loader
+ * (snapprof/record/loader.py) compiles with the define where the kernel has BTF and
+ * trampolines, and without it (kprobes) otherwise or if that fails; the capture says which
+ * (meta probe_methods).
  */
 #ifndef TASK_FROZEN
 #define TASK_FROZEN 0x00008000
@@ -92,12 +98,16 @@ static __always_inline int on_ttft_enter(int user_only)
         return 0;
     s->fz_tid = bpf_get_current_pid_tgid();
     s->fz_stage = user_only ? 1 : 2;
-    s->fz_first = 0;
+    s->fz_startline = 0;
     s->fz_cur = 0;
-    s->fz_passes = 0;
+    s->fz_passes = 1;
     s->fz_swept = 0;
-    s->fz_t0 = 0;
+    /* where it prints no start line (6.1) it reads its start time first; else the start
+     * line's printk return (on_printk_return) or freeze_workqueues_begin() moves t0 on */
+    s->fz_t0 = bpf_ktime_get_boot_ns();
     s->fz_t1 = 0;
+    s->fz_k0 = 0;
+    s->fz_k1 = 0;
     EMIT("try_to_freeze_tasks", EV_BEGIN, 1, user_only);
     return 0;
 }
@@ -118,16 +128,26 @@ static __always_inline int on_ttft_leave(int ret)
         e->str[0] = s->fz_stage == 1 ? 'u' : 'k';
         ev_submit(e);
     }
-    if (s->fz_t0 && s->fz_t1 >= s->fz_t0) {
+    /* the kernel's own two clock reads where both were seen (str[1] 'c'), else the window
+     * between its two log lines (str[1] 'p') */
+    u64 a = s->fz_t0, b = s->fz_t1;
+    char how = 'p';
+    if (s->fz_k0 && s->fz_k1 > s->fz_k0 && s->fz_t1) {
+        a = s->fz_k0;
+        b = s->fz_k1;
+        how = 'c';
+    }
+    if (a && b >= a) {
         struct event *w = ev_new(EV_INSTANT);
         if (w) {
             ev_name(w, "freeze_sweeps");
             w->has_value = 1;
-            w->value = s->fz_t1 - s->fz_t0;
+            w->value = b - a;
             w->has_aux = 1;
-            w->aux1 = s->fz_t0;
-            w->aux2 = s->fz_t1;
+            w->aux1 = a;
+            w->aux2 = b;
             w->str[0] = s->fz_stage == 1 ? 'u' : 'k';
+            w->str[1] = how;
             ev_submit(w);
         }
     }
@@ -137,7 +157,7 @@ static __always_inline int on_ttft_leave(int ret)
 }
 
 /* The cycle state if the current thread is the one running try_to_freeze_tasks(), else
- * NULL: freeze_task() is also called from elsewhere (the cgroup v1 freezer). */
+ * NULL: freeze_task() and the wake-up functions are also called from elsewhere. */
 static __always_inline struct cycle_state *freezer_state(void)
 {
     struct cycle_state *s = state();
@@ -146,35 +166,9 @@ static __always_inline struct cycle_state *freezer_state(void)
     return s;
 }
 
-/* st: p->__state at entry (a kprobe reads it with a helper, fentry directly) */
-static __always_inline int on_freeze_task_enter(struct cycle_state *s, struct task_struct *p,
-                                                unsigned int st)
+/* The taskrec of p (made on first sight), or NULL if the map is full (counted). */
+static __always_inline struct taskrec *task_of(struct cycle_state *s, struct task_struct *p)
 {
-    if (!s->fz_first) {
-        if (!s->fz_t0)  /* user space: no freeze_workqueues_begin() came first */
-            s->fz_t0 = bpf_ktime_get_boot_ns();
-        s->fz_first = (u64)p;
-        s->fz_passes = 1;
-    } else if (s->fz_first == (u64)p) {
-        s->fz_passes++;
-    }
-    if (s->fz_passes == 1)
-        s->fz_swept++;
-    s->fz_cur = (u64)p;
-    s->fz_cur_state = st;
-    return 0;
-}
-
-/* after: p->__state at return. Runs on every thread in every sweep: nothing but this
- * comparison unless the freezer had to act on p. */
-static __always_inline int on_freeze_task_leave(struct cycle_state *s, struct task_struct *p,
-                                                int ret, unsigned int after)
-{
-    s->fz_cur = 0;
-    int in_place = !ret && !(s->fz_cur_state & TASK_FROZEN) && (after & TASK_FROZEN);
-    if (!ret && !in_place)
-        return 0;
-
     u32 pid = 0;
     bpf_probe_read_kernel(&pid, sizeof(pid), &p->pid);
     struct taskrec *r = tasks.lookup(&pid);
@@ -191,17 +185,69 @@ static __always_inline int on_freeze_task_leave(struct cycle_state *s, struct ta
             return 0;
         }
         r = tasks.lookup(&pid);
-        if (!r)
-            return 0;
     }
-    if (ret) {
-        if (!r->t_true)
-            r->t_true = bpf_ktime_get_boot_ns();
-        r->n_true++;
-        r->pass_true = s->fz_passes;
-    } else {
+    return r;
+}
+
+/* freeze_task(p) is about to return true: it sent p a fake signal or woke it. Called from
+ * the freezer thread's signal_wake_up_state() / wake_up_state() calls during the sweeps. */
+static __always_inline int on_woken(struct task_struct *p)
+{
+    struct cycle_state *s = freezer_state();
+    if (!s || !s->fz_t0 || s->fz_t1)
+        return 0;
+    struct taskrec *r = task_of(s, p);
+    if (!r)
+        return 0;
+    if (!r->t_true)
+        r->t_true = bpf_ktime_get_boot_ns();
+    r->n_true++;
+    r->pass_true = s->fz_passes;
+    return 0;
+}
+
+int enter__signal_wake_up_state(struct pt_regs *ctx)
+{
+    return on_woken((struct task_struct *)PT_REGS_PARM1(ctx));
+}
+
+int enter__wake_up_state(struct pt_regs *ctx)
+{
+    return on_woken((struct task_struct *)PT_REGS_PARM1(ctx));
+}
+
+/* The freezer's sleep between two sweeps: the next sweep begins after it. */
+int enter__usleep_range_state(struct pt_regs *ctx)
+{
+    struct cycle_state *s = freezer_state();
+    if (s && s->fz_t0 && !s->fz_t1)
+        s->fz_passes++;
+    return 0;
+}
+
+/* Sweep hooks (--freezer-probes sweep|kprobe|fentry): once per thread per sweep.
+ * st: p->__state at entry (a kprobe reads it with a helper, fentry directly) */
+static __always_inline int on_freeze_task_enter(struct cycle_state *s, struct task_struct *p,
+                                                unsigned int st)
+{
+    if (s->fz_passes == 1)
+        s->fz_swept++;
+    s->fz_cur = (u64)p;
+    s->fz_cur_state = st;
+    return 0;
+}
+
+/* after: p->__state at return. Nothing but this comparison unless p was frozen in place
+ * (a true return is the wake-up hooks' to record). */
+static __always_inline int on_freeze_task_leave(struct cycle_state *s, struct task_struct *p,
+                                                int ret, unsigned int after)
+{
+    s->fz_cur = 0;
+    if (ret || (s->fz_cur_state & TASK_FROZEN) || !(after & TASK_FROZEN))
+        return 0;
+    struct taskrec *r = task_of(s, p);
+    if (r)
         r->in_place = 1;
-    }
     return 0;
 }
 
@@ -240,7 +286,7 @@ static __always_inline int on_refrigerator(void)
 static __always_inline int on_wq_freeze_begin(void)
 {
     struct cycle_state *s = freezer_state();
-    if (s && !s->fz_t0)
+    if (s && !s->fz_t1)
         s->fz_t0 = bpf_ktime_get_boot_ns();
     return 0;
 }
@@ -250,24 +296,83 @@ int enter__freeze_workqueues_begin(struct pt_regs *ctx)
     return on_wq_freeze_begin();
 }
 
-/* The freezer thread's first printk after its first sweep began: its result line, printed
- * right after try_to_freeze_tasks() reads the clock for "(elapsed ...)". */
-static __always_inline int on_printk(void)
+/* The freezer thread's printks inside try_to_freeze_tasks(): its start line ("Freezing %s\n",
+ * 6.4 on; its format tells it apart), whose return is t0, then its result line, printed right
+ * after it reads the clock for "(elapsed ...)": t1. */
+static __always_inline int is_start_line(const char *fmt)
+{
+    char b[16] = {};
+    bpf_probe_read_kernel(&b, sizeof(b), fmt);
+    if (b[0] == 1)  /* KERN_SOH and the level: the text starts 2 bytes on (constant indexes
+                     * only: the verifier refuses a variable offset into the stack) */
+        bpf_probe_read_kernel(&b, sizeof(b), fmt + 2);
+    return b[0] == 'F' && b[1] == 'r' && b[2] == 'e' && b[3] == 'e' && b[4] == 'z' &&
+           b[5] == 'i' && b[6] == 'n' && b[7] == 'g' && b[8] == ' ' && b[9] == '%' &&
+           b[10] == 's' && b[11] == '\n';
+}
+
+static __always_inline int on_printk(const char *fmt)
 {
     struct cycle_state *s = freezer_state();
-    if (s && s->fz_t0 && !s->fz_t1)
+    if (!s || s->fz_t1)
+        return 0;
+    if (is_start_line(fmt))
+        s->fz_startline = 1;
+    else
         s->fz_t1 = bpf_ktime_get_boot_ns();
+    return 0;
+}
+
+/* try_to_freeze_tasks() times its "(elapsed ...)" with two ktime_get_boottime() calls, an
+ * inline wrapper of ktime_get_with_offset(TK_OFFS_BOOT): the freezer thread's first return of
+ * it after the start line (after the entry where there is none) is the kernel's start, its
+ * last before the result line the kernel's end. Their values are the kernel's own readings,
+ * so their difference is its elapsed time to the nanosecond. A read of another offset
+ * (CLOCK_REALTIME: ~1.7e18 ns) is told apart by its value. Called a few times a second in
+ * an idle lab guest (none in 5 s), so the return probe costs nothing measurable. */
+int leave__ktime_get_with_offset(struct pt_regs *ctx)
+{
+    struct cycle_state *s = freezer_state();
+    if (!s || s->fz_t1 || s->fz_startline)
+        return 0;
+    u64 v = PT_REGS_RC(ctx);
+    u64 now = bpf_ktime_get_boot_ns();
+    if (v > now + 1000000ULL || v + 1000000000ULL < now)  /* not CLOCK_BOOTTIME */
+        return 0;
+    if (!s->fz_k0)
+        s->fz_k0 = v;
+    s->fz_k1 = v;
+    return 0;
+}
+
+static __always_inline int on_printk_return(void)
+{
+    struct cycle_state *s = freezer_state();
+    if (s && s->fz_startline && !s->fz_t1) {
+        s->fz_t0 = bpf_ktime_get_boot_ns();
+        s->fz_startline = 0;
+    }
     return 0;
 }
 
 int enter___printk(struct pt_regs *ctx)
 {
-    return on_printk();
+    return on_printk((const char *)PT_REGS_PARM1(ctx));
+}
+
+int leave___printk(struct pt_regs *ctx)
+{
+    return on_printk_return();
 }
 
 int enter__printk(struct pt_regs *ctx)
 {
-    return on_printk();
+    return on_printk((const char *)PT_REGS_PARM1(ctx));
+}
+
+int leave__printk(struct pt_regs *ctx)
+{
+    return on_printk_return();
 }
 
 /* kprobes (always compiled; bcc loads only those attached) */

@@ -70,10 +70,14 @@ _ALL = [
     Metric("freeze_user_call_ms", "ms", "freezer", "freeze_processes(), whole call"),
     Metric("freeze_user_passes", "count", "freezer", "User-space freezer passes"),
     Metric("freeze_user_tasks", "count", "freezer", "User tasks that had to freeze", None),
+    # *_woken: those the freezer had to signal (freeze_task() returned true), not counting
+    # the tasks it froze in place; light probes see these, only the sweep hooks see all
+    Metric("freeze_user_woken", "count", "freezer", "User tasks the freezer had to signal", None),
     Metric("freeze_kernel_ms", "ms", "freezer", "Freeze kernel threads (the kernel's elapsed)"),
     Metric("freeze_kernel_call_ms", "ms", "freezer", "freeze_kernel_threads(), whole call"),
     Metric("freeze_kernel_passes", "count", "freezer", "Kernel-thread freezer passes"),
     Metric("freeze_kernel_tasks", "count", "freezer", "Kernel threads that had to freeze", None),
+    Metric("freeze_kernel_woken", "count", "freezer", "Kernel threads the freezer had to wake", None),
     Metric("freeze_failed_tasks", "count", "freezer", "Tasks that failed to freeze"),
     Metric("thaw_kernel_ms", "ms", "freezer", "Thaw kernel threads"),
     Metric("thaw_ms", "ms", "freezer", "Thaw processes"),

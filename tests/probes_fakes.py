@@ -11,7 +11,8 @@ from pathlib import Path
 # Hibernation functions present as symbols in both Debian 6.1 and 6.12 builds.
 COMMON_FUNCS = [
     "ksys_sync_helper", "freeze_processes", "try_to_freeze_tasks", "freeze_task",
-    "__refrigerator", "_printk", "freeze_workqueues_begin", "freeze_kernel_threads", "thaw_processes", "thaw_kernel_threads",
+    "__refrigerator", "_printk", "freeze_workqueues_begin", "signal_wake_up_state",
+    "wake_up_state", "usleep_range_state", "ktime_get_with_offset", "freeze_kernel_threads", "thaw_processes", "thaw_kernel_threads",
     "hibernate_preallocate_memory", "count_data_pages", "preallocate_image_memory",
     "shrink_all_memory", "swsusp_show_speed", "swsusp_save", "snapshot_get_image_size",
     "tk_debug_account_sleep_time", "hibernate", "hibernation_snapshot", "snapshot_ioctl",

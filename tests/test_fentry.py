@@ -1,5 +1,6 @@
-"""fentry/fexit for the freezer's per-task hooks: when the recorder asks for them, how the
-loader falls back to kprobes, and that the BPF source has a twin for every hook it replaces."""
+"""The freezer's hooks: light by default (nothing once per thread in a sweep); the per-thread
+sweep hooks on request, with fentry/fexit: when the recorder asks for them, how the loader
+falls back to kprobes, and that the BPF source has a twin for every hook it replaces."""
 
 from __future__ import annotations
 
@@ -29,8 +30,30 @@ def _kernel(tmp_path, btf=True, trampolines=True, **kw):
     return root
 
 
-def _ps(root, machine="x86_64", **kw):
-    return ProbeSet(view=KernelView(root=str(root), euid=0, bcc=True, machine=machine), **kw)
+def _ps(root, machine="x86_64", freezer_probes="sweep", **kw):
+    return ProbeSet(view=KernelView(root=str(root), euid=0, bcc=True, machine=machine),
+                    freezer_probes=freezer_probes, **kw)
+
+
+def test_light_freezer_probes_hook_nothing_once_per_thread(tmp_path):
+    """The default: no hook on freeze_task() (every thread, every sweep); the freezing time,
+    sweeps, requests and latency from a few calls a stage; freeze_*_tasks (which need the
+    tasks frozen in place) left out with the reason, and no fentry planned."""
+    ps = ProbeSet(view=KernelView(root=str(_kernel(tmp_path)), euid=0, bcc=True, machine="x86_64"))
+    assert ps.freezer_probes == "light"
+    hooks = ps.attach_hooks()
+    targets = {t for _k, t, _h, _m in hooks}
+    assert "freeze_task" not in targets
+    assert {"signal_wake_up_state", "wake_up_state", "usleep_range_state", "_printk",
+            "__refrigerator", "try_to_freeze_tasks"} <= targets
+    assert ("kretprobe", "_printk", "leave___printk", 0) in hooks  # the start line's return
+    assert ps.fentry_plan(hooks) == ([], None)
+    status = {name: (att, why) for name, _a, _t, att, why in ps.status()}
+    assert "per-thread sweep hooks off" in status["freezer_sweep"][1]
+    for name in ("freezer_passes", "freezer_sweeps", "freezer_wakeups", "freeze_latency"):
+        assert status[name][1] is None or "not attached yet" in status[name][1], (name, status[name])
+    sweep = _ps(_kernel(tmp_path))
+    assert ("kretprobe", "freeze_task", "leave__freeze_task", 0) in sweep.attach_hooks()
 
 
 def test_the_catalogue_lists_the_freezer_hooks_with_their_macros():
@@ -196,4 +219,4 @@ def test_the_probe_table_shows_whether_fentry_can_be_used(tmp_path):
     root = _kernel(tmp_path, btf=False)
     rows = {c: (ok, d) for c, ok, d in cmd._checks(KernelView(root=str(root), euid=0, bcc=True), str(root))}
     assert rows["fentry"] == (False, "kernel without BTF (/sys/kernel/btf/vmlinux absent): the "
-                                     "freezer's per-task hooks use kprobes (costlier)")
+                                     "per-thread sweep hooks (--freezer-probes sweep) use kprobes")

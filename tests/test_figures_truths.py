@@ -35,17 +35,38 @@ def test_device_counts_are_absent_when_the_callback_probe_never_attached():
     assert "device_suspend_ms" in m  # its own probe did attach
 
 
-def test_freezer_task_counts_are_absent_when_freeze_task_never_attached():
+def test_freezer_task_counts_are_absent_when_their_hooks_never_attached():
     status, own = all_attached()
-    # try_to_freeze_tasks fired (it is attached for another measurement), freeze_task did not
-    status["freezer_passes"] = (False, "kretprobe on freeze_task: attach failed")
-    status["freeze_latency"] = (False, "kretprobe on freeze_task: attach failed")
+    # try_to_freeze_tasks fired (it is attached for another measurement), the wake-up hooks did not
+    status["freezer_wakeups"] = (False, "kprobe on wake_up_state: attach failed")
+    status["freeze_latency"] = (False, "kprobe on wake_up_state: attach failed")
+    status["freezer_sweeps"] = (False, "usleep_range_state: not a kernel symbol")
     d = derive(snapshot_cycle().events, [], [], {}, status, own)
     m, nm = metrics_of(d), dict(d.not_measured)
-    for name in ("freeze_user_tasks", "freeze_kernel_tasks", "freeze_failed_tasks",
-                 "freeze_user_passes"):
+    for name in ("freeze_user_woken", "freeze_kernel_woken", "freeze_failed_tasks"):
         assert name not in m, name
-        assert nm[name] == "probe freezer_passes not attached: kretprobe on freeze_task: attach failed"
+        assert nm[name] == "probe freezer_wakeups not attached: kprobe on wake_up_state: attach failed"
+    assert nm["freeze_user_passes"] == ("probe freezer_sweeps not attached: usleep_range_state: "
+                                        "not a kernel symbol")
+    assert "freeze_user_ms" in m and "freeze_user_tasks" in m  # their own hooks attached
+
+
+def test_light_freezer_probes_leave_out_the_counts_of_tasks_frozen_in_place():
+    """--freezer-probes light (the default): no hook on freeze_task(), so the tasks frozen in
+    place are not seen and freeze_*_tasks is absent with that reason, never the smaller count
+    of the tasks seen; the tasks signalled (freeze_*_woken) and the refusals are kept."""
+    from snapprof.record.resolve import PER_THREAD_OFF
+
+    status, own = all_attached()
+    status["freezer_sweep"] = (False, PER_THREAD_OFF)
+    tasks = [RawTask(178, 178, "sh", 1, 0, 0, int(9.5 * MS), int(9.9 * MS), 1, 1)]
+    d = derive(snapshot_cycle().events, [], tasks, {}, status, own)
+    m, nm = metrics_of(d), dict(d.not_measured)
+    for name in ("freeze_user_tasks", "freeze_kernel_tasks"):
+        assert name not in m
+        assert nm[name] == f"probe freezer_sweep not attached: {PER_THREAD_OFF}"
+    assert m["freeze_user_woken"][1] == 1 and m["freeze_failed_tasks"][1] == 0
+    assert m["freeze_user_passes"][1] == 3
 
 
 def test_a_full_tasks_map_is_counted_as_drops_and_its_counts_left_out():

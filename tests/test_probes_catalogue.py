@@ -62,7 +62,7 @@ def test_every_catalogue_hook_has_a_bpf_handler():
 PROBE_METRICS = {
     "sync_ms", "freeze_user_ms", "freeze_user_passes", "freeze_user_tasks", "freeze_kernel_ms",
     "freeze_user_call_ms", "freeze_kernel_call_ms", "copy_needed_pages",
-    "freeze_kernel_passes", "freeze_kernel_tasks", "freeze_failed_tasks", "thaw_kernel_ms", "thaw_ms",
+    "freeze_kernel_passes", "freeze_kernel_tasks", "freeze_user_woken", "freeze_kernel_woken", "freeze_failed_tasks", "thaw_kernel_ms", "thaw_ms",
     "prealloc_ms", "prealloc_result", "saveable_pages", "saveable_after_pages",
     "prealloc_requested_pages", "prealloc_got_pages", "preallocated_pages", "shrink_requested_pages",
     "shrink_reclaimed_pages", "shrink_ms", "copy_pages", "zero_pages", "meta_pages", "image_pages",

@@ -31,7 +31,13 @@ def test_fake_612_everything_resolves(tmp_path, capsys):
     (root / "sys/power/state").write_text("freeze mem disk\n")
     (root / "dev").mkdir()
     (root / "dev/snapshot").write_text("")
+    # the light freezer probes (the default) leave out the per-thread sweep hooks, and say so
     rc, out = run_probes(capsys, "--root", str(root), "--json")
+    assert rc == 0
+    light = {m["name"]: m for m in json.loads(out)["measurements"]}
+    assert [n for n, m in light.items() if not m["available"]] == ["freezer_sweep"]
+    assert "per-thread sweep hooks off" in light["freezer_sweep"]["reason"]
+    rc, out = run_probes(capsys, "--root", str(root), "--json", "--freezer-probes", "sweep")
     assert rc == 0
     rep = json.loads(out)
     assert rep["kernel_release"] == "6.12.117+deb13-amd64"

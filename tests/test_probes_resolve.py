@@ -10,9 +10,10 @@ from snapprof.record.probeset import ProbeSet
 from snapprof.record.resolve import KernelView
 
 
-def probeset(tmp_path, version="6.1", euid=0, bcc=True, areas=None, **kw):
+def probeset(tmp_path, version="6.1", euid=0, bcc=True, areas=None, freezer_probes="sweep", **kw):
     root = fake_kernel(tmp_path, version, **kw)
-    return ProbeSet(areas=areas, view=KernelView(root=str(root), euid=euid, bcc=bcc))
+    return ProbeSet(areas=areas, view=KernelView(root=str(root), euid=euid, bcc=bcc),
+                    freezer_probes=freezer_probes)
 
 
 def by_name(ps):
@@ -71,7 +72,7 @@ def test_compiler_clone_only(tmp_path):
 
 def test_ambiguous_name_is_rejected(tmp_path):
     ps = probeset(tmp_path, "6.1", duplicate=("freeze_task",))
-    r = by_name(ps)["freezer_passes"]
+    r = by_name(ps)["freezer_sweep"]
     assert not r.available
     assert "freeze_task: ambiguous name (2 symbols)" in r.reason
 
@@ -156,9 +157,15 @@ def test_hooks_follow_handler_naming(tmp_path):
     assert ps.hooks(res["freeze_latency"]) == [
         ("kprobe", "try_to_freeze_tasks", "enter__try_to_freeze_tasks", 0),
         ("kretprobe", "try_to_freeze_tasks", "leave__try_to_freeze_tasks", 0),
+        ("kprobe", "signal_wake_up_state", "enter__signal_wake_up_state", 0),
+        ("kprobe", "wake_up_state", "enter__wake_up_state", 0),
+        ("kprobe", "__refrigerator", "enter____refrigerator", 0),
+    ]
+    assert ps.hooks(res["freezer_sweep"]) == [
+        ("kprobe", "try_to_freeze_tasks", "enter__try_to_freeze_tasks", 0),
+        ("kretprobe", "try_to_freeze_tasks", "leave__try_to_freeze_tasks", 0),
         ("kprobe", "freeze_task", "enter__freeze_task", 0),
         ("kretprobe", "freeze_task", "leave__freeze_task", 0),
-        ("kprobe", "__refrigerator", "enter____refrigerator", 0),
     ]
     assert ps.hooks(res["device_callbacks"]) == [
         ("tracepoint", "power:device_pm_callback_start", "tp__power__device_pm_callback_start", 0),

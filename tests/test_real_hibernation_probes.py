@@ -33,7 +33,8 @@ AT_SWSUSP_SAVE_RETURN = {"swsusp_save", "image_counters", "zero_pages"}
 
 def probeset(tmp_path, version, real):
     root = fake_kernel(tmp_path / version, version)
-    return ProbeSet(view=KernelView(root=str(root), euid=0, bcc=True), real_hibernation=real)
+    return ProbeSet(view=KernelView(root=str(root), euid=0, bcc=True), real_hibernation=real,
+                    freezer_probes="sweep")
 
 
 @pytest.mark.parametrize("version", ["6.1", "6.12"])

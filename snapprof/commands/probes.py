@@ -30,6 +30,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--area", action="append", metavar="AREA",
                    help="only these areas: freezer, shrink, copy, devices, io, phases")
+    p.add_argument("--freezer-probes", choices=("light", "sweep", "fentry", "kprobe"), default="light",
+                   help="as snapprof record's: light (default) leaves out the per-thread sweep "
+                        "hooks on freeze_task(), the others show them")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--missing", action="store_true", help="list only what cannot be measured")
     p.add_argument("--catalogue", metavar="PATH", help="another probe catalogue (default: the shipped one)")
@@ -64,8 +67,9 @@ def _checks(view, root: str) -> list[tuple[str, bool, str]]:
                  "bcc cannot compile"))
     fentry = view.fentry_problem()
     rows.append(("fentry", fentry is None,
-                 "BPF trampolines: the freezer's per-task hooks use fentry/fexit" if fentry is None
-                 else f"{fentry}: the freezer's per-task hooks use kprobes (costlier)"))
+                 "BPF trampolines: the per-thread sweep hooks (--freezer-probes sweep) use "
+                 "fentry/fexit" if fentry is None
+                 else f"{fentry}: the per-thread sweep hooks (--freezer-probes sweep) use kprobes"))
     if "lockdown" not in have and view.lockdown() is None:
         rows.append(("lockdown", True, "no kernel lockdown (securityfs lockdown file absent)"))
     syms = view.kallsyms()
@@ -139,7 +143,8 @@ def run(args) -> int:
     from snapprof.record.resolve import KernelView
 
     view = KernelView(root=args.root)
-    ps = ProbeSet(catalogue_path=args.catalogue, areas=_areas(args.area), view=view)
+    ps = ProbeSet(catalogue_path=args.catalogue, areas=_areas(args.area), view=view,
+                  freezer_probes=args.freezer_probes)
     rep = build_report(ps, args.root)
     if args.missing:
         rep_out = dict(rep, measurements=[m for m in rep["measurements"] if not m["available"]])

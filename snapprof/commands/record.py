@@ -80,11 +80,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--freeze-timeout", type=_freeze_timeout, metavar="MS",
                    help="set /sys/power/pm_freeze_timeout (how long the freezer tries before "
                         "giving up; kernel default 20000) for the cycles; restored afterwards")
-    p.add_argument("--freezer-probes", choices=("auto", "fentry", "kprobe"), default="auto",
-                   help="hook the freezer's per-task functions (freeze_task, __refrigerator, "
-                        "try_to_freeze_tasks) with fentry/fexit trampolines (cheap; needs the "
-                        "kernel's BTF) or kprobes; auto (default): fentry where the kernel allows, "
-                        "else kprobes, the capture saying which and why")
+    p.add_argument("--freezer-probes", choices=("light", "sweep", "fentry", "kprobe"), default="light",
+                   help="light (default): no hook runs once per thread in a freezer sweep; the "
+                        "freeze time, sweeps, tasks the freezer had to signal, their latency and "
+                        "refusals come from a few calls a stage. sweep: add hooks on freeze_task() "
+                        "for every thread in every sweep (tasks frozen in place, threads swept, "
+                        "the stack of a task still refusing), with fentry/fexit where the kernel "
+                        "has BTF, else kprobes; fentry / kprobe: those hooks by that method only. "
+                        "The sweep hooks cost the freeze they measure (docs/record.md)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing capture")
     p.add_argument("--yes", action="store_true", help="confirm --trigger hibernate")
     p.set_defaults(func=run)

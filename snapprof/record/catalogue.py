@@ -73,6 +73,9 @@ class Measurement:
     always: bool = False  # attached whatever areas are selected (cycle boundaries)
     starts_cycle: bool = False
     ends_cycle: bool = False
+    #: hooks that run once per thread in every freezer sweep: attached only when asked
+    #: (--freezer-probes sweep|fentry|kprobe), since they cost the freeze they measure
+    per_thread: bool = False
 
     @property
     def areas(self) -> tuple[str, ...]:
@@ -221,7 +224,7 @@ def _build(path: Path, data: dict) -> Catalogue:
             name=name, area=area, description=m.get("description", ""), probes=tuple(probes),
             metrics=metrics, also_areas=also, rows=tuple(m.get("rows") or ()),
             always=bool(m.get("always")), starts_cycle=bool(m.get("starts_cycle")),
-            ends_cycle=bool(m.get("ends_cycle"))))
+            ends_cycle=bool(m.get("ends_cycle")), per_thread=bool(m.get("per_thread"))))
     if not out:
         raise ValueError("no measurements")
     pending = data.get("pending_across_copy") or {}

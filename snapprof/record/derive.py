@@ -113,10 +113,13 @@ def event_detail(e: RawEvent) -> str | None:
         if e.kind == 0:
             return "stage=user" if e.value else "stage=kernel"
         stage = "user" if e.text == "u" else "kernel"
-        return f"stage={stage} passes={e.aux1} swept={e.aux2}"
+        swept = f" swept={e.aux2}" if e.aux2 else ""  # 0: the sweep hooks were off, not counted
+        return f"stage={stage} passes={e.aux1}{swept}"
     if e.name == "freeze_sweeps":
-        stage = "user" if e.text == "u" else "kernel"
-        return f"stage={stage} first freeze_task {e.aux1} .. result line {e.aux2}"
+        stage = "user" if e.text[:1] == "u" else "kernel"
+        if e.text[1:2] == "c":
+            return f"stage={stage} the kernel's start read {e.aux1} .. its end read {e.aux2}"
+        return f"stage={stage} start {e.aux1} .. result line {e.aux2}"
     if e.name == "count_data_pages" and e.kind == 1:
         return COUNT_DATA_CALLS.get(e.aux1 or 0)
     if e.name == "preallocate_image_memory" and e.kind == 0:
@@ -193,10 +196,13 @@ def _first(spans: dict[str, list[Span]], *names: str) -> Span | None:
     return None
 
 
-#: Source of freeze_user_ms / freeze_kernel_ms: the kernel's "elapsed" quantity.
-SWEEPS_SOURCE = ("freeze_task's first call (kernel threads: freeze_workqueues_begin's, before "
-                 "it) to the freezer's result line (its printk), as try_to_freeze_tasks times "
-                 "its '(elapsed N seconds)'")
+#: Source of freeze_user_ms / freeze_kernel_ms: the kernel's "elapsed" quantity, from its own
+#: two clock reads where the probes saw both, else between its two log lines.
+KERNEL_READS_SOURCE = ("try_to_freeze_tasks' own start and end reads (the values its two "
+                       "ktime_get_boottime() calls returned), as it times its '(elapsed N seconds)'")
+SWEEPS_SOURCE = ("try_to_freeze_tasks' start (its 'Freezing' line's printk return, or its "
+                 "entry where it prints none; kernel threads: freeze_workqueues_begin's entry) "
+                 "to its result line's printk, as it times its '(elapsed N seconds)'")
 #: Source of freeze_*_call_ms: the whole call, the freezing's log lines and set-up included.
 CALL_SOURCE = "{fn}: the whole call (kprobe to return probe)"
 
@@ -220,8 +226,8 @@ def _freezer(f: _Figures, spans, events, tasks: list[RawTask],
     # the freezing itself, per stage: the first "freeze_sweeps" of each
     for e in events:
         if e.name == "freeze_sweeps" and e.kind == 2 and e.value is not None and e.value >= 0:
-            f.add(f"freeze_{'user' if e.text == 'u' else 'kernel'}_ms", e.value / 1e6, "probe",
-                  SWEEPS_SOURCE)
+            f.add(f"freeze_{'user' if e.text[:1] == 'u' else 'kernel'}_ms", e.value / 1e6, "probe",
+                  KERNEL_READS_SOURCE if e.text[1:2] == "c" else SWEEPS_SOURCE)
 
     # stage -> (ret, passes, swept) from try_to_freeze_tasks returns
     stage_end: dict[str, tuple[int, int, int]] = {}
@@ -244,21 +250,29 @@ def _freezer(f: _Figures, spans, events, tasks: list[RawTask],
             frozen = 1
         rows.append((t.pid, t.tgid, t.comm, t.kthread, stage, latency, frozen))
     if tasks_lost:  # the counts below come from the tasks map, which lost some
-        f.why(["freeze_user_tasks", "freeze_kernel_tasks", "freeze_failed_tasks"], tasks_lost)
+        f.why(["freeze_user_tasks", "freeze_kernel_tasks", "freeze_user_woken",
+               "freeze_kernel_woken", "freeze_failed_tasks"], tasks_lost)
     for stage in ("user", "kernel"):
         if stage in stage_end:
             ret, passes, _swept = stage_end[stage]
-            f.add(f"freeze_{stage}_passes", passes, "probe", "try_to_freeze_tasks,freeze_task")
+            f.add(f"freeze_{stage}_passes", passes, "probe", "try_to_freeze_tasks,usleep_range_state")
             if not tasks_lost:
+                # every task of the stage the probes saw freeze or refuse; the tasks frozen in
+                # place are among them only with the sweep hooks (a metric of theirs alone)
                 f.add(f"freeze_{stage}_tasks", sum(1 for r in rows if r[4] == stage), "probe",
-                      "freeze_task,__refrigerator")
-            f.why(f"freeze_{stage}_ms", "try_to_freeze_tasks returned without a freeze_task "
-                  "call timed (no sweep recorded)")
+                      "freeze_task,signal_wake_up_state,wake_up_state,__refrigerator")
+                f.add(f"freeze_{stage}_woken",
+                      sum(1 for t in tasks if STAGES.get(t.stage) == stage and t.t_true), "probe",
+                      "signal_wake_up_state,wake_up_state (the freezer thread's, in its sweeps)")
+            f.why(f"freeze_{stage}_ms", "try_to_freeze_tasks returned without its start and "
+                  "result line both seen (no sweep recorded)")
         else:
-            f.why([f"freeze_{stage}_ms", f"freeze_{stage}_passes", f"freeze_{stage}_tasks"],
+            f.why([f"freeze_{stage}_ms", f"freeze_{stage}_passes", f"freeze_{stage}_tasks",
+                   f"freeze_{stage}_woken"],
                   f"not reached in this cycle ({stage} freezing did not run to its end)")
     if stage_end and not tasks_lost:
-        f.add("freeze_failed_tasks", sum(1 for r in rows if r[6] == 0), "probe", "freeze_task")
+        f.add("freeze_failed_tasks", sum(1 for r in rows if r[6] == 0), "probe",
+              "signal_wake_up_state,wake_up_state in the last sweep of a failed freeze")
     return rows, stage_end
 
 

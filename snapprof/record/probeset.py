@@ -57,7 +57,10 @@ DEVCALL_BYTES = 48  # struct devcall (40) + ring-buffer header (8)
 # that needs more counts the loss as drops in the run; `snapprof record
 # --callbacks-per-device 8` sizes for the worst case.
 CALLBACKS_PER_DEVICE = 4
-FREEZER_PROBES = ("auto", "fentry", "kprobe")
+#: --freezer-probes: "light" (no hook once per thread in a sweep), or the per-thread sweep
+#: hooks on freeze_task() as well: "sweep" (fentry/fexit where the kernel allows, else
+#: kprobes), "fentry" (required) or "kprobe"
+FREEZER_PROBES = ("light", "sweep", "fentry", "kprobe")
 
 
 def _pow2_at_least(n: int) -> int:
@@ -185,14 +188,16 @@ class ProbeSet:
 
     def __init__(self, catalogue_path=None, areas=None, view: KernelView | None = None,
                  callbacks_per_device: int | None = None, real_hibernation: bool = False,
-                 freezer_probes: str = "auto"):
+                 freezer_probes: str = "light"):
         """``real_hibernation``: the cycles may restore an image, so no return probe is ever
         attached on a function the catalogue lists as pending across the atomic copy
         (swsusp_save); the measurements that need one are left out with the reason.
-        ``freezer_probes``: how the functions with fentry/fexit twins (the catalogue's
-        ``fentry``: the freezer's per-task hooks) are hooked: "auto" (fentry/fexit where the
-        kernel allows, else kprobes, with the reason), "fentry" (required: SnapprofError
-        otherwise) or "kprobe"."""
+        ``freezer_probes``: "light" leaves out the catalogue's per_thread measurements (the
+        hooks on freeze_task(), once per thread in every sweep) and hooks every function
+        with kprobes; the others add them, and say how the functions with fentry/fexit twins
+        (the catalogue's ``fentry``) are hooked: "sweep" (fentry/fexit where the kernel
+        allows, else kprobes, with the reason), "fentry" (required: SnapprofError otherwise)
+        or "kprobe"."""
         if freezer_probes not in FREEZER_PROBES:
             raise SnapprofError(f"unknown freezer probe method {freezer_probes!r} "
                                 f"(one of {', '.join(FREEZER_PROBES)})")
@@ -210,7 +215,8 @@ class ProbeSet:
         self.view = view or KernelView()
         self.real_hibernation = real_hibernation
         self.resolutions: list[Resolution] = resolve(self.catalogue, self.view, self.areas,
-                                                     real_hibernation)
+                                                     real_hibernation,
+                                                     per_thread=freezer_probes != "light")
         self.loaded: loader.Loaded | None = None
         self._rings: dict[str, bpfsys.RingBuffer] = {}
         self._maps: dict[str, bpfsys.Map] = {}
@@ -336,6 +342,8 @@ class ProbeSet:
             return [], None
         if self.freezer_probes == "kprobe":
             return [], "kprobes chosen (--freezer-probes kprobe)"
+        if self.freezer_probes == "light":
+            return [], None  # no per-thread hook: a few calls a stage, kprobes do
         problem = self.view.fentry_problem()
         use: list[str] = []
         if problem is None:

@@ -81,7 +81,7 @@ class Options:
     deadline_s: float = 600.0
     yes: bool = False
     callbacks_per_device: int | None = None  # None: the probe set's default
-    freezer_probes: str = "auto"  # fentry/fexit or kprobes on the freezer's per-task hooks
+    freezer_probes: str = "light"  # probeset.FREEZER_PROBES: light, or the per-thread sweep hooks
     freeze_timeout_ms: int | None = None  # /sys/power/pm_freeze_timeout for the cycles
     #: image_size settings to sweep ("0", "25%" of RAM, "default" = the kernel's 2/5 of RAM,
     #: or bytes): --runs cycles at each, in rotating order (one round has each setting once)

@@ -375,14 +375,21 @@ def resolve_probe(probe: Probe, view: KernelView) -> ProbeChoice:
     return _choose_static(probe, view)
 
 
+#: why a per_thread measurement is left out with the light freezer probes
+PER_THREAD_OFF = ("per-thread sweep hooks off (--freezer-probes light, the default: a hook on "
+                  "every thread in every sweep costs the freeze it measures; --freezer-probes "
+                  "sweep adds them)")
+
+
 def resolve(catalogue: Catalogue, view: KernelView, areas: list[str] | None = None,
-            real_hibernation: bool = False) -> list[Resolution]:
+            real_hibernation: bool = False, per_thread: bool = True) -> list[Resolution]:
     """One Resolution per selected measurement, in catalogue order.
 
     ``real_hibernation``: the cycle may restore an image (a real hibernation), so a
     measurement that reads the return of a function in the catalogue's
     ``pending_across_copy`` cannot be made: its return probe would be pending at the atomic
-    copy, and the restored kernel never returns through it. Its reason says so."""
+    copy, and the restored kernel never returns through it. Its reason says so.
+    ``per_thread`` False: the measurements marked per_thread are left out (PER_THREAD_OFF)."""
     view.narrow({a.name for m in catalogue.measurements for p in m.probes
                  for a in p.alternatives} | {"swsusp_save", "hibernate", TRAMPOLINE_SYMBOL})
     cache: dict[int, ProbeChoice] = {}
@@ -395,7 +402,9 @@ def resolve(catalogue: Catalogue, view: KernelView, areas: list[str] | None = No
             if key not in cache:
                 cache[key] = resolve_probe(probe, view)
             choice = cache[key]
-            if probe.kind == "kprobe" and probe.ret and {a.name for a in probe.alternatives} & set(across):
+            if m.per_thread and not per_thread:
+                choice = ProbeChoice(probe, reason=PER_THREAD_OFF)
+            elif probe.kind == "kprobe" and probe.ret and {a.name for a in probe.alternatives} & set(across):
                 choice = ProbeChoice(probe, reason=(
                     f"left out where a real hibernation may run (--trigger hibernate; none by "
                     f"default): its return probe on {'/'.join(across)}() is never attached "

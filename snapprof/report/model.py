@@ -249,10 +249,25 @@ def _after_copy(ph: pd.DataFrame, metrics: pd.DataFrame, t0) -> dict:
             **{k: a[k] for k in ("window_ms", "window_method", "steps", "offline", "rest_ms")}}
 
 
+def in_place_seen(probes: pd.DataFrame) -> bool:
+    """Whether the capture's probes could see a task frozen in place: only the hooks on
+    freeze_task() do, which the light freezer probes leave out (measurement freezer_sweep;
+    a capture from before that split had them in freezer_passes)."""
+    if probes is None or probes.empty or "name" not in probes:
+        return False
+    att = dict(zip(probes["name"], probes["attached"]))
+    if "freezer_sweep" in att:
+        return bool(att["freezer_sweep"])
+    return bool(att.get("freezer_passes")) and "freezer_wakeups" not in att
+
+
 def _freezer(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
     t = frames.tasks
+    seen = in_place_seen(frames.probes)
     out = {"metrics": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] == "freezer"],
-           "tasks_recorded": int(len(t)), "slowest": [], "failed": [], "in_place": 0}
+           "tasks_recorded": int(len(t)), "slowest": [], "failed": [],
+           # None: not seen by these probes (never a 0 for "not counted")
+           "in_place": 0 if seen else None}
     if t.empty:
         return out
     timed = t[t["freeze_latency_ms"].notna()]
@@ -266,7 +281,8 @@ def _freezer(frames: CaptureFrames, msum: pd.DataFrame) -> dict:
     runs = frames.runs.set_index("run_id")["status"]
     out["failed"] = [{**r, "run_status": runs.get(r["run_id"])} for r in
                      records(failed[["run_id", "pid", "comm", "stage", "kthread"]])]
-    out["in_place"] = int(((t["freeze_latency_ms"].isna()) & (t["frozen"] == 1)).sum())
+    if seen:  # a task with no latency that froze: in place, or by itself before its request
+        out["in_place"] = int(((t["freeze_latency_ms"].isna()) & (t["frozen"] == 1)).sum())
     return out
 
 

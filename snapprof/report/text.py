@@ -139,8 +139,10 @@ def render_text(model: dict) -> str:
 
     fz = model["freezer"]
     out += ["", "Freezer", table(STAT_HEADERS, _stat_rows(fz["metrics"])),
-            "", f"  Slowest tasks to freeze (freeze_task → __refrigerator; {fz['in_place']} "
-                f"task records frozen in place, no latency)"]
+            "", f"  Slowest tasks to freeze (the freezer's request → __refrigerator; "
+                + (f"{fz['in_place']} task records frozen without a request timed, no latency)"
+                   if fz["in_place"] is not None else
+                   "tasks frozen in place not seen: light freezer probes)")]
     out.append(table(["task", "stage", "kthread", "runs", "median", "max"], [
         [t["comm"], t["stage"], str(t["kthread"]), str(t["n"]), number(t["median_ms"], "ms"),
          number(t["max_ms"], "ms")] for t in fz["slowest"]]))

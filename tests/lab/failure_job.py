@@ -89,6 +89,9 @@ FS_DEV = "/dev/vdc"
 #: Without probes: what is checked is the cycle, not the figures (the failed cycle's own
 #: recorder had them), and no second compile (~30 s under TCG) per step.
 NEXT = ("--no-probes", "--runs", "1")
+#: The refusing cycles record with the per-thread sweep hooks (fentry/fexit here): the stack
+#: of a task still refusing, and a task frozen in place (7.3's blocked writer) seen as such.
+DIAGNOSE = ("--freezer-probes", "sweep")
 
 
 def step_freeze(outdir: str) -> dict:
@@ -104,7 +107,7 @@ def step_freeze(outdir: str) -> dict:
     res["writer_stack_before"] = stack(writer.pid)
     try:
         res["failed"] = record(os.path.join(outdir, "freeze-fail.snap"), "--runs", "1",
-                               "--freeze-timeout", "2000")
+                               "--freeze-timeout", "2000", *DIAGNOSE)
         res["power_after_fail"] = power()
         res["writer_state_after_fail"] = state(writer.pid)
     finally:
@@ -167,7 +170,7 @@ def step_fuse(outdir: str) -> dict:
         res["locked_stack_before"] = stack(locked.pid)
         mark(f"fuse: mkdir blocked: {res['locked_blocked']}; recording")
         res["failed"] = record(os.path.join(outdir, "fuse-fail.snap"), "--runs", "1",
-                               "--freeze-timeout", "2000")
+                               "--freeze-timeout", "2000", *DIAGNOSE)
         mark("fuse: recorded")
         res["power_after_fail"] = power()
         res["reader_state_after_fail"] = state(reader.pid)

@@ -61,6 +61,19 @@ def _recovered(step: dict) -> None:
     assert "1 complete" in step["next"]["stdout"], step["next"]["stdout"]
 
 
+def test_the_sweep_hooks_count_what_the_light_probes_cannot(job):
+    """The refusing cycles record with --freezer-probes sweep: freeze_task() hooked with
+    fentry/fexit on every thread of every sweep, which counts the threads of the first sweep
+    and every task that had to freeze, those frozen in place included."""
+    f = _frames(job, "freeze-fail")
+    assert re.search(r"fentry/fexit: [^;]*freeze_task", f.meta["probe_methods"]), f.meta["probe_methods"]
+    ends = f.events[(f.events["name"] == "try_to_freeze_tasks") & (f.events["kind"] == "end")]
+    swept = [int(m.group(1)) for d in ends["detail"] if (m := re.search(r"swept=(\d+)", d or ""))]
+    assert swept and all(n > 20 for n in swept), list(ends["detail"])
+    names = set(f.metrics["name"])
+    assert "freeze_user_tasks" in names and "freeze_user_woken" in names
+
+
 def test_a_task_that_refuses_to_freeze_is_named_with_where_it_is_stuck(job):
     from snapprof.analysis.failures import failed_runs, failure_rate
     from snapprof.report.html import render_html

@@ -16,12 +16,13 @@ import pytest
 pytestmark = pytest.mark.lab
 
 from conftest import KERNEL_VERSIONS, LAB_DISTROS, lab_id
+from snapprof.record.derive import KERNEL_READS_SOURCE
 
 VERSIONS = KERNEL_VERSIONS
 
 
 @pytest.fixture(scope="module", params=LAB_DISTROS, ids=lab_id)
-def lab(request, lab_guest):
+def lab(request, lab_guest, tmp_path_factory):
     distro = request.param
     run = lab_guest(distro)
     # ~2 min on an idle host; TCG slows down a lot on a loaded one
@@ -34,6 +35,8 @@ def lab(request, lab_guest):
     doc["version"] = VERSIONS[distro]
     doc["boot_s"] = res.boot_s
     doc["vm_s"] = res.duration_s
+    # kept for a look after a failure (the guest's JSON is otherwise only in memory)
+    (tmp_path_factory.mktemp(f"probes-{lab_id(distro)}") / "probes.json").write_text(json.dumps(doc))
     return doc
 
 
@@ -86,6 +89,8 @@ def test_report_figures(lab):
 def test_everything_attaches(lab):
     status = {s[0]: s for s in lab["status"]}
     missing = {n: s[4] for n, s in status.items() if not s[3]}
+    # the light freezer probes (the default) leave the per-thread sweep hooks out, saying so
+    assert missing.pop("freezer_sweep").startswith("per-thread sweep hooks off")
     if lab["version"] < (6, 6):
         assert set(missing) == {"zero_pages"}
         assert "only 6.6 and later" in missing["zero_pages"]
@@ -185,14 +190,18 @@ def test_freezer_matches_the_kernel_log(lab):
             begin = [e for e in events(c, "try_to_freeze_tasks", "begin") if e[0] < ends[0][0]][-1]
             probe_ms = (ends[0][0] - begin[0]) / 1e6
             assert kernel_ms <= probe_ms < kernel_ms + 1 + 50, (c["label"], stage)
-            swept = int(re.search(r"swept=(\d+)", ends[0][7]).group(1))
-            # one sweep looks at every thread but the freezing one
-            assert abs(swept - (c["threads_before"] - 1)) <= 3, (swept, c["threads_before"])
+            # the light freezer probes (the default) have no hook on freeze_task(): the threads
+            # swept are not counted, and not shown as 0 (the failure job's sweep hooks count them)
+            assert "swept=" not in ends[0][7], ends[0][7]
             assert m[f"freeze_{stage}_passes"][1] >= 1
+            assert f"passes={int(m[f'freeze_{stage}_passes'][1])}" in ends[0][7]
             # the headline figure is the kernel's quantity: the freezer's sweeps, within the
             # log's resolution (it prints the elapsed time truncated to 1 ms; the sweeps lie inside it)
+            # from the kernel's own two clock reads (the values ktime_get_boottime() returned
+            # to try_to_freeze_tasks): its elapsed to the ns, which it prints truncated to 1 ms
             assert m[f"freeze_{stage}_ms"][3] == "probe"
-            assert kernel_ms - 0.5 <= m[f"freeze_{stage}_ms"][1] < kernel_ms + 1, (c["label"], stage)
+            assert m[f"freeze_{stage}_ms"][4] == KERNEL_READS_SOURCE, m[f"freeze_{stage}_ms"]
+            assert kernel_ms <= m[f"freeze_{stage}_ms"][1] < kernel_ms + 1, (c["label"], stage)
             # the whole freeze_processes() / freeze_kernel_threads() call contains the pass
             assert m[f"freeze_{stage}_call_ms"][1] >= probe_ms
         s, ms = kmsg(c, r"Filesystems sync: (\d+)\.(\d+) seconds")
@@ -207,12 +216,23 @@ def test_tasks(lab):
         kernel = [r for r in rows if r[4] == "kernel"]
         user = [r for r in rows if r[4] == "user"]
         assert kernel and all(r[3] == 1 for r in kernel)
-        assert user and all(r[3] == 0 for r in user)
+        # user rows may be none: 6.12 and 7.3 froze every user task of the guest in place
+        # (no fake signal, no refrigerator), which only the sweep hooks see
+        assert all(r[3] == 0 for r in user)
         assert all(r[6] == 1 for r in rows)
         lat = [r[5] for r in rows if r[5] is not None]
         assert all(0 < x < 1_000_000_000 for x in lat)
         latencies += lat
-        assert len(kernel) == metrics(c)["freeze_kernel_tasks"][1]
+        # the tasks the freezer had to wake are among those recorded (which also hold the
+        # tasks that froze by themselves); the tasks frozen in place are not seen, so every
+        # count of them is absent, with the reason
+        m = metrics(c)
+        for stage, recorded in (("kernel", kernel), ("user", user)):
+            timed = sum(1 for r in recorded if r[5] is not None)  # a latency needs a request
+            assert timed <= m[f"freeze_{stage}_woken"][1] <= len(recorded), (c["label"], stage)
+        assert m["freeze_kernel_woken"][1] >= 1  # kswapd0, jbd2: asleep unfreezably, woken
+        assert "freeze_kernel_tasks" not in m and "freeze_user_tasks" not in m
+        assert "per-thread sweep hooks off" in not_measured(c)["freeze_kernel_tasks"]
     # A task asleep where the freezer can freeze it in place never runs __refrigerator
     # itself, so a single cycle may have no latency at all (seen once on 6.12 under load);
     # over the three cycles some task always had to get there.
