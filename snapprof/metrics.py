@@ -155,7 +155,29 @@ _ALL = [
     Metric("cycle_ms", "ms", "cycle", "Whole cycle"),
     Metric("lab_offline_ms", "ms", "cycle",
            "Lab: powered off between the boots (host wall clock, incl. host overhead)", None),
+    # systemd's part of a `systemctl hibernate` (area "systemd"): from the restored system's
+    # journal, joined to the run by the lab's systemd cycle (snapprof.lab.systemd.SPANS says
+    # what each spans and on which clock)
+    Metric("systemd_logind_ms", "ms", "systemd", "logind's go-ahead -> systemd-hibernate.service"),
+    Metric("systemd_sleep_pre_ms", "ms", "systemd",
+           "systemd-hibernate.service -> systemd-sleep's sleep operation"),
+    Metric("user_slice_frozen_ms", "ms", "systemd",
+           "systemd-hibernate.service -> user.slice frozen (cgroup freezer)"),
+    Metric("user_slice_freeze_ms", "ms", "systemd", "user.slice cgroup freeze (PID 1, debug log)"),
+    Metric("systemd_sleep_call_ms", "ms", "systemd",
+           "systemd-sleep's sleep call (CLOCK_MONOTONIC: the kernel's part before the copy and after)"),
+    Metric("user_slice_thawed_ms", "ms", "systemd", "Return from sleep -> user.slice thawed"),
+    Metric("user_slice_thaw_ms", "ms", "systemd", "user.slice cgroup thaw (PID 1, debug log)"),
+    Metric("systemd_sleep_post_ms", "ms", "systemd",
+           "Return from sleep -> systemd-hibernate.service finished"),
+    Metric("systemd_hibernate_unit_ms", "ms", "systemd", "systemd-hibernate.service, whole"),
+    Metric("systemd_sleep_wall_ms", "ms", "systemd",
+           "systemd-sleep's sleep operation on the wall clock (RTC, 1 s): what the user waited"),
 ]
+
+#: systemd's part: read from the journal by the lab's systemd cycle only (the recorder does
+#: not read the journal)
+SYSTEMD_JOURNAL = tuple(m.name for m in _ALL if m.area == "systemd")
 
 REGISTRY: dict[str, Metric] = {m.name: m for m in _ALL}
 

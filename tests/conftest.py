@@ -24,6 +24,9 @@ import pytest
 NEWEST = "trixie:7.3.4+deb13-amd64"
 LAB_DISTROS = ("bookworm", "trixie", NEWEST)
 KERNEL_VERSIONS = {"bookworm": (6, 1), "trixie": (6, 12), NEWEST: (7, 3)}
+# trixie with systemd (257) as init: `systemctl hibernate` and the snapprof service
+# (tests/lab/test_systemd_lab.py; snapprof.lab.systemd).
+SYSTEMD_GUEST = "trixie+systemd"
 
 
 def lab_id(key: str) -> str:

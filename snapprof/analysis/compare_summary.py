@@ -30,7 +30,8 @@ AREAS = {"freezer": "Freezer", "shrink": "Memory shrinking and preallocation",
          "copy": "Atomic copy and image",
          "memory": "Memory composition (what is in the image; largest change first)",
          "devices": "Devices", "io": "Image I/O",
-         "resume": "Resume", "cycle": "Whole cycle", "system": "System and settings",
+         "resume": "Resume", "systemd": "systemd's part (journal)", "cycle": "Whole cycle",
+         "system": "System and settings",
          "other": "Other figures", "phases": "Phases (durations)"}
 #: Order of the verdicts in the summary: regressions first, then every other change by size
 #: (a large improvement before a small change of a figure with no good direction).

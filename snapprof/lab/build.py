@@ -126,7 +126,20 @@ def slug(key: str) -> str:
 
 def validate_distro(distro: str, scripts_dir: Path = DEBOOTSTRAP_SCRIPTS) -> str:
     """A Debian suite name debootstrap knows (bookworm and trixie are tested), optionally
-    with a kernel release after a colon (an image key, see split_key)."""
+    with a kernel release after a colon (an image key, see split_key), or a suite with
+    systemd as init ("trixie+systemd", see snapprof.lab.systemd)."""
+    from snapprof.lab import systemd
+
+    base, init = systemd.split(distro)
+    if init is not None:
+        if init != systemd.VARIANT:
+            raise SnapprofError(f"bad init variant {init!r} in {distro!r}: the lab has "
+                                f"SUITE+{systemd.VARIANT} (e.g. trixie+{systemd.VARIANT})")
+        if split_key(base)[1] is not None:
+            raise SnapprofError(f"{distro!r}: a systemd guest boots its suite's own kernel; "
+                                f"give SUITE+{systemd.VARIANT} without a kernel release")
+        validate_suite(base, scripts_dir)
+        return distro
     suite, release = split_key(distro)
     if release is not None and not re.fullmatch(r"\d+\.\d+[0-9A-Za-z.+~\-]{0,60}", release):
         raise SnapprofError(f"bad kernel release {release!r} in {distro!r}: give one such as 7.3.4+deb13-amd64")
@@ -166,7 +179,13 @@ def debootstrap_script(suite: str, scripts_dir: Path = DEBOOTSTRAP_SCRIPTS) -> l
 
 def recipe(distro: str) -> dict:
     """What an image for `distro` (an image key) is made of; its hash decides whether to
-    rebuild. A kernel variant's recipe is its suite's plus the kernel release."""
+    rebuild. A kernel variant's recipe is its suite's plus the kernel release; a systemd
+    variant's (SUITE+systemd) its suite's plus what snapprof.lab.systemd adds."""
+    from snapprof.lab import systemd
+
+    base, init = systemd.split(distro)
+    if init is not None:
+        return {**recipe(base), **systemd.recipe_part()}
     suite, release = split_key(distro)
     if release:
         return {**recipe(suite), "kernel": release, "kernel_variant_version": KERNEL_VARIANT_VERSION}
@@ -286,10 +305,15 @@ def _build(distro: str, rec: dict, want: str, lab: Path, tools: dict, progress: 
     tmp.mkdir()
     rootfs = tmp / "rootfs"
     log_path = lab / f"{name}-build.log"
-    suite, release = split_key(distro)
+    from snapprof.lab import systemd
+
+    base, init = systemd.split(distro)
+    suite, release = split_key(base)
     try:
         extra: dict = {}
-        if release:
+        if init:
+            extra = systemd.populate(base, rootfs, lab, log_path, progress, t0)
+        elif release:
             extra = _populate_variant(suite, release, rootfs, lab, log_path, tools, progress, t0)
         else:
             pk = packages(suite)

@@ -319,11 +319,18 @@ def boot_failure(res, which: str) -> str | None:
 def one_cycle(distro, number: int, out_dir: Path, output: _Output, *, compressor: str | None,
               swap_size: str, memory: str, cpus: int, timeout: float,
               stream: IO[str] | None, wipe_swap: bool = False, areas=DEFAULT_AREAS,
-              say=print) -> Cycle:
+              say=print, job: str | None = None, more=None, extra_append: tuple[str, ...] = ()) -> Cycle:
     """One hibernate-resume cycle in a fresh guest; its run is added to `output`.
 
     wipe_swap: zero the swap disk between the boots (the boot kernel then finds no image:
-    the failure path, for tests)."""
+    the failure path, for tests).
+    job: boot 1's shell job instead of guest_script(compressor, areas); it must leave the
+    guest capture on the result disk /dev/vdc as guest_script does (_copy_out()), e.g.
+    snapprof.lab.systemd.guest_job (`systemctl hibernate` with the snapprof service).
+    more: more(r1, r2) -> (metrics, {name: reason}): figures the boots' GuestResults give
+    beyond the consoles (r2 None when boot 1 did not power off), added to the run like
+    the console's, with the reasons for those it could not give.
+    extra_append: more kernel command-line arguments for both boots."""
     from snapprof.lab.qemu import create_disk
 
     name = distro if isinstance(distro, str) else distro.distro
@@ -335,7 +342,7 @@ def one_cycle(distro, number: int, out_dir: Path, output: _Output, *, compressor
     cyc = Cycle(number, folder=folder)
     # oops=panic: a restored kernel that oopses panics and powers off at once (QEMU runs
     # with -no-reboot) instead of hanging until the timeout.
-    append = ["resume=/dev/vdb", "no_console_suspend", "oops=panic"]
+    append = ["resume=/dev/vdb", "no_console_suspend", "oops=panic", *extra_append]
     if compressor:
         append.append(f"hibernate.compressor={compressor}")
     try:
@@ -345,8 +352,8 @@ def one_cycle(distro, number: int, out_dir: Path, output: _Output, *, compressor
         result = create_disk(work / "result.img", "256M")
         disks = [swap, result]
         say(f"{name} cycle {number}: boot 1 (record, hibernate, power off)")
-        r1 = _boot(distro, ["sh", "-c", guest_script(compressor, areas)], folder / "boot1", overlay, disks,
-                   append, memory, cpus, timeout, stream)
+        r1 = _boot(distro, ["sh", "-c", job or guest_script(compressor, areas)], folder / "boot1", overlay,
+                   disks, append, memory, cpus, timeout, stream)
         t_off = time.monotonic()
         cyc.boot1_s = r1.duration_s
         dead = boot_failure(r1, "boot 1")
@@ -392,7 +399,12 @@ def one_cycle(distro, number: int, out_dir: Path, output: _Output, *, compressor
                 and r2.returncode == NOT_RESUMED:
             run = None  # a fresh boot cannot have a run of this cycle: the capture is pre-hibernation
         cyc.offline_ms = None if offline is None or offline <= 0 else round(offline, 1)
-        joined = join_run(run, metrics, rows, notes, failure, cyc.offline_ms, unrecorded_areas(areas))
+        unrecorded = unrecorded_areas(areas)
+        if more is not None:
+            extra, reasons = more(r1, r2)
+            metrics = metrics + list(extra)
+            unrecorded = {**unrecorded, **reasons}
+        joined = join_run(run, metrics, rows, notes, failure, cyc.offline_ms, unrecorded)
         if meta is None and output.writer is None:
             raise SnapprofError(f"{name} cycle {number}: the guest returned no capture: "
                                 f"{failure or 'unknown reason'}; console logs in {folder}")

@@ -60,6 +60,9 @@ def default_reason(name: str, trigger: str) -> str:
                 "/sys/power/pm_debug_messages=1")
     if name in LAB_ONLY:
         return "only in the lab's two-boot hibernation (snapprof lab record)"
+    if name in registry.SYSTEMD_JOURNAL:
+        return ("systemd's part of a `systemctl hibernate`: read from the journal only by the "
+                "lab's systemd cycle (snapprof.lab.systemd); the recorder does not read the journal")
     metric = registry.get(name)
     if metric.area == "io" and trigger != "hibernate":
         return (f"no image written or read: a {trigger} cycle hands the image to user space; "

@@ -66,6 +66,7 @@ def records(df: pd.DataFrame) -> list[dict]:
 def build_model(frames: CaptureFrames, max_timelines: int = 6) -> dict:
     msum = metric_summary(frames)
     wide = frames.wide()
+    measured_names = set(frames.metrics["name"])
     model = {
         "snapprof_version": __version__,
         "source": frames.source,
@@ -84,6 +85,9 @@ def build_model(frames: CaptureFrames, max_timelines: int = 6) -> dict:
         "composition": composition.composition(frames),
         "devices": _devices(frames, msum),
         "io": [_metric_row(msum, n) for n in msum.index if msum.loc[n, "area"] in IO_AREAS],
+        # systemd's part of a `systemctl hibernate` (the journal), where the capture has it
+        "systemd": [_metric_row(msum, n) for n in msum.index
+                    if msum.loc[n, "area"] == "systemd" and n in measured_names],
         "kernel_log": _kernel_log(frames, wide),
         # what the capture reader left out or recovered, counted (empty for a sound capture)
         "capture_warnings": list(frames.warnings),

@@ -171,6 +171,9 @@ def render_text(model: dict) -> str:
              str(e["error"])] for e in dv["errors"]]))
 
     out += ["", "Image I/O and resume", table(STAT_HEADERS, _stat_rows(model["io"]))]
+    if model.get("systemd"):
+        out += ["", "systemd's part (the journal of `systemctl hibernate`)",
+                table(STAT_HEADERS, _stat_rows(model["systemd"]))]
 
     kl = model["kernel_log"]
     out += ["", "Kernel log beside the measured figures"]
