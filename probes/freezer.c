@@ -61,10 +61,12 @@ struct taskrec {
     u8 pad;
     char comm[16];
 };
-/* Allocated as used (a cycle has ~10 such tasks on 6.1+, where sleeping tasks are frozen in
- * place; older freezers act on every task): only its bucket array is taken up front. A task
- * that cannot be stored is counted (C_TASKS_FULL). */
-BPF_F_TABLE("hash", u32, struct taskrec, tasks, TASKS_MAX, BPF_F_NO_PREALLOC);
+/* Preallocated (TASKS_MAX entries, ~100 B each: tens of kB, a dozen image pages): an entry
+ * is made inside the freezer's sweep, under its locks with interrupts off, and allocating it
+ * there instead (BPF_F_NO_PREALLOC) took 1.1 ms under the lab's emulation on 6.1 (bpf_stats
+ * run time of the wake-up hook), as much as the whole freeze. A task that cannot be stored
+ * is counted (C_TASKS_FULL). */
+BPF_TABLE("hash", u32, struct taskrec, tasks, TASKS_MAX);
 
 /* The stack of a task still refusing to freeze STUCK_NS into the freeze (first sweep's
  * start), taken at every sweep from then on so the last sweep's stays: fentry/fexit only

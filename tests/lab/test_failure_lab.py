@@ -66,7 +66,7 @@ def test_the_sweep_hooks_count_what_the_light_probes_cannot(job):
     fentry/fexit on every thread of every sweep, which counts the threads of the first sweep
     and every task that had to freeze, those frozen in place included."""
     f = _frames(job, "freeze-fail")
-    assert re.search(r"fentry/fexit: [^;]*freeze_task", f.meta["probe_methods"]), f.meta["probe_methods"]
+    assert re.search(r"fentry/fexit: [^;]*\bfreeze_task\b", f.meta["probe_methods"]), f.meta["probe_methods"]
     ends = f.events[(f.events["name"] == "try_to_freeze_tasks") & (f.events["kind"] == "end")]
     swept = [int(m.group(1)) for d in ends["detail"] if (m := re.search(r"swept=(\d+)", d or ""))]
     assert swept and all(n > 20 for n in swept), list(ends["detail"])
@@ -129,8 +129,7 @@ def test_a_task_that_refuses_to_freeze_is_named_with_where_it_is_stuck(job):
 def _probe_stack_agrees(f, pid: int, pattern: str) -> None:
     """With fentry on freeze_task() (every lab kernel), the probes took the refusing task's
     own stack at the last sweep, named from kallsyms: it shows the same wait as the log's."""
-    if "fentry/fexit: " not in f.meta.get("probe_methods", "") or \
-            "freeze_task" not in f.meta["probe_methods"].split("fentry/fexit: ")[1].split(";")[0]:
+    if not re.search(r"fentry/fexit: [^;]*\bfreeze_task\b", f.meta.get("probe_methods", "")):
         pytest.fail(f"freeze_task not hooked by fentry: {f.meta.get('probe_methods')} "
                     f"({f.meta.get('probe_fentry_fallback')})")
     row = f.culprits[f.culprits["pid"] == pid].iloc[0]
