@@ -172,5 +172,15 @@ def test_report_on_a_dataset_gives_each_labels_statistics(tmp_path, capsys):
         for c in ("n", "median", "p95", "min", "max", "ci_low", "ci_high", "unit"):
             assert row[c] == (None if isinstance(w[c], float) and w[c] != w[c] else w[c]), c
     assert sum(g["captures"] for g in model["groups"]) == len(CAPTURES)
-    rc, out, err = run(capsys, "report", root, "--format", "html", "-o", str(tmp_path / "x.html"))
-    assert rc == 2 and "text or JSON" in err
+    # the same statistics as one self-contained page: every label, every figure row, escaped
+    html_path = tmp_path / "x.html"
+    rc, out, err = run(capsys, "report", root, "-o", str(html_path))
+    assert rc == 0 and out == "" and "(html; " in err
+    page = html_path.read_text(encoding="utf-8")
+    assert "default-src 'none'" in page and "<script" not in page and "http" not in page.split("<body>")[1]
+    for lab in model["labels"]:
+        assert f"<td>{lab}</td>" in page
+    assert page.count("<tr><td>") == len(model["summary"]) + len(model["groups"])
+    assert "Freeze user space (the kernel&#39;s elapsed)" in page
+    rc, out, err = run(capsys, "report", root, "--format", "html", "-o", "-")
+    assert rc == 2 and "needs -o FILE.html" in err

@@ -14,6 +14,7 @@ examples:
   snapprof report run.snap --format json -o -    # JSON on stdout, for scripts
   snapprof report fleet/ --format text           # a dataset (snapprof pool): statistics per kernel
   snapprof report fleet/ --by host_model --format json -o fleet.json
+  snapprof report fleet/ -o fleet.html               # the same as one self-contained page
 
 The HTML file is self-contained (CSS inline, figures as inline SVG, no script) and makes no
 network request. Statistics are over the complete runs; failed and incomplete runs are
@@ -74,21 +75,23 @@ def _run_dataset(args) -> int:
     from snapprof.termsafe import visible
 
     fmt = args.format or ("json" if (args.output or "").lower().endswith(".json") else "text")
-    if fmt == "html":
-        raise SnapprofError("a dataset is reported as text or JSON (--format text|json); for "
-                            "kernels side by side with plots: snapprof compare DATASET -o x.html")
+    if not args.format and (args.output or "").lower().endswith((".html", ".htm")):
+        fmt = "html"
     out_path = args.output if args.output and args.output != "-" else None
+    if fmt == "html" and out_path is None:
+        raise SnapprofError("a dataset's HTML report needs -o FILE.html (text and JSON go to "
+                            "stdout)")
     if out_path:
         check_output(out_path, [args.capture], args.force)
     from snapprof.fleet.open import open_engine
-    from snapprof.fleet.summary import fleet_summary, render_json, render_text
+    from snapprof.fleet.summary import fleet_summary, render_html, render_json, render_text
 
     eng = open_engine(args.capture, args.engine, args.scheduler)
     try:
         model = fleet_summary(eng, by=args.by, only=args.only)
     finally:
         eng.close()
-    text = render_json(model) if fmt == "json" else render_text(model)
+    text = {"json": render_json, "html": render_html}.get(fmt, render_text)(model)
     if out_path is None:
         sys.stdout.write(text)
         return 0

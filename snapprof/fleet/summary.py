@@ -2,8 +2,9 @@
 capture (n, median, its 95 % interval, p95, min, max per figure over complete runs), the
 captures, runs and failure rate — computed over the dataset by an engine and ``orderstats``.
 
-``fleet_summary`` makes the model (frames and metadata); ``render_text`` and
-``render_json`` render it, taking no path.
+``fleet_summary`` makes the model (frames and metadata); ``render_text``, ``render_json``
+and ``render_html`` (self-contained, reports/templates/fleet.html.j2) render it, taking no
+path.
 """
 
 from __future__ import annotations
@@ -91,6 +92,34 @@ def render_text(model: dict) -> str:
     for row in [head, *rows]:
         lines.append("  ".join(x.ljust(w) for x, w in zip(row, width)).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def render_html(model: dict) -> str:
+    """The dataset's statistics as one self-contained page (no script, no request): what was
+    pooled per label, then every figure per label, grouped by area as compare does."""
+    from snapprof.analysis.compare_summary import AREAS
+    from snapprof.paths import reports_dir
+    from snapprof.report.html import environment
+
+    areas: dict[str, list[dict]] = {}
+    for r in model["summary"].itertuples(index=False):
+        if r.kind == "phase":
+            area, figure = "phases", f"phase: {r.name}"
+        else:
+            m = registry.get(r.name)
+            area, figure = m.area, (m.label if m.label != r.name else r.name)
+        interval = (f"{_num(r.ci_low)}..{_num(r.ci_high)}" if not pd.isna(r.ci_low) else None)
+        areas.setdefault(area, []).append({
+            "figure": figure, "label": r.label, "n": int(r.n), "median": _num(r.median),
+            "interval": interval, "p95": _num(r.p95), "min": _num(r.min), "max": _num(r.max),
+            "unit": r.unit})
+    known = list(AREAS)
+    order = sorted(areas, key=lambda a: known.index(a) if a in known else known.index("phases") - 0.5)
+    css = (reports_dir() / "report.css").read_text(encoding="utf-8")
+    return environment().get_template("fleet.html.j2").render(
+        css=css, by=model["by"], labels=model["labels"], notes=model["notes"],
+        groups=model["groups"], level_pct=int(model["level"] * 100),
+        areas=[{"title": AREAS.get(a, a), "rows": areas[a]} for a in order])
 
 
 def render_json(model: dict) -> str:
