@@ -121,7 +121,7 @@ def test_bad_targets_give_one_line(tmp_path, capsys, case):
             text = "{\"format\": \"snapprof-dataset\", \"version\": 1, \"batches\": [{\"files\": {\"metrics\": [\"../../etc/passwd\"]}}]}"
         with open(os.path.join(root, layout.MANIFEST), "w") as fh:
             fh.write(text)
-        want = "format version 2" if case == "version" else "damaged"
+        want = f"format version {layout.VERSION + 1}" if case == "version" else "damaged"
     elif case == "not-dataset":
         os.makedirs(root)
         (tmp_path / "ds" / "other.txt").write_text("x")
@@ -184,3 +184,45 @@ def test_report_on_a_dataset_gives_each_labels_statistics(tmp_path, capsys):
     assert "Freeze user space (the kernel&#39;s elapsed)" in page
     rc, out, err = run(capsys, "report", root, "--format", "html", "-o", "-")
     assert rc == 2 and "needs -o FILE.html" in err
+
+
+def test_culprits_and_processes_are_pooled_and_a_version_1_dataset_still_reads(tmp_path, capsys):
+    """Why runs failed and who held the memory are queryable across a fleet: the culprits
+    and processes tables hold every capture's rows. A dataset pooled before they existed
+    (version 1) still reads, as having none, and pooling into it writes version 2."""
+    from snapprof.fleet.duck import DuckEngine
+    from test_failures import _capture
+
+    failed, short = tmp_path / "failed.snap", tmp_path / "short.snap"
+    _capture(failed, failed=True, culprit=True)
+    _capture(short, memory=True)
+    comp = sorted(glob.glob(os.path.join(DATA, "composition", "*.snap")))[:2]
+    root = str(tmp_path / "ds")
+    pool([str(failed), str(short), *comp], root, jobs=1)
+    eng = DuckEngine(root)
+    try:
+        cul = eng.query("SELECT kind, comm, cmdline, state FROM culprits ORDER BY kind")
+        procs = eng.query("SELECT COUNT(*) AS n, COUNT(DISTINCT capture_id) AS caps FROM processes")
+    finally:
+        eng.close()
+    assert list(cul["comm"]) == ["dd", "python3"] and cul["state"].iloc[0] == "D"
+    assert "\x1b" in cul["cmdline"].iloc[0]  # stored as recorded; readers make it visible
+    assert procs["caps"].iloc[0] >= 2 and procs["n"].iloc[0] >= 12
+
+    old = str(tmp_path / "v1")
+    pool(comp[:1], old, jobs=1)
+    m = json.loads(manifest_text(old))
+    for b in m["batches"]:
+        b["files"] = {t: f for t, f in b["files"].items() if t not in ("culprits", "processes")}
+    m["version"] = 1
+    with open(os.path.join(old, layout.MANIFEST), "w") as fh:
+        json.dump(m, fh)
+    eng = DuckEngine(old)
+    try:
+        assert eng.query("SELECT COUNT(*) AS n FROM processes")["n"].iloc[0] == 0
+    finally:
+        eng.close()
+    rc, out, err = run(capsys, "report", old, "--format", "json")
+    assert rc == 0, err
+    pool([str(failed)], old, jobs=1)
+    assert json.loads(manifest_text(old))["version"] == layout.VERSION == 2

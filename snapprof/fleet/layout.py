@@ -11,8 +11,11 @@ only then named in the manifest, itself replaced by rename: readers take the fil
 manifest names and nothing else, so a pool that was killed halfway adds nothing anyone
 reads (the next pool removes its leftovers).
 
-Readers accept only ``FORMAT``/``VERSION`` manifests: a dataset written by another format
-version is refused with one line.
+Readers accept ``FORMAT`` manifests of the versions in ``READABLE``: a dataset written by
+another format version is refused with one line. Version 2 added the culprits and processes
+tables (a version-1 dataset reads as having none); a pool into a version-1 dataset writes
+version 2, so an older snapprof then says which version it cannot read instead of calling
+the new tables damage.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from snapprof.errors import SnapprofError
 
 MANIFEST = "snapprof-dataset.json"
 FORMAT = "snapprof-dataset"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)
 
 _S, _D, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 
@@ -65,6 +69,17 @@ SCHEMAS: dict[str, pa.Schema] = {
     "devices": pa.schema([
         ("capture_id", _S), ("kernel_release", _S), ("run_id", _I), ("seq", _I),
         ("device", _S), ("driver", _S), ("duration_ns", _D)]),
+    # why runs failed (snapprof.analysis.failures): the tasks that refused to freeze, the
+    # memory users at an image-allocation failure; none in a capture before schema 2
+    "culprits": pa.schema([
+        ("capture_id", _S), ("kernel_release", _S), ("run_id", _I), ("seq", _I), ("kind", _S),
+        ("stage", _S), ("pid", _I), ("tgid", _I), ("comm", _S), ("cmdline", _S), ("state", _S),
+        ("wchan", _S), ("stack", _S), ("stack_source", _S), ("note", _S), ("probe_stack", _S)]),
+    # the largest memory users just before each cycle; none before schema 3
+    "processes": pa.schema([
+        ("capture_id", _S), ("kernel_release", _S), ("run_id", _I), ("seq", _I), ("pid", _I),
+        ("tgid", _I), ("comm", _S), ("cmdline", _S), ("rss_kb", _D), ("anon_kb", _D),
+        ("shmem_kb", _D), ("file_kb", _D), ("swap_kb", _D), ("source", _S)]),
 }
 TABLES = tuple(SCHEMAS)
 
@@ -93,11 +108,12 @@ def check_manifest(data, where: str) -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SnapprofError(f"{where}: {MANIFEST} is not a snapprof dataset manifest")
     version = data.get("version")
-    if version != VERSION:
+    if version not in READABLE:
         raise SnapprofError(
             f"{where}: dataset format version {version!r} (written by "
-            f"{data.get('written_by', 'an unknown snapprof')!s}); this snapprof reads version "
-            f"{VERSION}: pool the captures again with this snapprof, or use the one that wrote it")
+            f"{data.get('written_by', 'an unknown snapprof')!s}); this snapprof reads versions "
+            f"{', '.join(map(str, READABLE))}: pool the captures again with this snapprof, or "
+            f"use the one that wrote it")
     batches = data.get("batches")
     if not isinstance(batches, list) or not all(
             isinstance(b, dict) and isinstance(b.get("files"), dict) for b in batches):

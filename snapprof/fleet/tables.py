@@ -114,4 +114,6 @@ def capture_rows(frames, capture_id: str, seq: int, batch: str) -> dict[str, pd.
         "phases": _frame("phases", phases, ident),
         "tasks": _frame("tasks", frames.tasks, ident),
         "devices": _frame("devices", frames.device_totals(), ident),
+        "culprits": _frame("culprits", frames.culprits, ident),
+        "processes": _frame("processes", frames.processes, ident),
     }

@@ -282,6 +282,7 @@ def _write_batch(target, manifest, todo, result, jobs, progress) -> None:
                                     "files": files})
         import snapprof
         manifest["written_by"] = f"snapprof {snapprof.__version__}"
+        manifest["version"] = layout.VERSION  # a version-1 dataset now has version-2 tables
         layout.write_manifest(target, manifest)
         result.batch, result.files = batch, len(written)
     except OSError as exc:
