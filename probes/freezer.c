@@ -16,9 +16,11 @@
  * printk whose format is "Freezing %s\n"), or the entry of try_to_freeze_tasks() where it
  * prints none, or for kernel threads the entry of freeze_workqueues_begin(); t1 is the
  * freezer thread's first other printk after t0: its result line, "... completed (elapsed
- * ...)" or "... failed after ...", printed right after it reads the clock. At its return an
- * instant "freeze_sweeps" event gives value = t1 - t0, aux1/aux2 = those two times,
- * str = "u" / "k".
+ * ...)" or "... failed after ...", printed right after it reads the clock. Better still,
+ * the values of those two clock reads themselves (k0/k1: leave__ktime_get_with_offset
+ * below), which are the kernel's own: at its return an instant "freeze_sweeps" event gives
+ * value = k1 - k0 where both were seen (str = "uc" / "kc"), else t1 - t0 ("up" / "kp"),
+ * aux1/aux2 = the two times.
  *
  * Sweeps: the freezer sleeps between two sweeps (usleep_range(), 1 ms doubling to 8 ms);
  * the sweep in progress is 1 + the freezer thread's usleep_range_state() calls so far.
