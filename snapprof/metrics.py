@@ -89,6 +89,7 @@ _ALL = [
     Metric("swap_free_kb", "kB", "system", "Swap free before the cycle", None, setting=True),
     Metric("image_size_setting_bytes", "bytes", "system", "/sys/power/image_size", None, setting=True),
     Metric("reserved_size_setting_bytes", "bytes", "system", "/sys/power/reserved_size", None, setting=True),
+    Metric("freeze_timeout_setting_ms", "ms", "system", "/sys/power/pm_freeze_timeout", None, setting=True),
     # memory composition (area "memory"): /proc/meminfo just before the cycle (mem_<kind>_kb)
     # and just after it (mem_<kind>_after_kb); COMPOSITION names the kinds that partition
     # memory in use (with mem_free_kb: the rest of mem_total_kb is unattributed)
@@ -155,14 +156,16 @@ _ALL = [
     Metric("cycle_ms", "ms", "cycle", "Whole cycle"),
     Metric("lab_offline_ms", "ms", "cycle",
            "Lab: powered off between the boots (host wall clock, incl. host overhead)", None),
-    # systemd's part of a `systemctl hibernate` (area "systemd"): from the restored system's
-    # journal, joined to the run by the lab's systemd cycle (snapprof.lab.systemd.SPANS says
-    # what each spans and on which clock)
+    # systemd's part of a `systemctl hibernate` (area "systemd"): from the journal, read by the
+    # recorder waiting for cycles (--trigger none) and by the lab's systemd cycle
+    # (snapprof.record.journal.SPANS says what each spans and on which clock)
     Metric("systemd_logind_ms", "ms", "systemd", "logind's go-ahead -> systemd-hibernate.service"),
     Metric("systemd_sleep_pre_ms", "ms", "systemd",
            "systemd-hibernate.service -> systemd-sleep's sleep operation"),
     Metric("user_slice_frozen_ms", "ms", "systemd",
            "systemd-hibernate.service -> user.slice frozen (cgroup freezer)"),
+    Metric("user_slice_freeze_failed_ms", "ms", "systemd",
+           "systemd-hibernate.service -> \"Failed to freeze unit 'user.slice'\" (a freeze systemd gave up on)"),
     Metric("user_slice_freeze_ms", "ms", "systemd", "user.slice cgroup freeze (PID 1, debug log)"),
     Metric("systemd_sleep_call_ms", "ms", "systemd",
            "systemd-sleep's sleep call (CLOCK_MONOTONIC: the kernel's part before the copy and after)"),
@@ -175,8 +178,7 @@ _ALL = [
            "systemd-sleep's sleep operation on the wall clock (RTC, 1 s): what the user waited"),
 ]
 
-#: systemd's part: read from the journal by the lab's systemd cycle only (the recorder does
-#: not read the journal)
+#: systemd's part: read from the journal (snapprof.record.journal)
 SYSTEMD_JOURNAL = tuple(m.name for m in _ALL if m.area == "systemd")
 
 REGISTRY: dict[str, Metric] = {m.name: m for m in _ALL}

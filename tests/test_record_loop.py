@@ -255,3 +255,49 @@ def test_a_second_recorder_names_the_first_and_both_record(tmp_path, fake_kernel
                      "add their cost to them"]
     # the dead one's note is gone, and so is this recorder's own once it ended
     assert list((tmp_path / "run").iterdir()) == [tmp_path / "run" / f"recorder-{first.pid}.json"]
+
+
+def test_waiting_for_systemds_cycles_the_journal_and_the_held_up_freeze_go_in_the_run(
+        tmp_path, fake_kernel, monkeypatch):
+    """--trigger none (the service): systemd's part from the journal (snapprof.record.journal)
+    and the threads that held up its cgroup freeze of user.slice (snapprof.record.slicewatch)
+    are in the cycle's run, and said on the terminal."""
+    from snapprof.record import journal
+    from snapprof.record.slicewatch import Seen
+
+    holder = ("cgroup", "user.slice", 450, 450, "stat", "stat /run/x", "D", "fuse_get_req",
+              "fuse_get_req", "/proc/PID/stack while the cgroup freeze was pending", "in /user.slice/a.scope", None)
+
+    class Waiting(ScriptedTrigger):
+        name = "none"
+
+        def __init__(self, reader, watch=None, **kw):
+            super().__init__()
+            assert watch is not None  # the recorder watches user.slice while it waits
+
+        def run(self, intr):
+            out = trg.CycleOutcome(started_ns=100, ended_ns=150, pm_test="none", records=list(LOG))
+            out.status, out.error = "failed", "kernel: Freezing user space processes failed"
+            out.slice = Seen(requested_ns=1, holders=[holder], held_s=59.8)
+            return out
+
+    since = []
+    monkeypatch.setattr(trg, "WaitTrigger", Waiting)
+    monkeypatch.setattr(journal, "cycle_part", lambda s: since.append(s) or (
+        [("user_slice_freeze_failed_ms", 61397.0, "ms", "journal", "j")],
+        {"systemd_sleep_call_ms": "not in the journal: no return"},
+        ["systemd-sleep: Failed to freeze unit 'user.slice': Connection timed out"]))
+    summary, logs, path = record(tmp_path, [], fake_kernel, trigger="none", runs=1)
+    assert len(since) == 1
+    with CaptureReader(path) as r:
+        (run,) = r.runs()
+        assert run["error"].endswith("systemd-sleep: Failed to freeze unit 'user.slice': Connection timed out")
+        (c,) = [c for c in r.table("culprits") if c["kind"] == "cgroup"]
+        assert (c["pid"], c["stage"], c["wchan"]) == (450, "user.slice", "fuse_get_req")
+        m = {x["name"]: x for x in r.table("metrics")}
+        assert m["user_slice_freeze_failed_ms"]["method"] == "journal"
+        nm = {x["name"]: x["reason"] for x in r.table("not_measured")}
+        assert nm["systemd_sleep_call_ms"] == "not in the journal: no return"
+    assert any("held up user.slice's cgroup freeze: pid 450 stat (stat /run/x), state D, in fuse_get_req"
+               in line for line in logs), logs
+    assert any("thread(s) not parked" in line for line in logs)

@@ -199,6 +199,18 @@ def test_wait_trigger_finds_cycle():
     assert RECORDS[-1] in out.records
 
 
+def test_wait_trigger_ends_a_cycle_whose_thaw_line_was_split_or_lost():
+    """Seen in the lab (6.12 resuming under systemd): "Restarting tasks ... " and its "done."
+    in two records, another CPU's line between them. The cycle still ends; so does one whose
+    thaw line was lost, at "hibernation exit"."""
+    split = [(913, 59_100_100, 6, "Restarting tasks ... "), (914, 59_100_200, 6, "ata2: found unknown device (class 0)"),
+             (915, 59_100_300, 6, "done."), (916, 59_100_400, 6, "PM: hibernation: hibernation exit")]
+    for tail in (split, split[3:]):
+        reader = FakeReader([RECORDS[:12], tail])
+        out = trg.WaitTrigger(reader, poll_s=0.001, settle_s=60).run(trg.Interrupts())
+        assert out.status == "complete" and out.records[-1] == split[3]  # not 60 s later: exit seen
+
+
 def test_wait_trigger_interrupted_while_idle():
     intr = trg.Interrupts()
     intr.received = 2

@@ -1,6 +1,7 @@
 """Why hibernation failed: the kind of each failed run, the tasks that refused to freeze
 with a hint from their stack, what memory looked like when the image could not be made,
-and the failure rate with its exact interval.
+the failure rate with its exact interval, and the threads that held up systemd's cgroup
+freeze of user.slice (slice_holdups: failed run or not, systemd waits 60 s for them).
 
 Frames in, plain data out (no paths). The hint table, SIGNATURES, is documented in
 docs/failures.md: a signature is a list of frame-name patterns (``fnmatch``: ``nfs_*``)
@@ -171,10 +172,13 @@ def failed_runs(frames) -> list[dict]:
             if m:
                 stage = {"user space processes": "user space", "remaining freezable tasks":
                          "kernel threads"}.get(m.group(1) or began or "", "tasks")
+                # the setting read before this cycle; older captures: the recording's start
+                run_timeout = _metric(frames, rid, "freeze_timeout_setting_ms")
                 item["freeze"] = {"stage": stage, "word": m.group(2),
                                   "tried_ms": int(m.group(3)) * 1000 + int(m.group(4)),
                                   "tasks": int(m.group(5)),
-                                  "timeout_ms": int(timeout) if str(timeout or "").isdigit() else None}
+                                  "timeout_ms": int(run_timeout) if run_timeout is not None else
+                                  int(timeout) if str(timeout or "").isdigit() else None}
                 break
         cul = frames.culprits[frames.culprits["run_id"] == rid] if not frames.culprits.empty else frames.culprits
         item["memory_users"] = [
@@ -194,6 +198,43 @@ def failed_runs(frames) -> list[dict]:
         if kind == "image allocation":
             item["memory"] = memory_at_failure(frames, rid, log, item["memory_users"])
         out.append(item)
+    return out
+
+
+_SYSTEMD_FREEZE = re.compile(r"systemd-sleep: (Failed to freeze unit '[^']*'[^;]*)")
+
+
+def slice_holdups(frames) -> list[dict]:
+    """Per run (failed or not) in which systemd's cgroup freeze of user.slice was held up
+    (culprits of kind "cgroup", snapprof.record.slicewatch): {run_id, status, slice,
+    waited_ms (systemd-sleep's wait until it gave up, from the journal, or None), systemd
+    (its message, or None), holders: the threads the cgroup freezer could not park, each
+    with the top of its stack, a hint, and whether the kernel's freezer named it too}."""
+    cul = frames.culprits
+    if cul.empty or "kind" not in cul or not (cul["kind"] == "cgroup").any():
+        return []
+    out = []
+    runs = frames.runs.set_index("run_id")
+    for rid, group in cul[cul["kind"] == "cgroup"].groupby("run_id", sort=True):
+        rid = int(rid)
+        refused = {_int(p) for p in cul.loc[(cul["run_id"] == rid) & (cul["kind"] == "freeze"), "pid"]}
+        error = _str(runs.loc[rid, "error"]) if rid in runs.index else None
+        m = _SYSTEMD_FREEZE.search(error or "")
+        holders = []
+        for _, c in group.iterrows():
+            stack = [f for f in c["stack"].split("\n") if f] if isinstance(c["stack"], str) else []
+            state = c["state"] if isinstance(c["state"], str) else None
+            top = top_frames(stack)
+            holders.append({
+                "pid": _int(c["pid"]), "tgid": _int(c["tgid"]), "comm": _str(c["comm"]),
+                "cmdline": _str(c["cmdline"]), "state": state,
+                "wchan": _str(c["wchan"]) or (top[0] if top else None), "top_frames": top,
+                "stack_source": _str(c["stack_source"]), "note": _str(c["note"]),
+                "also_refused": _int(c["pid"]) in refused, **classify(stack, state)})
+        out.append({"run_id": rid, "status": str(runs.loc[rid, "status"]) if rid in runs.index else None,
+                    "slice": _str(group["stage"].iloc[0]) or "user.slice",
+                    "waited_ms": _metric(frames, rid, "user_slice_freeze_failed_ms"),
+                    "systemd": m.group(1).strip() if m else None, "holders": holders})
     return out
 
 

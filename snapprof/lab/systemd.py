@@ -21,14 +21,18 @@ resumes it: systemd-sleep returns, the service records the cycle. The job then c
 the service and the user.slice process came through, stops the service (its capture
 closed), and leaves the capture on the result disk and the journal in the outbox.
 
-**systemd's part of the time** (`journal_figures`, see SPANS), from the restored system's
-journal: differences between the messages of systemd-logind, PID 1 and systemd-sleep, each
-on one clock: the senders' socket timestamps (wall clock) for spans on one side of the
-hibernation, journald's receive times on CLOCK_MONOTONIC for the sleep call across it (that
-clock stands still while the clocks are suspended and never counts the discarded writer's
-time, the power-off or boot 2), and the wall clock (set from the RTC at resume: 1 s
-resolution) from systemd-sleep's start to its return, which is everything the user waited
-for. PID 1 logs user.slice's freezer state changes only at debug level (guest_job(debug=True)).
+**systemd's part of the time** (snapprof.record.journal): the service's recorder reads it
+from the journal after the cycle; the lab reads the same from the journal the guest leaves
+(journal.json, the restored system's) and adds what the recorder's run lacks. PID 1 logs
+user.slice's freezer state changes only at debug level (guest_job(debug=True)).
+
+**A freeze held up** (guest_job(blocker=True)): before the cycle, a cycle that fails. A FUSE
+file system whose daemon never answers, and a process in user.slice stuck on it (state D in
+fuse_get_req): systemd-sleep waits 60 s for user.slice to freeze, gives up and hibernates
+anyway; the kernel's freezer fails on the same process (pm_freeze_timeout 3 s for it); the
+service records the failed cycle with the process named twice, as the kernel's culprit and
+as what held up systemd's cgroup freeze. The job then aborts the FUSE connection (the process
+exits) and runs the cycle above.
 Standard library only (the lab's host side).
 """
 
@@ -40,9 +44,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO
 
 from snapprof.errors import SnapprofError
+from snapprof.record.journal import (  # noqa: F401  (the journal's figures, read here too)
+    JOURNAL_FIELDS, JOURNAL_SOURCE, METHOD, SPANS, journal_figures, read_journal, sleep_marks)
 
 VARIANT = "systemd"
 PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus")
@@ -173,17 +179,32 @@ def populate(base_key: str, rootfs: Path, lab: Path, log_path: Path, progress, t
 
 MARK = "snapprof-lab-systemd:"
 SERVICE_DIR = "/var/lib/snapprof"
-JOURNAL_FIELDS = ("MESSAGE", "MESSAGE_ID", "SYSLOG_IDENTIFIER", "UNIT", "_PID", "_TRANSPORT",
-                  "_SOURCE_REALTIME_TIMESTAMP", "_SOURCE_MONOTONIC_TIMESTAMP", "JOB_RESULT")
 USER_UNIT = "snapprof-lab-user"  # the user.slice scope that must be frozen and thawed
+STUCK_UNIT = "snapprof-lab-stuck"  # the user.slice scope that holds the freeze up (blocker)
+STUCK_MOUNT = "/run/snapprof-stuck"
+BLOCKED_FREEZE_TIMEOUT_MS = 3000  # pm_freeze_timeout for the held-up cycle (the kernel's: 20 s)
+# A FUSE file system whose daemon never answers: this process opens /dev/fuse, mounts it and
+# sleeps without reading a request, so the first request (INIT) never completes and every
+# lookup waits in fuse_get_req(), uninterruptibly (the lab's failure job does the same in its
+# own guest). Closing the fd (killing it) aborts the connection: the waiters get ENOTCONN.
+FUSE_HOLDER = (
+    "import ctypes, os, time\n"
+    "fd = os.open(\"/dev/fuse\", os.O_RDWR)\n"
+    "opts = (\"fd=%d,rootmode=40000,user_id=0,group_id=0\" % fd).encode()\n"
+    f"if ctypes.CDLL(None, use_errno=True).mount(b\"snapprof-stuck\", b\"{STUCK_MOUNT}\", b\"fuse\", 0, opts):\n"
+    "    raise SystemExit(\"mount: errno %d\" % ctypes.get_errno())\n"
+    "time.sleep(1e6)\n")
 
 
-def guest_job(ready_timeout: int = 600, cycle_timeout: int = 900, debug: bool = False) -> str:
+def guest_job(ready_timeout: int = 600, cycle_timeout: int = 900, debug: bool = False,
+              blocker: bool = False) -> str:
     """Boot 1's shell job (see the module doc). Markers on the job's output:
     ``MARK ready|hibernate|returned|service active|user.slice ...``. It exits 0 when the
     service recorded a run (3 when something did not come), its capture on the result disk
     (hibernate._copy_out) and the journal in the outbox (journal.json, journal.txt) either
-    way. debug: PID 1 logs at debug level during the cycle (its freezer's state changes)."""
+    way. debug: PID 1 logs at debug level during the cycle (its freezer's state changes).
+    blocker: first a cycle held up by a process stuck on a FUSE file system (``MARK
+    blocked ...``, ``MARK unblocked``); the service records it as run 1, failed."""
     from snapprof.lab.hibernate import GUEST_CAPTURE, _copy_out
     from snapprof.lab.offline import GUEST_TREE
 
@@ -194,6 +215,8 @@ def guest_job(ready_timeout: int = 600, cycle_timeout: int = 900, debug: bool = 
     def wait(cond: str, limit: int, what: str) -> str:
         return (f"n=0; until {cond}; do n=$((n+1)); "
                 f"[ $n -gt {limit} ] && fail \"gave up waiting for {what}\"; sleep 1; done")
+
+    cycles = 2 if blocker else 1
 
     return "\n".join([
         "set -u",
@@ -213,6 +236,7 @@ def guest_job(ready_timeout: int = 600, cycle_timeout: int = 900, debug: bool = 
         f"cd / && PYTHONPATH={GUEST_TREE} python3 -m snapprof service install || exit 2",
         wait(f"{svc_log} | grep -q 'waiting for hibernation cycles'", ready_timeout, "the service"),
         "echo \"$M ready after ${n} s\"",
+        *(_blocked_cycle(wait, sleep_log, svc_log, cycle_timeout, ready_timeout) if blocker else []),
         # a process in user.slice, which systemd (>= 256) freezes before the kernel's freezer runs
         f"systemd-run --quiet --scope --slice=user.slice --unit={USER_UNIT} sleep 86400 &",
         "sleep 1",
@@ -221,11 +245,11 @@ def guest_job(ready_timeout: int = 600, cycle_timeout: int = 900, debug: bool = 
         # as a user would: from a process in user.slice (root here: no polkit in the guest)
         "systemd-run --quiet --scope --slice=user.slice --unit=snapprof-lab-hibernate systemctl hibernate"
         " || fail \"systemctl hibernate failed: $?\"",
-        wait(f"{sleep_log} | grep -q -e 'System returned from sleep' -e 'Failed to put system to sleep'",
-             cycle_timeout, "systemd-sleep to return"),
+        wait(f"[ $({sleep_log} | grep -c -e 'System returned from sleep' -e 'Failed to put system to "
+             f"sleep') -ge {cycles} ]", cycle_timeout, "systemd-sleep to return"),
         *(["systemd-analyze log-level info"] if debug else []),
-        f"{sleep_log} | grep -e 'returned from sleep' -e 'Failed to put' | sed \"s/^/$M /\"",
-        wait(f"{svc_log} | grep -q -E '^run [0-9]+: '", ready_timeout, "the service's run"),
+        f"{sleep_log} | grep -e 'returned from sleep' -e 'Failed to put' | tail -n 1 | sed \"s/^/$M /\"",
+        wait(f"{svc_log} | grep -q -E '^run {cycles}: '", ready_timeout, "the service's run"),
         f"{svc_log} | grep -E '^run [0-9]+: ' | sed \"s/^/$M service /\"",
         "echo \"$M service $(systemctl is-active snapprof.service)\"",
         f"echo \"$M user.slice $(systemctl show -p FreezerState --value user.slice) "
@@ -236,164 +260,60 @@ def guest_job(ready_timeout: int = 600, cycle_timeout: int = 900, debug: bool = 
     ]) + "\n"
 
 
-# -- systemd's part of the time, from the restored system's journal ---------------------------
+def _blocked_cycle(wait, sleep_log: str, svc_log: str, cycle_timeout: int, ready_timeout: int) -> list[str]:
+    """The held-up cycle of guest_job(blocker=True): a process in user.slice stuck on a FUSE
+    file system nobody serves; `systemctl hibernate`; systemd-sleep waits for user.slice to
+    freeze (60 s), gives up, hibernates anyway; the kernel's freezer fails on the same
+    process after BLOCKED_FREEZE_TIMEOUT_MS; the connection is then aborted (the process
+    exits) and pm_freeze_timeout put back."""
+    import shlex
 
-JOURNAL_SOURCE = "systemd journal of the restored system (boot 1's journal, in the image)"
-_UNIT = "systemd-hibernate.service"
-_FREEZER = "user.slice: Freezer state changed "
-# name -> (the message, which side of systemd-sleep's "Performing sleep operation" it is on)
-_MARKS = {
-    "logind": ("The system will hibernate now!", "before"),
-    "unit_start": (f"Starting {_UNIT}", "before"),
-    # PID 1 logs its freezer's state changes at debug level only (guest_job(debug=True))
-    "freeze_start": (_FREEZER + "running -> freezing", "before"),
-    "frozen": (_FREEZER + "freezing -> frozen", "before"),
-    "slice_frozen": ("user.slice: Unit now frozen", "before"),  # info level
-    "sleep_start": ("Performing sleep operation 'hibernate'", None),
-    "sleep_return": ("System returned from sleep operation 'hibernate'", "after"),
-    "thaw_start": (_FREEZER + "frozen -> thawing", "after"),
-    "thawed": (_FREEZER + "thawing -> running", "after"),
-    "slice_thawed": ("user.slice: Unit now thawed", "after"),  # info level
-    "unit_finish": (f"Finished {_UNIT}", "after"),
-}
-
-
-def read_journal(text: str) -> list[dict]:
-    """`journalctl -o json` output (one object a line) -> entries; bad lines skipped."""
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(e, dict) and isinstance(e.get("MESSAGE"), str):
-            out.append(e)
-    return out
+    return [
+        "modprobe fuse 2>/dev/null",
+        f"mkdir -p {STUCK_MOUNT}",
+        f"python3 -c {shlex.quote(FUSE_HOLDER)} & holder=$!",
+        wait(f"grep -q ' {STUCK_MOUNT} fuse' /proc/mounts", 60, "the FUSE mount"),
+        f"systemd-run --quiet --scope --slice=user.slice --unit={STUCK_UNIT} stat {STUCK_MOUNT}/x "
+        "> /dev/null 2>&1 & stuck=$!",
+        wait("[ \"$(cut -d' ' -f3 /proc/$stuck/stat 2>/dev/null)\" = D ]", 60, "the process to be stuck"),
+        "freeze_timeout=$(cat /sys/power/pm_freeze_timeout)",
+        f"echo {BLOCKED_FREEZE_TIMEOUT_MS} > /sys/power/pm_freeze_timeout",
+        "echo \"$M blocked hibernate pid $stuck\"",
+        "systemd-run --quiet --scope --slice=user.slice --unit=snapprof-lab-hibernate-1 systemctl hibernate"
+        " || fail \"systemctl hibernate failed: $?\"",
+        wait(f"{sleep_log} | grep -q -e 'Failed to put system to sleep' -e 'System returned from sleep'",
+             cycle_timeout, "the held-up hibernation to end"),
+        "echo $freeze_timeout > /sys/power/pm_freeze_timeout",
+        f"{sleep_log} | grep -e 'Failed to freeze' -e 'Failed to put' -e 'returned from sleep' "
+        "| sed \"s/^/$M blocked /\"",
+        f"kill $holder; umount -l {STUCK_MOUNT}",  # the connection aborts: the stuck stat exits
+        wait("[ \"$(cut -d' ' -f3 /proc/$stuck/stat 2>/dev/null)\" != D ]", 60, "the stuck process to exit"),
+        "wait $stuck 2>/dev/null",
+        "echo \"$M unblocked\"",
+        wait(f"{svc_log} | grep -q -E '^run 1: '", ready_timeout, "the service's run of the held-up cycle"),
+        f"{svc_log} | grep -E '^run 1: ' | sed \"s/^/$M service /\"",
+    ]
 
 
-def _usec(e: dict, key: str) -> int | None:
-    try:
-        return int(e[key])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def sleep_marks(entries: Iterable[dict]) -> dict[str, dict]:
-    """The journal entries of systemd's hibernation: the last "Performing sleep operation
-    'hibernate'" and, before it, the last of each mark that comes before it (PID 1 starting
-    systemd-hibernate.service, user.slice's freezer), after it the first of each mark that
-    comes after (systemd-sleep's return, the thaw, the unit finished)."""
-    entries = list(entries)
-    starts = [i for i, e in enumerate(entries) if e["MESSAGE"].startswith(_MARKS["sleep_start"][0])]
-    if not starts:
-        return {}
-    s = starts[-1]
-    marks = {"sleep_start": entries[s]}
-    for name, (text, side) in _MARKS.items():
-        if side == "before":
-            found = [e for e in entries[:s] if e["MESSAGE"].startswith(text)]
-            if found:
-                marks[name] = found[-1]
-        elif side == "after":
-            hit = next((e for e in entries[s + 1:] if e["MESSAGE"].startswith(text)), None)
-            if hit:
-                marks[name] = hit
-    return marks
-
-
-# The clocks: journald's receive time on CLOCK_MONOTONIC (of the restored system: it stands
-# still while the clocks are suspended, and the writer's time after the copy, the power-off
-# and boot 2 belong to a discarded timeline), and the sender's socket timestamp on the wall
-# clock (_SOURCE_REALTIME_TIMESTAMP: when the message was sent, not when a busy journald read
-# it; the kernel sets the wall clock from the RTC at resume, 1 s resolution, so a span across
-# the hibernation includes all the time the user waited).
-MONO, SENT = "__MONOTONIC_TIMESTAMP", "_SOURCE_REALTIME_TIMESTAMP"
-CLOCKS = {MONO: "journald receive times, CLOCK_MONOTONIC",
-          SENT: "the senders' socket timestamps, wall clock"}
-# (name, from mark, to mark, clock, what it is)
-SPANS = (
-    ("systemd_logind_ms", "logind", "unit_start", SENT,
-     "systemd-logind's \"The system will hibernate now!\" -> systemd-hibernate.service starting: "
-     "logind's go-ahead (its delay inhibitors) and PID 1 queueing hibernate.target"),
-    ("systemd_sleep_pre_ms", "unit_start", "sleep_start", SENT,
-     "systemd-hibernate.service starting -> systemd-sleep's \"Performing sleep operation\": "
-     "systemd-sleep's start, the user.slice freeze, the sleep hooks, the resume settings"),
-    ("user_slice_frozen_ms", "unit_start", "slice_frozen", SENT,
-     "systemd-hibernate.service starting -> PID 1's \"user.slice: Unit now frozen\": "
-     "systemd-sleep's start and the cgroup freeze of user.slice"),
-    ("user_slice_freeze_ms", "freeze_start", "frozen", SENT,
-     "PID 1: user.slice's cgroup freezer running -> freezing -> frozen"),
-    ("systemd_sleep_call_ms", "sleep_start", "sleep_return", MONO,
-     "\"Performing sleep operation\" -> \"System returned from sleep operation\": the kernel's "
-     "part as the restored system's CLOCK_MONOTONIC counts it (not the atomic copy, nor the "
-     "writing, the power-off and boot 2)"),
-    ("user_slice_thawed_ms", "sleep_return", "slice_thawed", SENT,
-     "\"System returned from sleep operation\" -> PID 1's \"user.slice: Unit now thawed\": "
-     "systemd-sleep asking PID 1 to thaw, and the thaw"),
-    ("user_slice_thaw_ms", "thaw_start", "thawed", SENT,
-     "PID 1: user.slice's cgroup freezer frozen -> thawing -> running"),
-    ("systemd_sleep_post_ms", "sleep_return", "unit_finish", SENT,
-     "\"System returned from sleep operation\" -> systemd-hibernate.service finished: the "
-     "user.slice thaw and the post hooks"),
-    ("systemd_hibernate_unit_ms", "unit_start", "unit_finish", MONO,
-     "systemd-hibernate.service starting -> finished"),
-    ("systemd_sleep_wall_ms", "sleep_start", "sleep_return", SENT,
-     "\"Performing sleep operation\" -> \"System returned from sleep operation\" on the wall "
-     "clock, set from the RTC at resume (1 s resolution): everything the user waited for, "
-     "the powered-off time included"),
-)
-METHOD = "journal"
 # Both boots of the cycle. Seen once in this lab (trixie 6.12, a loaded host): while the
 # writing kernel saved the image, the clocksource watchdog found the TSC "skewed 503 ms" from
 # the HPET, switched to the HPET, whose counter did not run after the copy: the clock stood
 # still at "Image saving done" and the power-off never came (QEMU killed after the timeout).
 # Under TCG the TSC follows the host clock, as the HPET does: trust it, no watchdog.
 KERNEL_ARGS = ("tsc=reliable",)
-DEBUG_ONLY = {"freeze_start", "frozen", "thaw_start", "thawed"}
-
-
-def journal_figures(entries: Iterable[dict]) -> tuple[list[tuple], dict[str, str]]:
-    """(metrics, not_measured) of systemd's part of one hibernation, from the restored
-    system's journal: metrics as ``(name, value_ms, "ms", "journal", source)``, each the
-    difference of two timestamps on one clock; not_measured: {name: reason} for those a
-    message or a timestamp was missing for."""
-    marks = sleep_marks(entries)
-    metrics, missing = [], {}
-    if not marks:
-        why = ("not in the restored system's journal: no \"Performing sleep operation "
-               "'hibernate'\" (systemd-sleep did not hibernate this system)")
-        return [], {name: why for name, *_ in SPANS}
-    for name, a, b, clock, what in SPANS:
-        ea, eb = marks.get(a), marks.get(b)
-        lacking = [m for m, e in ((a, ea), (b, eb)) if e is None]
-        if lacking:
-            texts = " and no ".join(f"\"{_MARKS[m][0]}\"" for m in lacking)
-            why = f"not in the restored system's journal: no {texts}"
-            if set(lacking) <= DEBUG_ONLY:
-                why += " (PID 1 logs user.slice's freezer state changes only at debug level)"
-            missing[name] = why
-            continue
-        ta, tb = _usec(ea, clock), _usec(eb, clock)
-        if ta is None or tb is None or tb < ta:
-            missing[name] = f"the journal's {clock} of {a} and {b} is missing or runs backwards"
-            continue
-        metrics.append((name, round((tb - ta) / 1000, 3), "ms", METHOD,
-                        f"{JOURNAL_SOURCE}, {CLOCKS[clock]}: {what}"))
-    return metrics, missing
 
 
 # -- the lab cycle ----------------------------------------------------------------------------
 
 def systemd_hibernate(distro: str, out_dir: Path, *, swap_size: str = "1G", memory: str = "2G",
                       cpus: int = 2, timeout: float = 1200, stream: IO[str] | None = sys.stdout,
-                      debug: bool = False, progress=None):
+                      debug: bool = False, blocker: bool = False, progress=None):
     """One `systemctl hibernate` cycle in the systemd guest `distro` (SUITE+systemd) with
     the snapprof service recording it; returns (capture, Cycle, journal entries).
     The capture (out_dir/<slug>.snap) holds the service's run of the cycle, joined with both
-    boots' console figures (snapprof.lab.hibernate) and systemd's part from the journal."""
+    boots' console figures (snapprof.lab.hibernate) and systemd's part from the journal.
+    blocker: a held-up cycle first (guest_job); its failed run is in the service's own
+    capture, kept as out_dir/<slug>-cycle1/guest.snap."""
     from snapprof.lab import build
     from snapprof.lab.hibernate import _Output, check_swap_size, one_cycle
 
@@ -428,7 +348,7 @@ def systemd_hibernate(distro: str, out_dir: Path, *, swap_size: str = "1G", memo
     try:
         cyc = one_cycle(img, 1, out_dir, output, compressor=None, swap_size=check_swap_size(swap_size),
                         memory=memory, cpus=cpus, timeout=timeout, stream=stream, say=say,
-                        job=guest_job(debug=debug), more=systemd_part, extra_append=KERNEL_ARGS)
+                        job=guest_job(debug=debug, blocker=blocker), more=systemd_part, extra_append=KERNEL_ARGS)
     finally:
         output.close()
     return capture, cyc, journal

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from snapprof import metrics as registry
 from snapprof.capture import CaptureWriter, Run
 from snapprof.errors import SnapprofError
-from snapprof.record import composition, culprits, image, kmsg, others, sysinfo
+from snapprof.record import composition, culprits, image, journal, kmsg, others, slicewatch, sysinfo
 from snapprof.termsafe import visible
 from snapprof.record import triggers as trg
 
@@ -61,8 +61,9 @@ def default_reason(name: str, trigger: str) -> str:
     if name in LAB_ONLY:
         return "only in the lab's two-boot hibernation (snapprof lab record)"
     if name in registry.SYSTEMD_JOURNAL:
-        return ("systemd's part of a `systemctl hibernate`: read from the journal only by the "
-                "lab's systemd cycle (snapprof.lab.systemd); the recorder does not read the journal")
+        return ("systemd's part of a `systemctl hibernate`: read from the journal when the "
+                "recorder waits for cycles started elsewhere (--trigger none, as the service "
+                f"does), on a machine running systemd; this cycle: --trigger {trigger}")
     metric = registry.get(name)
     if metric.area == "io" and trigger != "hibernate":
         return (f"no image written or read: a {trigger} cycle hands the image to user space; "
@@ -173,7 +174,7 @@ def build_run(trigger: str, outcome: trg.CycleOutcome, data, records: list[tuple
         rows = merge_metrics(rows, image_rows)
 
     measured = {r[0] for r in rows}
-    extra = {}
+    extra = dict(outcome.not_measured)
     if trigger == "snapshot" and "image_bytes" not in measured:
         extra["image_bytes"] = "no image (CREATE_IMAGE did not complete)"
     if trigger == "hibernate":
@@ -426,7 +427,8 @@ class Recorder:
             elif kind in ("pm-test", "hibernate"):
                 trigger = trg.SysfsTrigger(level)
             else:
-                trigger = trg.WaitTrigger(reader)
+                # systemd's cgroup freeze of user.slice, watched while the recorder waits
+                trigger = trg.WaitTrigger(reader, watch=slicewatch.SliceWatch())
             note = trg.lock_memory()
             if note:
                 self.log(f"snapprof record: {note}")
@@ -483,6 +485,7 @@ class Recorder:
                     except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the cycle
                         self.log(f"snapprof record: cannot write to {o.output} ({exc}): this "
                                  "cycle runs, its row is written when it ends if it can be")
+                wait_wall = time.time()
                 try:
                     outcome = trigger.run(intr)
                 except BaseException as exc:
@@ -494,6 +497,11 @@ class Recorder:
                     if begun is not None:
                         writer.abandon_run(begun, "interrupted before the cycle began")
                     break
+                if kind == "none" and not outcome.interrupted:  # systemd's part, from the journal
+                    figures, missing, notes = journal.cycle_part(wait_wall - 1)
+                    outcome.metrics += figures
+                    outcome.not_measured.update(missing)
+                    outcome.notes += notes
                 data = ps.collect(timeout_ms=100) if ps is not None else None
                 records = outcome.records if outcome.records is not None else reader.read_new()
                 if reader.lost:
@@ -513,6 +521,12 @@ class Recorder:
                         records, run.tasks, probe_stacks=data.stuck if data is not None else None))
                 if run.status != "complete" and culprits.allocation_failed(records, run.error):
                     run.culprits += culprits.memory_users()  # who held the memory
+                seen = outcome.slice
+                if seen is not None and seen.held_up:  # who held systemd's freeze of user.slice up
+                    run.culprits += seen.holders
+                    outcome.notes.append(
+                        f"systemd's cgroup freeze of {seen.slice} was still not done {seen.held_s:.1f} s "
+                        f"after it was asked for: {len(seen.holders)} thread(s) not parked")
                 n += 1
                 try:
                     run_id = writer.add_run(run, begun)
@@ -533,9 +547,10 @@ class Recorder:
                     self.log(f"  lost: {note}")
                 for note in outcome.notes:
                     self.log(f"  note: {note}")
-                for c in (c for c in run.culprits if c[0] == "freeze"):  # command lines: never raw to a terminal
+                for c in (c for c in run.culprits if c[0] in ("freeze", "cgroup")):  # never raw to a terminal
                     where = c[7] or (c[8] or "?").split("\n")[0]
-                    self.log(visible(f"  refused to freeze: pid {c[2]} {c[4] or '?'} "
+                    what = "refused to freeze" if c[0] == "freeze" else f"held up {c[1]}'s cgroup freeze"
+                    self.log(visible(f"  {what}: pid {c[2]} {c[4] or '?'} "
                                      f"({c[5] or 'no command line'}), state {c[6] or '?'}, in {where}"))
                 if outcome.image is not None and o.save_image:
                     path = _image_path(o.save_image, n, runs)

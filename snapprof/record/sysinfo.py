@@ -188,11 +188,12 @@ def memory_metrics(root: str = "/") -> list[tuple]:
                       ("mem_available_kb", "MemAvailable"), ("swap_free_kb", "SwapFree")):
         if key in mem:
             out.append((name, float(mem[key]), "kB", "sysfs", f"{MEMINFO} {key}"))
-    for name, file in (("image_size_setting_bytes", "image_size"),
-                       ("reserved_size_setting_bytes", "reserved_size")):
+    for name, file, unit in (("image_size_setting_bytes", "image_size", "bytes"),
+                             ("reserved_size_setting_bytes", "reserved_size", "bytes"),
+                             ("freeze_timeout_setting_ms", "pm_freeze_timeout", "ms")):
         value = _read(root, f"{POWER}/{file}")
         if value is not None and value.isdigit():
-            out.append((name, float(int(value)), "bytes", "sysfs", f"{POWER}/{file}"))
+            out.append((name, float(int(value)), unit, "sysfs", f"{POWER}/{file}"))
     return out
 
 

@@ -345,6 +345,8 @@ class CycleOutcome:
     interrupted: str | None = None  # signal name
     pm_test: str | None = None  # the pm_test level the cycle ran under (None: none)
     records: list[tuple] | None = None  # the cycle's kernel log, when the trigger read it
+    slice: object | None = None  # snapprof.record.slicewatch.Seen: systemd's cgroup freeze (none)
+    not_measured: dict[str, str] = field(default_factory=dict)  # name -> why (the journal's)
 
     def metric(self, name, value, unit, method, source):
         if value is not None:
@@ -548,8 +550,16 @@ class SysfsTrigger:
 # Lines that open and close a cycle in the kernel log (6.1 .. 7.x wording).
 CYCLE_START = re.compile(r"PM: hibernation: hibernation entry|Filesystems sync:|Syncing filesystems|"
                          r"^(?:PM: )?Freezing user space processes")
-CYCLE_THAW = re.compile(r"Restarting tasks(?: \.\.\.|:) [Dd]one")
+# The thaw's line, "done" or not: another CPU's message can split "Restarting tasks ... " from
+# its "done." into two records (seen in the lab, 6.12 resuming: an ata2 line between them),
+# and a task reading it was thawed anyway. "hibernation exit" comes after the thaw too.
+CYCLE_THAW = re.compile(r"Restarting tasks(?: \.\.\.|:)")
 CYCLE_EXIT = re.compile(r"PM: hibernation: hibernation exit")
+
+
+def _freeze_timeout(root: str = "/") -> int | None:
+    value = read_power("pm_freeze_timeout", root)
+    return int(value) if value and value.isdigit() else None
 
 
 class WaitTrigger:
@@ -563,10 +573,11 @@ class WaitTrigger:
 
     name = "none"
 
-    def __init__(self, reader, poll_s: float = 0.25, settle_s: float = 1.0):
+    def __init__(self, reader, poll_s: float = 0.25, settle_s: float = 1.0, watch=None):
         self.reader = reader
         self.poll_s = poll_s
         self.settle_s = settle_s
+        self.watch = watch  # snapprof.record.slicewatch.SliceWatch, polled until a cycle begins
 
     def close(self) -> None:
         pass
@@ -578,7 +589,12 @@ class WaitTrigger:
         in_cycle = thawed = False
         thaw_seen_at = 0.0
         out = CycleOutcome(pm_test=_current_pm_test())
+        timeout = None  # pm_freeze_timeout as last read before the cycle (it can change while we wait)
         while True:
+            if not in_cycle:
+                if self.watch is not None:
+                    self.watch.poll()  # systemd's freeze of user.slice comes before the kernel's part
+                timeout = _freeze_timeout() or timeout
             for rec in self.reader.read_new():
                 text = rec[3]
                 if not in_cycle and CYCLE_START.search(text):
@@ -586,7 +602,7 @@ class WaitTrigger:
                     out.pm_test = _current_pm_test()
                 if in_cycle or CYCLE_THAW.search(text):
                     records.append(rec)
-                if CYCLE_THAW.search(text) and not thawed:
+                if (CYCLE_THAW.search(text) or (in_cycle and CYCLE_EXIT.search(text))) and not thawed:
                     thawed, thaw_seen_at = True, time.monotonic()
                     if not in_cycle:
                         out.error = "the cycle began before the recorder was watching"
@@ -595,6 +611,11 @@ class WaitTrigger:
                     thaw_seen_at = 0.0  # nothing more to wait for
             if thawed and time.monotonic() - thaw_seen_at >= self.settle_s:
                 out.records = records
+                if self.watch is not None:
+                    out.slice = self.watch.take()
+                out.metric("freeze_timeout_setting_ms", timeout, "ms", "sysfs",
+                           "/sys/power/pm_freeze_timeout, last read before the cycle began "
+                           "(the recorder was waiting for it)")
                 out.status = "incomplete" if out.error else "complete"
                 return out
             if intr.received:

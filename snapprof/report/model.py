@@ -16,7 +16,7 @@ from snapprof import __version__
 from snapprof import metrics as registry
 from snapprof.analysis import composition
 from snapprof.analysis.derived import image_compressor
-from snapprof.analysis.failures import failed_runs, failure_rate, grouped_culprits
+from snapprof.analysis.failures import failed_runs, failure_rate, grouped_culprits, slice_holdups
 from snapprof.analysis.frames import CaptureFrames, phase_durations
 from snapprof.analysis.kmsg import EXTRA_LABELS, kernel_figures
 from snapprof.analysis.phases import PHASE_LABELS, SHRINK_EVENT, after_copy, spans
@@ -100,7 +100,8 @@ def _failures(frames: CaptureFrames) -> dict:
     tasks that refused to freeze and their hints, memory at an image-allocation failure;
     the failure rate with its exact interval; culprits repeated across runs, grouped."""
     runs = failed_runs(frames)
-    return {"runs": runs, "rate": failure_rate(frames), "groups": grouped_culprits(runs)}
+    return {"runs": runs, "rate": failure_rate(frames), "groups": grouped_culprits(runs),
+            "slice_holdups": slice_holdups(frames)}
 
 
 def _metric_row(msum: pd.DataFrame, name: str) -> dict:

@@ -52,11 +52,36 @@ def _stat_rows(rows: list[dict]) -> list[list[str]]:
 STAT_HEADERS = ["figure", "median", "min", "max", "p95", "95% CI of median", "n", "method"]
 
 
+def holdup_lines(f: dict) -> list[str]:
+    """Runs in which systemd's cgroup freeze of user.slice was held up, and by what."""
+    out = []
+    for h in (f.get("slice_holdups") or [])[:6]:
+        gave_up = (f": systemd-sleep waited {h['waited_ms'] / 1000:.1f} s and gave up"
+                   if h.get("waited_ms") is not None else "")
+        said = f" (\"{h['systemd']}\")" if h.get("systemd") else ""
+        out.append(visible(f"SYSTEMD'S FREEZE OF {h['slice']} HELD UP in run {h['run_id']} "
+                           f"({h['status']}){gave_up}{said}"))
+        for c in h["holders"][:8]:
+            also = " (the kernel's freezer named it too)" if c["also_refused"] else ""
+            out.append(visible(f"    pid {c['pid']} {c['comm'] or '?'} state {c['state'] or '?'}"
+                               f"{', in ' + c['wchan'] if c['wchan'] else ''}: "
+                               f"{c['cmdline'] or '(no command line)'}{also}"))
+            if c["top_frames"]:
+                out.append(visible(f"      stack ({c['stack_source']}): " + " <- ".join(c["top_frames"])))
+            what = f"{c['signature']}: {c['what']}. " if c.get("what") else ""
+            out.append(visible(f"      {what}hint: {c['hint']}"))
+            if c.get("note"):
+                out.append(visible(f"      {c['note']}"))
+        out.append("")
+    return out
+
+
 def failure_lines(f: dict) -> list[str]:
     """The failure first (snapprof.analysis.failures): rate, each failed run's kind, the
-    tasks that refused to freeze with the top of their stacks and a hint, memory."""
+    tasks that refused to freeze with the top of their stacks and a hint, memory; then
+    systemd's cgroup freezes held up (failed runs or not)."""
     if not f.get("runs"):
-        return []
+        return holdup_lines(f)
     r = f["rate"]
     kinds = ", ".join(f"{n} {k}" for k, n in r["kinds"].items())
     out = [f"HIBERNATION FAILED in {r['failed']} of {r['runs']} runs ({kinds}); failure rate "
@@ -85,7 +110,7 @@ def failure_lines(f: dict) -> list[str]:
     if len(f["runs"]) > 6:
         out.append(f"  ... {len(f['runs']) - 6} more failed runs (see Runs below)")
     out.append("")
-    return out
+    return out + holdup_lines(f)
 
 
 def render_text(model: dict) -> str:

@@ -1,15 +1,19 @@
 """Hibernation the way users start it: systemd as init, `systemctl hibernate`, the snapprof
 service recording it (issue 18). trixie only (systemd 257; a variant image, trixie+systemd).
 
-One cycle, two QEMU boots (about 4 min under TCG): boot 1 installs the package's own service
+Two QEMU boots (about 5.5 min under TCG): boot 1 installs the package's own service
 (`snapprof service install`: `snapprof record --trigger none --rotate /var/lib/snapprof` in
-system.slice), starts a process in user.slice, runs `systemctl hibernate` from a scope in
-user.slice with PID 1 at debug level (its freezer's state changes are logged only then);
-systemd-sleep freezes user.slice and writes the image; boot 2 resumes it. Checks: the
-service's capture has the cycle as a complete run with the probes' figures, the service and
-the user.slice process came through, both boots' console figures are joined to the run, and
-systemd's part of the time, from the restored system's journal, is stored in the run
-(method "journal") and is what the journal says (read independently here).
+system.slice). First a cycle held up: a process in user.slice stuck on a FUSE file system
+nobody serves; systemd waits 60 s for user.slice to freeze and gives up, the kernel's freezer
+fails on the same process; the service records it as failed, the process named as what held
+systemd's freeze up and as the kernel's culprit. Then a cycle that goes through: a process in
+user.slice, `systemctl hibernate` from a scope in user.slice with PID 1 at debug level (its
+freezer's state changes are logged only then); systemd-sleep freezes user.slice and writes
+the image; boot 2 resumes it. Checks: the service's capture has the cycle as a complete run
+with the probes' figures, the service and the user.slice process came through, both boots'
+console figures are joined to the run, and systemd's part of the time, which the service read
+from the journal, is stored in the run (method "journal") and is what the journal says (read
+independently here).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import re
 import pytest
 
 from conftest import SYSTEMD_GUEST as DISTRO
+from snapprof.record.journal import JOURNAL_SOURCE
 from test_hibernate_lab import READ, WROTE, _one
 
 pytestmark = pytest.mark.lab
@@ -35,13 +40,17 @@ def cycle(lab_guest, tmp_path_factory):
     lab_guest(DISTRO)  # builds the image (from trixie's) if needed
     out = tmp_path_factory.mktemp("systemd")
     job_out = io.StringIO()
-    capture, cyc, journal = systemd_hibernate(DISTRO, out, stream=job_out, timeout=1200, debug=True)
+    capture, cyc, journal = systemd_hibernate(DISTRO, out, stream=job_out, timeout=1500, debug=True,
+                                              blocker=True)
     with CaptureReader(capture) as r:
         data = {"runs": r.runs(), "meta": r.meta(),
                 "metrics": {m["name"]: m for m in r.table("metrics")},
                 "not_measured": {m["name"]: m["reason"] for m in r.table("not_measured")},
                 "events": r.table("events")}
     folder = out / f"{DISTRO}-cycle1"
+    data["guest_capture"] = folder / "guest.snap"  # the service's own: both cycles
+    with CaptureReader(data["guest_capture"]) as r:
+        data["guest"] = {"runs": r.runs(), "culprits": r.table("culprits"), "metrics": r.table("metrics")}
     data["boot1"] = (folder / "boot1" / "console.log").read_text(errors="replace")
     data["boot2"] = (folder / "boot2" / "console.log").read_text(errors="replace")
     data["journal_json"] = (folder / "boot2" / "journal.json").read_text(errors="replace")
@@ -75,7 +84,8 @@ def test_the_service_recorded_the_cycle_and_came_through(cycle):
     (run,) = cycle["runs"]
     assert run["status"] == "complete", run["error"]
     marks = _marks(cycle["output"])
-    assert any(re.match(r"service run 1: complete", x) for x in marks), marks
+    assert any(re.match(r"service run 1: failed", x) for x in marks), marks  # the held-up cycle
+    assert any(re.match(r"service run 2: complete", x) for x in marks), marks
     assert "service active" in marks  # still running after the resume
     m = cycle["metrics"]
     assert m["freeze_user_ms"]["method"] in ("kernel-log", "probe")
@@ -153,7 +163,7 @@ def test_systemds_part_of_the_time_is_the_journals(cycle):
     for name, value in want.items():
         assert m[name]["value"] == value, name
         assert m[name]["method"] == "journal" and m[name]["unit"] == "ms"
-        assert m[name]["source"].startswith("systemd journal of the restored system")
+        assert m[name]["source"].startswith(JOURNAL_SOURCE)
         assert name not in cycle["not_measured"]
     # the kernel's part sits inside systemd-sleep's call: the freeze and the preallocation
     # (before the copy) and the thaw (after it) are on the restored system's clock too
@@ -162,3 +172,60 @@ def test_systemds_part_of_the_time_is_the_journals(cycle):
     # the wall clock counts what the monotonic one does not: writing, power-off, boot 2
     assert m["systemd_sleep_wall_ms"]["value"] > (m["systemd_sleep_call_ms"]["value"]
                                                   + m["write_ms"]["value"] + m["read_ms"]["value"])
+
+
+def test_a_process_holding_up_systemds_freeze_is_named(cycle):
+    """The held-up cycle before the one that went through: a process in user.slice stuck on a
+    FUSE file system nobody serves. systemd-sleep waited for user.slice to freeze, gave up
+    and hibernated anyway; the kernel's freezer failed on the same process. The service
+    recorded the cycle as failed, with the process named twice: what held systemd's cgroup
+    freeze up (read from /proc while systemd waited) and what refused the kernel's freezer."""
+    import subprocess
+    import sys
+
+    marks = _marks(cycle["output"])
+    blocked = [x for x in marks if x.startswith("blocked ")]
+    assert any("Failed to freeze unit 'user.slice'" in x for x in blocked), marks
+    assert any("Failed to put system to sleep" in x for x in blocked), marks
+    assert "unblocked" in marks, marks
+    pid = int(next(x for x in blocked if x.startswith("blocked hibernate pid ")).split()[-1])
+    g = cycle["guest"]
+    run1, run2 = g["runs"]
+    assert run1["status"] == "failed" and run2["status"] == "complete", (run1["error"], run2["error"])
+    assert "Freezing user space processes failed" in run1["error"]
+    assert "systemd-sleep: Failed to freeze unit 'user.slice'" in run1["error"]
+    cul = [c for c in g["culprits"] if c["run_id"] == run1["run_id"]]
+    held = [c for c in cul if c["kind"] == "cgroup"]
+    assert [c["pid"] for c in held] == [pid]  # only the stuck one: the rest was parked
+    c = held[0]
+    assert (c["stage"], c["state"], c["comm"]) == ("user.slice", "D", "stat")
+    # /proc/PID/wchan read 0 in one run of two (each listing reads it again): the stack has it
+    assert c["wchan"] in ("fuse_get_req", None)
+    assert "fuse_get_req" in c["stack"].split("\n")
+    assert "in /user.slice/snapprof-lab-stuck.scope: not parked" in c["note"]
+    assert c["cmdline"] == "/usr/bin/stat /run/snapprof-stuck/x"  # systemd-run execs the full path
+    assert pid in [c["pid"] for c in cul if c["kind"] == "freeze"]  # the kernel's dump
+    assert not [c for c in g["culprits"] if c["run_id"] == run2["run_id"] and c["kind"] == "cgroup"]
+    # systemd's wait, from the journal the service read: what the journal says (read here)
+    journal = [json.loads(ln) for ln in cycle["journal_json"].splitlines() if ln.startswith("{")]
+    msgs = [e["MESSAGE"] for e in journal]
+    failed_at = next(i for i, t in enumerate(msgs) if t.startswith("Failed to freeze unit 'user.slice'"))
+    starting = [e for e in journal[:failed_at] if e["MESSAGE"].startswith("Starting systemd-hibernate")][-1]
+    want = round((int(journal[failed_at]["_SOURCE_REALTIME_TIMESTAMP"])
+                  - int(starting["_SOURCE_REALTIME_TIMESTAMP"])) / 1000, 3)
+    got = {m["name"]: m["value"] for m in g["metrics"] if m["run_id"] == run1["run_id"]}
+    assert got["user_slice_freeze_failed_ms"] == want
+    assert 60_000 <= want < 90_000  # systemd 257 waits 60 s for the freeze
+    assert "user_slice_freeze_failed_ms" not in {m["name"] for m in g["metrics"]
+                                                if m["run_id"] == run2["run_id"]}
+    # and the report says so
+    p = subprocess.run([sys.executable, "-m", "snapprof", "report", str(cycle["guest_capture"]),
+                        "--format", "text"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert f"SYSTEMD'S FREEZE OF user.slice HELD UP in run {run1['run_id']} (failed): systemd-sleep waited" in p.stdout
+    assert (f"pid {pid} stat state D, in fuse_get_req: /usr/bin/stat /run/snapprof-stuck/x (the kernel's "
+            "freezer named it too)") in p.stdout
+    # the run's own freeze timeout (the job set 3 s for it after the service began to wait)
+    assert "failed after 3.0" in p.stdout and "(timeout 3 s)" in p.stdout
+    assert "FUSE daemon:" in p.stdout
