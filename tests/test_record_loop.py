@@ -283,10 +283,12 @@ def test_waiting_for_systemds_cycles_the_journal_and_the_held_up_freeze_go_in_th
 
     since = []
     monkeypatch.setattr(trg, "WaitTrigger", Waiting)
-    monkeypatch.setattr(journal, "cycle_part", lambda s: since.append(s) or (
+    monkeypatch.setattr(journal, "cycle_part", lambda s, before_ns=None: since.append(s) or (
         [("user_slice_freeze_failed_ms", 61397.0, "ms", "journal", "j")],
         {"systemd_sleep_call_ms": "not in the journal: no return"},
-        ["systemd-sleep: Failed to freeze unit 'user.slice': Connection timed out"]))
+        ["systemd-sleep: Failed to freeze unit 'user.slice': Connection timed out"],
+        [(5, None, 1, "systemd", "begin", "systemd:logind", None, "x"),
+         (9, None, 1, "systemd", "end", "systemd:logind", None, "x")]))
     summary, logs, path = record(tmp_path, [], fake_kernel, trigger="none", runs=1)
     assert len(since) == 1
     with CaptureReader(path) as r:
@@ -296,6 +298,8 @@ def test_waiting_for_systemds_cycles_the_journal_and_the_held_up_freeze_go_in_th
         assert (c["pid"], c["stage"], c["wchan"]) == (450, "user.slice", "fuse_get_req")
         m = {x["name"]: x for x in r.table("metrics")}
         assert m["user_slice_freeze_failed_ms"]["method"] == "journal"
+        assert [(e["ts_ns"], e["kind"]) for e in r.table("events") if e["name"] == "systemd:logind"] == [
+            (5, "begin"), (9, "end")]  # systemd's spans, for the timeline
         nm = {x["name"]: x["reason"] for x in r.table("not_measured")}
         assert nm["systemd_sleep_call_ms"] == "not in the journal: no return"
     assert any("held up user.slice's cgroup freeze: pid 450 stat (stat /run/x), state D, in fuse_get_req"

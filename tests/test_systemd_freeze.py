@@ -267,14 +267,15 @@ def test_journalctl_is_asked_for_this_boot_since_the_wait_and_its_failure_said()
 
 
 def test_without_systemd_every_figure_says_why(tmp_path):
-    metrics, missing, notes = journal.cycle_part(0, root=str(tmp_path))
-    assert metrics == [] and notes == []
+    metrics, missing, notes, events = journal.cycle_part(0, root=str(tmp_path))
+    assert metrics == [] and notes == [] and events == []
     assert set(missing) == {s[0] for s in journal.SPANS}
     assert all(w == "systemd's journal not read: this machine does not run systemd "
                "(no /run/systemd/system)" for w in missing.values())
     (tmp_path / "run" / "systemd" / "system").mkdir(parents=True)
-    metrics, missing, notes = journal.cycle_part(
-        0, root=str(tmp_path), read_cycle=lambda since: (HELD_UP, None))
+    metrics, missing, notes, events = journal.cycle_part(
+        0, root=str(tmp_path), read_cycle=lambda since: (HELD_UP, None), before_ns=5, after_ns=7)
+    assert {e[5] for e in events} >= {"systemd:logind", "systemd:slice_freeze"}
     assert notes == ["systemd-sleep: Failed to freeze unit 'user.slice': Connection timed out"]
     assert {m[0] for m in metrics} >= {"user_slice_freeze_failed_ms", "systemd_logind_ms"}
 
@@ -338,3 +339,46 @@ def test_the_report_names_what_held_systemds_freeze_up(tmp_path, failed):
 def test_captures_without_a_held_up_freeze_have_no_such_section():
     f = load_capture(Path(__file__).parent / "data" / "trixie-6.12-trigger-hibernate.snap")
     assert fa.slice_holdups(f) == []
+
+
+def test_systemds_spans_go_on_the_timeline_on_the_probes_clock(tmp_path):
+    """The marks' sender wall-clock times minus CLOCK_REALTIME - CLOCK_BOOTTIME, read before
+    the cycle for the marks before the sleep operation and after it for the rest; the report's
+    timeline draws them above the kernel's phases, from the first of them."""
+    from snapprof.analysis.phases import SYSTEMD_SPANS
+    from snapprof.report.html import render_html
+    from snapprof.report.model import build_model
+
+    assert set(SYSTEMD_SPANS) == set(journal.TIMELINE)
+    before, after = 86_000_000_000, 80_000_000_000  # the RTC set the wall clock back 6 s at resume
+    ev = journal.timeline_events(HELD_UP, before, after)
+    spans = {}
+    for ts, cpu, pid, comm, kind, name, value, detail in ev:
+        spans.setdefault(name, {})[kind] = ts
+        assert detail.startswith("systemd journal: ") and "CLOCK_BOOTTIME" in detail
+    assert set(spans) == {"systemd:logind", "systemd:sleep_pre", "systemd:slice_freeze",
+                          "systemd:sleep", "systemd:sleep_post"}  # no thaw: the sleep failed
+    assert spans["systemd:logind"] == {"begin": 86_543_212_000 - before, "end": 87_143_103_000 - before}
+    # the freeze systemd gave up on: from the unit's start to "Failed to freeze unit"
+    assert spans["systemd:slice_freeze"]["end"] == 148_540_119_000 - before
+    # across the sleep operation: its end mark on the offset read after the cycle
+    assert spans["systemd:sleep"] == {"begin": 148_838_601_000 - before, "end": 152_281_515_000 - after}
+    assert journal.timeline_events(HELD_UP, None, after) == [
+        e for e in ev if e[5] == "systemd:sleep_post"]  # no offset before: only the spans after
+
+    w = CaptureWriter(str(tmp_path / "t.snap"))
+    w.set_meta({"kernel_release": "6.12.117+deb13-amd64", "trigger": "none"})
+    kernel = [(148_900_000_000 - before, 0, 9, "systemd-sleep", "begin", "freeze_processes", None, None),
+              (148_910_000_000 - before, 0, 9, "systemd-sleep", "end", "freeze_processes", None, None)]
+    w.add_run(Run(trigger="none", status="complete", events=kernel + ev, started_ns=148_880_000_000 - before))
+    w.close()
+    model = build_model(load_capture(tmp_path / "t.snap"))
+    (t,) = model["timelines"]["runs"]
+    rows = {p["phase"]: p for p in t["phases"]}
+    assert [p["phase"] for p in t["phases"]][:2] == ["systemd:logind", "systemd:sleep_pre"]
+    assert rows["systemd:logind"]["start_ms"] == 0  # the timeline starts with systemd's part
+    assert rows["systemd:slice_freeze"]["duration_ms"] == pytest.approx((148_540_119 - 87_143_103) / 1000)
+    assert rows["freeze_user"]["start_ms"] == pytest.approx((148_900_000 - 86_543_212) / 1000)
+    assert rows["systemd:sleep"]["method"] == "journal, wall clock"
+    page = render_html(model)
+    assert "systemd: user.slice freeze" in page

@@ -78,6 +78,17 @@ PHASES: tuple[PhaseDef, ...] = (
 PHASE_ORDER: tuple[str, ...] = tuple(p.name for p in PHASES)
 PHASE_LABELS: dict[str, str] = {p.name: p.label for p in PHASES}
 
+#: systemd's part of a `systemctl hibernate` (the recorder's journal events, begin/end pairs on
+#: CLOCK_BOOTTIME; snapprof.record.journal.TIMELINE): drawn on the timeline above the kernel's
+#: phases, never counted as one.
+SYSTEMD_SPANS: dict[str, str] = {
+    "systemd:logind": "systemd: logind → hibernate unit",
+    "systemd:sleep_pre": "systemd: unit start → sleep call",
+    "systemd:slice_freeze": "systemd: user.slice freeze",
+    "systemd:sleep": "systemd: sleep call",
+    "systemd:slice_thaw": "systemd: user.slice thaw",
+    "systemd:sleep_post": "systemd: return → unit end",
+}
 #: Span of the shrink step inside ``prealloc`` (drawn nested on the timeline, not a phase).
 SHRINK_EVENT = "shrink_all_memory"
 #: Instant event: the sleep time (ns, in ``value``) the kernel injected into CLOCK_BOOTTIME.

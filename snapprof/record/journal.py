@@ -18,6 +18,7 @@ freeze_failure() the message.
     read_cycle(since_s, ...) -> entries    # journalctl -b, this cycle's messages (the recorder)
     journal_figures(entries) -> (metrics, {name: reason})
     freeze_failure(entries) -> "Failed to freeze unit 'user.slice': ..." or None
+    timeline_events(entries, before_ns, after_ns) -> its spans as the run's events (TIMELINE)
 """
 
 from __future__ import annotations
@@ -248,15 +249,71 @@ def read_cycle(since_s: float, settle_s: float = 5.0, deadline_s: float = 20.0,
         sleep(poll_s)
 
 
-def cycle_part(since_s: float, read_cycle=read_cycle, root: str = "/") -> tuple[list, dict, list]:
-    """(metrics, {name: reason}, notes) of systemd's part of the cycle that just ended, from
-    the journal since the wall-clock time since_s (the recorder's wait began then)."""
+# -- on the run's timeline ---------------------------------------------------------------------
+
+#: systemd's spans as begin/end events of the run (the report's timeline draws them beside the
+#: kernel's phases): event name -> the (from mark, to mark) pairs tried in order.
+TIMELINE = {
+    "systemd:logind": (("logind", "unit_start"),),
+    "systemd:sleep_pre": (("unit_start", "sleep_start"),),
+    "systemd:slice_freeze": (("freeze_start", "frozen"), ("unit_start", "slice_frozen"),
+                             ("unit_start", "freeze_failed")),
+    "systemd:sleep": (("sleep_start", "sleep_return"), ("sleep_start", "sleep_failed")),
+    "systemd:slice_thaw": (("thaw_start", "thawed"), ("sleep_return", "slice_thawed")),
+    "systemd:sleep_post": (("sleep_return", "unit_finish"), ("sleep_failed", "unit_failed")),
+}
+
+
+def wall_minus_boot_ns() -> int:
+    """CLOCK_REALTIME - CLOCK_BOOTTIME now (ns): a wall-clock time minus it is on the probes'
+    clock. Read once before the cycle and once after it: the restored kernel sets the wall
+    clock from the RTC (1 s resolution) and adds the time away to CLOCK_BOOTTIME."""
+    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def timeline_events(entries: Iterable[dict], before_ns: int | None, after_ns: int | None) -> list[tuple]:
+    """systemd's spans (TIMELINE) as capture event rows (ts_ns, cpu, pid, comm, kind, name,
+    value, detail), on CLOCK_BOOTTIME: each mark's sender wall-clock time minus the
+    wall-minus-boot offset read before the cycle (marks before systemd-sleep's sleep
+    operation) or after it (the marks after)."""
+    marks = sleep_marks(entries)
+    out = []
+    for name, pairs in TIMELINE.items():
+        for a, b in pairs:
+            ea, eb = marks.get(a), marks.get(b)
+            if ea is None or eb is None:
+                continue
+            ends = []
+            for mark, e, kind in ((a, ea, "begin"), (b, eb, "end")):
+                side = _MARKS[mark][1] or "before"
+                off = before_ns if side == "before" else after_ns
+                us = _usec(e, SENT)
+                if off is None or us is None:
+                    break
+                pid = e.get("_PID")
+                ends.append((us * 1000 - off, None, int(pid) if str(pid or "").isdigit() else None,
+                             str(e.get("SYSLOG_IDENTIFIER") or "")[:16] or None, kind, name, None,
+                             f"systemd journal: {e['MESSAGE'].strip()[:200]} (the sender's wall-clock "
+                             f"time on CLOCK_BOOTTIME, offset read {side} the cycle)"))
+            if len(ends) == 2 and ends[1][0] >= ends[0][0]:
+                out += ends
+                break
+    return out
+
+
+def cycle_part(since_s: float, read_cycle=read_cycle, root: str = "/", before_ns: int | None = None,
+               after_ns: int | None = None) -> tuple[list, dict, list, list]:
+    """(metrics, {name: reason}, notes, events) of systemd's part of the cycle that just
+    ended, from the journal since the wall-clock time since_s (the recorder's wait began
+    then); events: its spans on the timeline (timeline_events), with the wall-minus-boot
+    offsets read before the cycle (before_ns) and after it (after_ns; now if None)."""
     why = available(root)
     entries: list[dict] = []
     if why is None:
         entries, why = read_cycle(since_s)
     if why is not None:
-        return [], {name: f"systemd's journal not read: {why}" for name, *_ in SPANS}, []
+        return [], {name: f"systemd's journal not read: {why}" for name, *_ in SPANS}, [], []
     metrics, missing = journal_figures(entries)
     failure = freeze_failure(entries)
-    return metrics, missing, ([f"systemd-sleep: {failure}"] if failure else [])
+    events = timeline_events(entries, before_ns, wall_minus_boot_ns() if after_ns is None else after_ns)
+    return metrics, missing, ([f"systemd-sleep: {failure}"] if failure else []), events

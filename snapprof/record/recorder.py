@@ -497,8 +497,10 @@ class Recorder:
                     if begun is not None:
                         writer.abandon_run(begun, "interrupted before the cycle began")
                     break
+                sd_events = []
                 if kind == "none" and not outcome.interrupted:  # systemd's part, from the journal
-                    figures, missing, notes = journal.cycle_part(wait_wall - 1)
+                    figures, missing, notes, sd_events = journal.cycle_part(
+                        wait_wall - 1, before_ns=outcome.wall_minus_boot_ns)
                     outcome.metrics += figures
                     outcome.not_measured.update(missing)
                     outcome.notes += notes
@@ -515,6 +517,7 @@ class Recorder:
                 run = build_run(trigger.name, outcome, data, records, before + after, probe_reason,
                                 clock_stable, wall, zero_pages_left_out, PAGE_SIZE)
                 run.processes = procs
+                run.events += sd_events  # systemd's spans, beside the probes' events on the timeline
                 if run.status != "complete" or culprits.freeze_failed(records):
                     # now, while the tasks that refused are still there to be looked up
                     run.culprits = culprits.rows(culprits.culprits(

@@ -347,6 +347,7 @@ class CycleOutcome:
     records: list[tuple] | None = None  # the cycle's kernel log, when the trigger read it
     slice: object | None = None  # snapprof.record.slicewatch.Seen: systemd's cgroup freeze (none)
     not_measured: dict[str, str] = field(default_factory=dict)  # name -> why (the journal's)
+    wall_minus_boot_ns: int | None = None  # CLOCK_REALTIME - CLOCK_BOOTTIME before the cycle (none)
 
     def metric(self, name, value, unit, method, source):
         if value is not None:
@@ -595,6 +596,8 @@ class WaitTrigger:
                 if self.watch is not None:
                     self.watch.poll()  # systemd's freeze of user.slice comes before the kernel's part
                 timeout = _freeze_timeout() or timeout
+                out.wall_minus_boot_ns = (time.clock_gettime_ns(time.CLOCK_REALTIME)
+                                          - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
             for rec in self.reader.read_new():
                 text = rec[3]
                 if not in_cycle and CYCLE_START.search(text):

@@ -19,7 +19,7 @@ from snapprof.analysis.derived import image_compressor
 from snapprof.analysis.failures import failed_runs, failure_rate, grouped_culprits, slice_holdups
 from snapprof.analysis.frames import CaptureFrames, phase_durations
 from snapprof.analysis.kmsg import EXTRA_LABELS, kernel_figures
-from snapprof.analysis.phases import PHASE_LABELS, SHRINK_EVENT, after_copy, spans
+from snapprof.analysis.phases import PHASE_LABELS, SHRINK_EVENT, SYSTEMD_SPANS, after_copy, spans
 from snapprof.analysis.summary import NO_REASON, STAT_COLUMNS, metric_summary, phase_summary
 
 HEADLINE = ("freeze_user_ms", "freeze_kernel_ms", "image_bytes", "cycle_ms")
@@ -218,15 +218,26 @@ def _select_runs(frames: CaptureFrames, wide: pd.DataFrame, limit: int) -> list[
 def _timelines(frames: CaptureFrames, wide: pd.DataFrame, limit: int) -> dict:
     chosen = _select_runs(frames, wide, limit)
     shrink = spans(frames.events, [SHRINK_EVENT]).set_index("run_id")
+    systemd = spans(frames.events, list(SYSTEMD_SPANS))
     runs = frames.runs.set_index("run_id")
     items = []
     for rid, why in chosen:
         ph = frames.phases[frames.phases["run_id"] == rid]
-        starts = ph["start_ns"].dropna()
+        sd = systemd[systemd["run_id"] == rid]
+        starts = pd.concat([ph["start_ns"], sd["start_ns"]]).dropna()
         t0 = runs.loc[rid, "started_ns"]
         if starts.size and (pd.isna(t0) or t0 > starts.min()):
-            t0 = starts.min()
+            t0 = starts.min()  # systemd's part comes before the kernel's
         phases = []
+        for name in SYSTEMD_SPANS:  # systemd's part first, in its order
+            row = sd[sd["name"] == name]
+            if row.empty or pd.isna(t0):
+                continue
+            a, b = row["start_ns"].iloc[0], row["end_ns"].iloc[0]
+            phases.append({"phase": name, "label": SYSTEMD_SPANS[name], "start_ms": (a - t0) / 1e6,
+                           "end_ms": None if pd.isna(b) else (b - t0) / 1e6,
+                           "duration_ms": None if pd.isna(b) else (b - a) / 1e6,
+                           "method": "journal, wall clock"})
         for row in ph.itertuples(index=False):
             rel = lambda ns: None if pd.isna(ns) or pd.isna(t0) else (ns - t0) / 1e6  # noqa: E731
             phases.append({"phase": row.phase, "label": PHASE_LABELS.get(row.phase, row.phase),

@@ -30,6 +30,9 @@ GROUP_COLORS = {
     "dpm_resume_noirq": "#c5b0d5", "dpm_resume_early": "#b19cd9", "dpm_resume": "#2ca02c",
     "dpm_complete": "#98df8a", "thaw": "#e377c2", "image_write": "#8c564b",
     "image_read": "#c49c94", "restore": "#dbdb8d",
+    # systemd's part (the journal): one colour, its spans above the kernel's phases
+    **{f"systemd:{n}": "#4c72b0" for n in ("logind", "sleep_pre", "slice_freeze", "sleep", "slice_thaw",
+                                            "sleep_post")},
 }
 COPY_NOTE = ("copy length from the kernel's sleep-time report: the clocks stand still during the copy\n"
              "and CLOCK_BOOTTIME jumps by that much when they restart (hatched)")
