@@ -229,3 +229,23 @@ def test_a_process_holding_up_systemds_freeze_is_named(cycle):
     # the run's own freeze timeout (the job set 3 s for it after the service began to wait)
     assert "failed after 3.0" in p.stdout and "(timeout 3 s)" in p.stdout
     assert "FUSE daemon:" in p.stdout
+
+
+def test_systemds_spans_are_on_the_timeline_around_the_kernels_part(cycle):
+    """The service put systemd's spans into the run as events on the probes' clock (the
+    journal's wall-clock send times minus realtime - boottime, read before the cycle for the
+    marks before the sleep operation, after it for the rest). They must sit where they
+    happened: user.slice frozen and the sleep call begun before the kernel's hibernate()
+    entry; the sleep call ending after hibernate() returned in the restored kernel (within
+    the RTC's 1 s: the restored kernel set the wall clock and CLOCK_BOOTTIME's jump from it).
+    Mapped with the offset from before the cycle, the end would be off by the time away."""
+    ev = cycle["events"]
+    sd = {(e["name"], e["kind"]): e["ts_ns"] for e in ev if e["name"].startswith("systemd:")}
+    assert {n for n, _ in sd} == {"systemd:logind", "systemd:sleep_pre", "systemd:slice_freeze",
+                                  "systemd:sleep", "systemd:slice_thaw", "systemd:sleep_post"}, sd
+    hib_begin = min(e["ts_ns"] for e in ev if e["name"] == "hibernate" and e["kind"] == "begin")
+    hib_end = max(e["ts_ns"] for e in ev if e["name"] == "hibernate" and e["kind"] == "end")
+    assert sd[("systemd:slice_freeze", "end")] < sd[("systemd:sleep", "begin")] < hib_begin
+    assert hib_begin - sd[("systemd:sleep", "begin")] < 2e9  # "Performing sleep operation", then disk
+    assert hib_end - 1.5e9 < sd[("systemd:sleep", "end")] < hib_end + 5e9
+    assert sd[("systemd:sleep", "end")] <= sd[("systemd:slice_thaw", "end")] <= sd[("systemd:sleep_post", "end")]
