@@ -160,6 +160,11 @@ def test_systemds_part_of_the_time_is_the_journals(cycle):
         "systemd_hibernate_unit_ms": span(starting, finished, mono),
         "systemd_sleep_wall_ms": span(performing, returned, sent),
     }
+    # the service's recorder read them itself (its own capture), not only the lab afterwards
+    g = cycle["guest"]
+    run2 = g["runs"][-1]["run_id"]
+    own = {x["name"]: x["value"] for x in g["metrics"] if x["run_id"] == run2 and x["method"] == "journal"}
+    assert own == want
     for name, value in want.items():
         assert m[name]["value"] == value, name
         assert m[name]["method"] == "journal" and m[name]["unit"] == "ms"
