@@ -305,3 +305,27 @@ def test_waiting_for_systemds_cycles_the_journal_and_the_held_up_freeze_go_in_th
     assert any("held up user.slice's cgroup freeze: pid 450 stat (stat /run/x), state D, in fuse_get_req"
                in line for line in logs), logs
     assert any("thread(s) not parked" in line for line in logs)
+
+
+def test_a_journal_message_never_reaches_the_terminal_raw(tmp_path, fake_kernel, monkeypatch):
+    """The notes the recorder prints include the journal's words (systemd-sleep's message):
+    control characters come out escaped."""
+    from snapprof.record import journal
+
+    class Waiting(ScriptedTrigger):
+        name = "none"
+
+        def __init__(self, reader, watch=None, **kw):
+            super().__init__()
+
+        def run(self, intr):
+            out = trg.CycleOutcome(started_ns=100, ended_ns=150, pm_test="none", records=list(LOG))
+            out.status = "complete"
+            return out
+
+    monkeypatch.setattr(trg, "WaitTrigger", Waiting)
+    monkeypatch.setattr(journal, "cycle_part", lambda s, before_ns=None: (
+        [], {}, ["systemd-sleep: Failed to freeze unit 'user.slice': \x1b[2J\x07gone"], []))
+    _, logs, _ = record(tmp_path, [], fake_kernel, trigger="none", runs=1)
+    (line,) = [x for x in logs if "Failed to freeze" in x]
+    assert "\x1b" not in line and "\x07" not in line and "\\x1b[2J" in line

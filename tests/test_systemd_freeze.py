@@ -252,8 +252,8 @@ def test_journalctl_is_asked_for_this_boot_since_the_wait_and_its_failure_said()
     assert why is None and entries == [{"MESSAGE": "x", "__MONOTONIC_TIMESTAMP": "1"}]
     argv = seen["argv"]
     assert argv[:4] == ["journalctl", "-q", "-b", "-o"] and "--since=@1700000000" in argv
-    assert argv[-5:] == ["_PID=1", "+", "SYSLOG_IDENTIFIER=systemd-sleep", "+",
-                         "SYSLOG_IDENTIFIER=systemd-logind"]
+    assert argv[-7:] == ["_PID=1", "+", "_UID=0", "SYSLOG_IDENTIFIER=systemd-sleep", "+", "_UID=0",
+                         "SYSLOG_IDENTIFIER=systemd-logind"]  # root's only: anyone can use a name
 
     def bad(argv, **kw):
         return subprocess.CompletedProcess(argv, 1, b"", b"Failed to open journal\nNo journal files were found.\n")

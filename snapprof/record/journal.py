@@ -198,8 +198,11 @@ def freeze_failure(entries: Iterable[dict]) -> str | None:
 
 # -- reading it (the recorder) ----------------------------------------------------------------
 
-#: who logs the marks: PID 1, systemd-sleep, systemd-logind (journalctl matches, OR-ed)
-MATCHES = ("_PID=1", "+", "SYSLOG_IDENTIFIER=systemd-sleep", "+", "SYSLOG_IDENTIFIER=systemd-logind")
+#: who logs the marks: PID 1, systemd-sleep, systemd-logind (journalctl matches: "+" ORs, fields
+#: side by side AND). Any user can log under any SYSLOG_IDENTIFIER (`logger -t systemd-sleep`):
+#: the two identifiers count only with the trusted _UID=0 journald stamps.
+MATCHES = ("_PID=1", "+", "_UID=0", "SYSLOG_IDENTIFIER=systemd-sleep", "+", "_UID=0",
+           "SYSLOG_IDENTIFIER=systemd-logind")
 MAX_ENTRIES = 5000
 
 

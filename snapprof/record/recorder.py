@@ -548,8 +548,8 @@ class Recorder:
                     self.log(_summary_line(run_id, run))
                 for note in (data.drop_notes if data is not None else []):
                     self.log(f"  lost: {note}")
-                for note in outcome.notes:
-                    self.log(f"  note: {note}")
+                for note in outcome.notes:  # the journal's words among them: never raw to a terminal
+                    self.log(visible(f"  note: {note}"))
                 for c in (c for c in run.culprits if c[0] in ("freeze", "cgroup")):  # never raw to a terminal
                     where = c[7] or (c[8] or "?").split("\n")[0]
                     what = "refused to freeze" if c[0] == "freeze" else f"held up {c[1]}'s cgroup freeze"

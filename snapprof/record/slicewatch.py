@@ -33,7 +33,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from snapprof.record.culprits import MAX_CMDLINE, MAX_FRAMES, frame_name
+from snapprof.record.culprits import MAX_CMDLINE, MAX_FRAMES, _read, frame_name
 
 SLICE = "user.slice"
 HOLD_S = 1.0  # a freeze pending this long is being held up (a normal one takes 8-60 ms in the lab)
@@ -59,14 +59,6 @@ class Seen:
     @property
     def held_up(self) -> bool:
         return bool(self.holders)
-
-
-def _read(path: str, limit: int = 65536) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read(limit).decode("utf-8", "replace")
-    except OSError:
-        return None
 
 
 def _events(text: str | None) -> dict[str, str]:

@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 
 from snapprof.errors import SnapprofError
+from snapprof.record import journal
 
 # include/uapi/linux/suspend_ioctls.h, magic '3'
 SNAPSHOT_FREEZE = 0x3301
@@ -596,8 +597,7 @@ class WaitTrigger:
                 if self.watch is not None:
                     self.watch.poll()  # systemd's freeze of user.slice comes before the kernel's part
                 timeout = _freeze_timeout() or timeout
-                out.wall_minus_boot_ns = (time.clock_gettime_ns(time.CLOCK_REALTIME)
-                                          - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+                out.wall_minus_boot_ns = journal.wall_minus_boot_ns()
             for rec in self.reader.read_new():
                 text = rec[3]
                 if not in_cycle and CYCLE_START.search(text):

@@ -52,6 +52,16 @@ def _stat_rows(rows: list[dict]) -> list[list[str]]:
 STAT_HEADERS = ["figure", "median", "min", "max", "p95", "95% CI of median", "n", "method"]
 
 
+def _stack_and_hint(c: dict) -> list[str]:
+    """A named task's top frames (with where they came from) and its hint."""
+    out = []
+    if c["top_frames"]:
+        out.append(visible(f"      stack ({c['stack_source']}): " + " <- ".join(c["top_frames"])))
+    what = f"{c['signature']}: {c['what']}. " if c.get("what") else ""
+    out.append(visible(f"      {what}hint: {c['hint']}"))
+    return out
+
+
 def holdup_lines(f: dict) -> list[str]:
     """Runs in which systemd's cgroup freeze of user.slice was held up, and by what."""
     out = []
@@ -66,10 +76,7 @@ def holdup_lines(f: dict) -> list[str]:
             out.append(visible(f"    pid {c['pid']} {c['comm'] or '?'} state {c['state'] or '?'}"
                                f"{', in ' + c['wchan'] if c['wchan'] else ''}: "
                                f"{c['cmdline'] or '(no command line)'}{also}"))
-            if c["top_frames"]:
-                out.append(visible(f"      stack ({c['stack_source']}): " + " <- ".join(c["top_frames"])))
-            what = f"{c['signature']}: {c['what']}. " if c.get("what") else ""
-            out.append(visible(f"      {what}hint: {c['hint']}"))
+            out += _stack_and_hint(c)
             if c.get("note"):
                 out.append(visible(f"      {c['note']}"))
         out.append("")
@@ -98,10 +105,7 @@ def failure_lines(f: dict) -> list[str]:
         for c in run["culprits"]:
             out.append(visible(f"    pid {c['pid']} {c['comm'] or '?'} [{c['stage'] or '?'}] state "
                                f"{c['state'] or '?'}: {c['cmdline'] or '(no command line)'}"))
-            if c["top_frames"]:
-                out.append(visible(f"      stack ({c['stack_source']}): " + " <- ".join(c["top_frames"])))
-            what = f"{c['signature']}: {c['what']}. " if c.get("what") else ""
-            out.append(visible(f"      {what}hint: {c['hint']}"))
+            out += _stack_and_hint(c)
         if run.get("memory"):
             out.append(visible("    " + run["memory"]["sentence"]))
         for u in run.get("memory_users", [])[:5]:
