@@ -15,9 +15,23 @@
  *   DEVSTART_MAX, DEVNAMES_MAX                     fits them to the machine)
  *   ADDR_<symbol>=0x...                            address of a kernel static (/proc/kallsyms)
  *   HAVE_TP_<sys>__<event>                         the tracepoint exists in this kernel
+ *   TASK_OFF_<field>=N, TASK_FROZEN, PF_KTHREAD    struct task_struct's layout from the
+ *                                                  kernel's BTF, the two flags from its
+ *                                                  <linux/sched.h> read as text (btf.py);
+ *                                                  without them the header is compiled
  */
 #include <uapi/linux/ptrace.h>
+
+/* The task_struct fields the probes read: TASK_FIELD(p, f) is the address of p->f.
+ * Compiling <linux/sched.h> costs bcc 17-20 s under the lab's emulation, most of a
+ * recorder's start, so the offsets come from the kernel's BTF when it has one. */
+#ifdef TASK_OFF_pid
+struct task_struct;
+#define TASK_FIELD(p, f) ((void *)((char *)(p) + TASK_OFF_##f))
+#else
 #include <linux/sched.h>
+#define TASK_FIELD(p, f) ((void *)&(p)->f)
+#endif
 
 #ifndef EVENTS_PAGES
 #define EVENTS_PAGES 16

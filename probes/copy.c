@@ -9,7 +9,12 @@
  * still, as measured by the kernel on resume; instant "sleep_time", value = ns.
  * snapshot_get_image_size: end value = image pages (copy + meta + 1).
  */
-#include <linux/time64.h>
+/* struct timespec64 as include/linux/time64.h has it since 3.17 (time64_t, long), written
+ * out so that the probes include no kernel header but uapi/linux/ptrace.h (common.h) */
+struct snap_timespec64 {
+    s64 tv_sec;
+    long tv_nsec;
+};
 
 int enter__swsusp_save(struct pt_regs *ctx)
 {
@@ -47,7 +52,7 @@ int leave__swsusp_save(struct pt_regs *ctx)
 
 int enter__tk_debug_account_sleep_time(struct pt_regs *ctx)
 {
-    struct timespec64 t = {};
+    struct snap_timespec64 t = {};
     if (bpf_probe_read_kernel(&t, sizeof(t), (void *)PT_REGS_PARM1(ctx)))
         return 0;
     EMIT("sleep_time", EV_INSTANT, 1, (s64)t.tv_sec * 1000000000LL + t.tv_nsec);

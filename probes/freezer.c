@@ -44,11 +44,8 @@
  * trampolines, and without it (kprobes) otherwise or if that fails; the capture says which
  * (meta probe_methods).
  */
-#ifndef TASK_FROZEN
-#define TASK_FROZEN 0x00008000
-#endif
-#ifndef PF_KTHREAD
-#define PF_KTHREAD 0x00200000
+#if !defined(TASK_FROZEN) || !defined(PF_KTHREAD)
+#error "TASK_FROZEN and PF_KTHREAD come from <linux/sched.h> or the recorder's cflags"
 #endif
 
 struct taskrec {
@@ -174,14 +171,14 @@ static __always_inline struct cycle_state *freezer_state(void)
 static __always_inline struct taskrec *task_of(struct cycle_state *s, struct task_struct *p)
 {
     u32 pid = 0;
-    bpf_probe_read_kernel(&pid, sizeof(pid), &p->pid);
+    bpf_probe_read_kernel(&pid, sizeof(pid), TASK_FIELD(p, pid));
     struct taskrec *r = tasks.lookup(&pid);
     if (!r) {
         struct taskrec z = {};
         unsigned int flags = 0;
-        bpf_probe_read_kernel(&flags, sizeof(flags), &p->flags);
-        bpf_probe_read_kernel(&z.tgid, sizeof(z.tgid), &p->tgid);
-        bpf_probe_read_kernel(&z.comm, sizeof(z.comm), &p->comm);
+        bpf_probe_read_kernel(&flags, sizeof(flags), TASK_FIELD(p, flags));
+        bpf_probe_read_kernel(&z.tgid, sizeof(z.tgid), TASK_FIELD(p, tgid));
+        bpf_probe_read_kernel(&z.comm, sizeof(z.comm), TASK_FIELD(p, comm));
         z.stage = s->fz_stage;
         z.kthread = (flags & PF_KTHREAD) ? 1 : 0;
         if (tasks.update(&pid, &z)) {
@@ -272,7 +269,7 @@ static __always_inline int on_refrigerator(void)
     struct taskrec z = {};
     struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
     unsigned int flags = 0;
-    bpf_probe_read_kernel(&flags, sizeof(flags), &cur->flags);
+    bpf_probe_read_kernel(&flags, sizeof(flags), TASK_FIELD(cur, flags));
     z.tgid = bpf_get_current_pid_tgid() >> 32;
     bpf_get_current_comm(&z.comm, sizeof(z.comm));
     z.stage = s->fz_stage;
@@ -397,7 +394,7 @@ int enter__freeze_task(struct pt_regs *ctx)
         return 0;
     struct task_struct *p = (struct task_struct *)PT_REGS_PARM1(ctx);
     unsigned int st = 0;
-    bpf_probe_read_kernel(&st, sizeof(st), &p->__state);
+    bpf_probe_read_kernel(&st, sizeof(st), TASK_FIELD(p, __state));
     return on_freeze_task_enter(s, p, st);
 }
 
@@ -408,7 +405,7 @@ int leave__freeze_task(struct pt_regs *ctx)
         return 0;
     struct task_struct *p = (struct task_struct *)s->fz_cur;
     unsigned int after = 0;
-    bpf_probe_read_kernel(&after, sizeof(after), &p->__state);
+    bpf_probe_read_kernel(&after, sizeof(after), TASK_FIELD(p, __state));
     return on_freeze_task_leave(s, p, (u8)PT_REGS_RC(ctx), after);
 }
 
@@ -432,13 +429,14 @@ KRETFUNC_PROBE(try_to_freeze_tasks, bool user_only, int ret)
 #endif
 
 #ifdef SNAPPROF_FENTRY_freeze_task
-/* p is a BTF pointer here: p->__state is a plain load, no helper call */
+/* p is a BTF pointer here: p->__state is a plain load, no helper call (the verifier
+ * checks the offset against the kernel's BTF) */
 KFUNC_PROBE(freeze_task, struct task_struct *p)
 {
     struct cycle_state *s = freezer_state();
     if (!s)
         return 0;
-    return on_freeze_task_enter(s, p, p->__state);
+    return on_freeze_task_enter(s, p, *(unsigned int *)TASK_FIELD(p, __state));
 }
 
 KRETFUNC_PROBE(freeze_task, struct task_struct *p, bool ret)
@@ -446,7 +444,7 @@ KRETFUNC_PROBE(freeze_task, struct task_struct *p, bool ret)
     struct cycle_state *s = state();  /* fz_cur == p: set by the freezer thread's own entry */
     if (!s || !s->fz_stage || s->fz_cur != (u64)p)
         return 0;
-    on_freeze_task_leave(s, p, ret, p->__state);
+    on_freeze_task_leave(s, p, ret, *(unsigned int *)TASK_FIELD(p, __state));
     if (!ret || !s->fz_t0)
         return 0;
     /* still refusing: only past STUCK_NS is the clock read further, and a stack taken */
@@ -460,7 +458,7 @@ KRETFUNC_PROBE(freeze_task, struct task_struct *p, bool ret)
     b->since_t0 = since;
     b->pass = s->fz_passes;
     b->nbytes = bpf_get_task_stack(p, b->ips, sizeof(b->ips), 0);
-    u32 pid = p->pid;
+    u32 pid = *(u32 *)TASK_FIELD(p, pid);
     stuck.update(&pid, b);
     return 0;
 }

@@ -223,6 +223,7 @@ class ProbeSet:
         self.timings: dict[str, float] = {}
         self.bpf_memlock_kb: dict | None = None  # {"maps", "programs", "n_programs"} after attach
         self._sizes: dict[str, int] | None = None
+        self._task_layout: tuple[dict[str, int], str] | None = None
         self._attached: dict[str, bool] = {}
         self._why: dict[str, str] = {}
         self._events: list[RawEvent] = []
@@ -278,11 +279,19 @@ class ProbeSet:
                                        self.callbacks_per_device)
         return self._sizes
 
+    @property
+    def task_layout_text(self) -> str | None:
+        """Where the probes' struct task_struct layout came from (once cflags() ran)."""
+        return self._task_layout[1] if self._task_layout else None
+
     def cflags(self) -> list[str]:
         flags = [f"-D{k}={v}" for k, v in self.sizes.items()]
         if self.stuck_after_ms is not None:  # when the freezer probes take a refusing task's stack
             flags.append(f"-DSTUCK_NS={int(self.stuck_after_ms) * 1_000_000}ULL")
         flags += ["-Wno-macro-redefined", "-Wno-unused-function"]
+        if self._task_layout is None:
+            self._task_layout = self.view.task_layout()
+        flags += [f"-D{k}={v:#x}" for k, v in self._task_layout[0].items()]
         seen = set()
         for r in self.resolutions:
             for c in r.choices:

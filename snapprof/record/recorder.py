@@ -411,6 +411,8 @@ class Recorder:
                     meta["probe_loader_peak_rss_kb"] = str(int(ps.timings["loader_peak_rss_kb"]))
                 meta["probe_buffers"] = " ".join(f"{k}={v}" for k, v in ps.sizes.items())
                 meta["probe_methods"] = ps.methods_text()
+                if ps.task_layout_text:
+                    meta["probe_task_layout"] = ps.task_layout_text
                 if ps.fentry_why:
                     meta["probe_fentry_fallback"] = ps.fentry_why
                 if "cache_dropped_kb" in ps.timings:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -26,6 +27,12 @@ KPROBE_BLACKLIST = "/sys/kernel/debug/kprobes/blacklist"
 LOCKDOWN = "/sys/kernel/security/lockdown"
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
+# struct task_struct's fields the probes read, with the size their C code reads, and the
+# two flags they test (probes/common.h, probes/freezer.c)
+TASK_FIELDS = {"pid": 4, "tgid": 4, "flags": 4, "comm": 16, "__state": 4}
+SCHED_DEFINES = ("TASK_FROZEN", "PF_KTHREAD")
+SCHED_HEADERS = ("/lib/modules/{release}/source/include/linux/sched.h",
+                 "/lib/modules/{release}/build/include/linux/sched.h")
 TRAMPOLINE_SYMBOL = "bpf_trampoline_link_prog"  # bcc's own test for fentry support
 NO_HIBERNATION = "kernel built without hibernation (CONFIG_HIBERNATION off: no swsusp_save)"
 FUNC_TYPES = set("tTwW")
@@ -214,6 +221,51 @@ class KernelView:
         if TRAMPOLINE_SYMBOL not in syms:
             return f"kernel without BPF trampolines (no {TRAMPOLINE_SYMBOL})"
         return None
+
+    def task_layout(self) -> tuple[dict[str, int], str]:
+        """The compiler defines that let the probes read struct task_struct without
+        compiling <linux/sched.h> (17-20 s of each compile in the lab), and one line saying
+        where they came from; ({}, why) when they cannot all be had, and the probes then
+        compile the header. Offsets come from the kernel's BTF, TASK_FROZEN and PF_KTHREAD
+        from this kernel's <linux/sched.h> read as text (macros are not in BTF)."""
+        from snapprof.record import btf  # only when compiling
+
+        try:
+            with open(self.path(KERNEL_BTF), "rb") as f:
+                blob = f.read(64 << 20)
+        except OSError as exc:
+            return {}, f"<linux/sched.h> compiled: no kernel BTF ({KERNEL_BTF}: {exc.strerror})"
+        try:
+            fields = btf.struct_fields(blob, "task_struct", TASK_FIELDS)
+        except btf.BtfError as exc:
+            return {}, f"<linux/sched.h> compiled: {exc}"
+        finally:
+            del blob
+        for name, size in TASK_FIELDS.items():
+            if fields[name].size != size:
+                return {}, (f"<linux/sched.h> compiled: task_struct.{name} is {fields[name].size} "
+                            f"bytes in the kernel's BTF, the probes read {size}")
+        defines = {f"TASK_OFF_{n}": f.offset for n, f in fields.items()}
+        tried = []
+        for pattern in SCHED_HEADERS:
+            header = pattern.format(release=self.release)
+            text = self._read(header)
+            if text is None:
+                tried.append(header)
+                continue
+            found = {}
+            for name in SCHED_DEFINES:
+                m = re.search(rf"^#define[ \t]+{name}[ \t]+(0x[0-9a-fA-F]+|[0-9]+)\b", text, re.M)
+                if m:
+                    found[name] = int(m.group(1), 0)
+            if len(found) < len(SCHED_DEFINES):
+                missing = ", ".join(n for n in SCHED_DEFINES if n not in found)
+                return {}, f"<linux/sched.h> compiled: {header} defines no plain {missing}"
+            defines.update(found)
+            where = ", ".join(f"{n}@{f.offset}" for n, f in fields.items())
+            flags = ", ".join(f"{n}={found[n]:#x}" for n in SCHED_DEFINES)
+            return defines, f"task_struct from the kernel's BTF ({where}); {flags} from {header}"
+        return {}, f"<linux/sched.h> compiled: cannot read {' or '.join(tried)}"
 
     def blockers(self) -> list[str]:
         """Reasons no probe can be attached at all, the kernel's own first."""

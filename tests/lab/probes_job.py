@@ -138,6 +138,26 @@ def sysfs_devices() -> dict:
     return out
 
 
+def layout_oracle(defines: dict[str, int]) -> dict:
+    """Compile <linux/sched.h> with bcc (as the probes did before they read the kernel's
+    BTF) and check, at compile time, that every offset and flag the probes were given is
+    the header's own. Run after the cycles: bcc's compiler is then in this process."""
+    if not defines:
+        return {"ok": False, "error": "no BTF defines to check"}
+    lines = ["#include <linux/sched.h>", "#include <linux/stddef.h>"]
+    for name, value in defines.items():
+        what = name[len("TASK_OFF_"):] if name.startswith("TASK_OFF_") else None
+        expr = f"offsetof(struct task_struct, {what})" if what else name
+        lines.append(f'_Static_assert({expr} == {value:#x}, "{name}");')
+    import bcc
+    t = time.monotonic()
+    try:
+        bcc.BPF(text="\n".join(lines) + "\n")
+    except Exception as exc:  # the compiler's message names the assertion that failed
+        return {"ok": False, "error": str(exc)[-2000:], "compile_s": time.monotonic() - t}
+    return {"ok": True, "checked": sorted(defines), "compile_s": time.monotonic() - t}
+
+
 def main() -> int:
     out_path = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None
     doc: dict = {"release": os.uname().release}
@@ -192,6 +212,8 @@ def main() -> int:
                              "started": again.started}
     ps.close()
     doc["kprobes_after_close"] = kprobes_list()  # closing the fds detached everything
+    doc["task_layout"] = ps.task_layout_text
+    doc["layout_oracle"] = layout_oracle(ps._task_layout[0] if ps._task_layout else {})
     text = json.dumps(doc)
     if out_path:
         with open(out_path, "w") as f:

@@ -67,6 +67,8 @@ def test_the_sweep_hooks_count_what_the_light_probes_cannot(job):
     and every task that had to freeze, those frozen in place included."""
     f = _frames(job, "freeze-fail")
     assert re.search(r"fentry/fexit: [^;]*\bfreeze_task\b", f.meta["probe_methods"]), f.meta["probe_methods"]
+    # the trampolines read p->__state and p->pid at the offsets of the kernel's BTF
+    assert f.meta["probe_task_layout"].startswith("task_struct from the kernel's BTF"), f.meta
     ends = f.events[(f.events["name"] == "try_to_freeze_tasks") & (f.events["kind"] == "end")]
     swept = [int(m.group(1)) for d in ends["detail"] if (m := re.search(r"swept=(\d+)", d or ""))]
     assert swept and all(n > 20 for n in swept), list(ends["detail"])

@@ -101,6 +101,20 @@ def test_everything_attaches(lab):
     assert lab["timings"]["compile_s"] > 0 and lab["timings"]["hooks"] >= 40
 
 
+def test_task_struct_layout_comes_from_btf_and_is_the_headers(lab):
+    # the probes read task_struct at the offsets of the kernel's BTF, and TASK_FROZEN and
+    # PF_KTHREAD from its header's text, instead of compiling <linux/sched.h> each start:
+    # a compile of that header with bcc agrees on every one (static assertions)
+    assert lab["task_layout"].startswith("task_struct from the kernel's BTF"), lab["task_layout"]
+    oracle = lab["layout_oracle"]
+    assert oracle["ok"], oracle
+    assert set(oracle["checked"]) == {"TASK_OFF_pid", "TASK_OFF_tgid", "TASK_OFF_flags",
+                                      "TASK_OFF_comm", "TASK_OFF___state", "TASK_FROZEN",
+                                      "PF_KTHREAD"}
+    print(f"{lab['distro']}: probes compiled in {lab['timings']['compile_s']:.1f} s without "
+          f"<linux/sched.h>; that header alone took {oracle['compile_s']:.1f} s")
+
+
 def test_compiled_in_a_child_that_is_gone_and_closing_detaches(lab):
     # bcc ran in the loader child, which exited; the probes stay attached through the
     # descriptors it handed over, and closing them detaches every kprobe
