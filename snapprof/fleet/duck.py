@@ -81,6 +81,14 @@ GROUP BY ALL
 }
 
 
+#: ``units`` for a part of the dataset (dask_engine): the first unit with its key, so that
+#: parts combine to the first of all.
+PARTIAL_UNITS = _CTE + """
+SELECT name, label, arg_min(unit, cap * 4294967296 + seq) AS unit, MIN(cap * 4294967296 + seq) AS key
+FROM m WHERE NOT refused GROUP BY name, label
+"""
+
+
 def connect(memory_limit: str | None = None):
     import duckdb
 
