@@ -14,6 +14,13 @@ Prints figures; no assertion (targets in issue 15: compare < 60 s and < 2 GiB).
 
     python benchmarks/fleet_bench.py                   # 10,000 captures x 20 runs
     python benchmarks/fleet_bench.py --captures 1000   # smaller
+
+Pooling 10,000 captures takes over 10 minutes; to time the comparisons alone on a bigger
+dataset, ``--from-dataset DIR --times N`` copies a pooled dataset's batches N times (each
+copy's capture ids and pooled order made its own, the rows unchanged) and compares that:
+
+    python benchmarks/fleet_bench.py --captures 1000 --dir /tmp/fleet1k
+    python benchmarks/fleet_bench.py --from-dataset /tmp/fleet1k/dataset --times 10
 """
 
 from __future__ import annotations
@@ -80,13 +87,73 @@ def build(folder: Path, captures: int, runs: int) -> None:
         b.unlink()
 
 
+def replicate_dataset(src: Path, dest: Path, times: int) -> int:
+    """dest: src's batches ``times`` times over, copy k's capture ids suffixed ``-k`` and
+    its seq moved past the copies before it. Returns the captures in dest."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((src / "snapprof-dataset.json").read_text())
+    seqs = [pq.read_table(src / f, columns=["seq"]).column("seq")
+            for b in manifest["batches"] for f in b["files"]["captures"]]
+    span = max(pc.max(c).as_py() for c in seqs if len(c)) + 1
+    out = dict(manifest, batches=[])
+    for k in range(times):
+        for b in manifest["batches"]:
+            nb = dict(b, id=f"{b['id']}-r{k}", files={})
+            for table, files in b["files"].items():
+                for rel in files:
+                    t = pq.read_table(src / rel)
+                    i = t.schema.get_field_index("capture_id")
+                    t = t.set_column(i, "capture_id", pc.binary_join_element_wise(
+                        t.column("capture_id"), pa.scalar(f"r{k}"), "-"))
+                    if table == "captures":
+                        j = t.schema.get_field_index("seq")
+                        t = t.set_column(j, "seq", pc.add(t.column("seq"), k * span))
+                    new = rel.replace(b["id"], nb["id"])
+                    (dest / new).parent.mkdir(parents=True, exist_ok=True)
+                    pq.write_table(t, dest / new, compression="zstd")
+                    nb["files"].setdefault(table, []).append(new)
+            out["batches"].append(nb)
+    (dest / "snapprof-dataset.json").write_text(json.dumps(out))
+    return sum(b["captures"] for b in out["batches"])
+
+
+def compare_both(ds: Path, work: Path) -> None:
+    py = sys.executable
+    out = work / "compare.json"
+    wall, rss, rc = child([py, "-m", "snapprof", "compare", str(ds), "--format", "json",
+                           "-o", str(out), "--force"])
+    print(f"compare (DuckDB): {wall:.1f} s, peak RSS {rss / 1024:.0f} MiB, exit {rc}")
+    wall, rss, rc = child([py, "-c", DASK, str(ds)])
+    print(f"compare (Dask, local cluster of 2 workers, threads): {wall:.1f} s, peak RSS "
+          f"{rss / 1024:.0f} MiB, exit {rc}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--captures", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--dir", help="work folder (default: a temporary one, removed)")
+    ap.add_argument("--from-dataset", metavar="DIR", help="compare copies of this pooled dataset "
+                    "instead of pooling (with --times)")
+    ap.add_argument("--times", type=int, default=10, help="copies of --from-dataset (default 10)")
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="fleet-bench-"))
+    if args.from_dataset:
+        try:
+            t = time.monotonic()
+            n = replicate_dataset(Path(args.from_dataset), work / "dataset", args.times)
+            print(f"copied {args.from_dataset} {args.times} times: {n} captures in "
+                  f"{time.monotonic() - t:.1f} s")
+            compare_both(work / "dataset", work)
+        finally:
+            if not args.dir:
+                shutil.rmtree(work, ignore_errors=True)
+        return 0
     caps, ds = work / "captures", work / "dataset"
     caps.mkdir(parents=True, exist_ok=True)
     py = sys.executable
@@ -100,13 +167,7 @@ def main() -> int:
         print(f"pool: {wall:.1f} s, {args.captures / wall:.1f} captures/s, "
               f"{args.captures * args.runs / wall:.0f} runs/s, peak RSS {rss / 1024:.0f} MiB "
               f"(main process), dataset {size:.0f} MiB, exit {rc}")
-        out = work / "compare.json"
-        wall, rss, rc = child([py, "-m", "snapprof", "compare", str(ds), "--format", "json",
-                               "-o", str(out), "--force"])
-        print(f"compare (DuckDB): {wall:.1f} s, peak RSS {rss / 1024:.0f} MiB, exit {rc}")
-        wall, rss, rc = child([py, "-c", DASK, str(ds)])
-        print(f"compare (Dask, local cluster of 2 workers, threads): {wall:.1f} s, peak RSS "
-              f"{rss / 1024:.0f} MiB, exit {rc}")
+        compare_both(ds, work)
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)
