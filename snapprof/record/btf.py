@@ -15,6 +15,7 @@ section, then the string section; type ids count from 1, id 0 is void).
 
 from __future__ import annotations
 
+import array
 import struct
 from dataclasses import dataclass
 from typing import Iterable
@@ -69,9 +70,11 @@ class _Types:
             raise BtfError("BTF sections run past the end of the file")
         self.starts = self._index()
 
-    def _index(self) -> list[int]:
-        """Byte offset of each type in the type section, by id (index 0: void)."""
-        starts = [-1]
+    def _index(self) -> array.array:
+        """Byte offset of each type in the type section, by id (index 0: void). An array,
+        not a list: the recorder's memory is in the image, and a list of 150,000 ints would
+        leave a megabyte of the allocator's arenas behind."""
+        starts = array.array("L", [0])
         head = struct.Struct(self.fmt + "III")
         types, end, pos = self.types, len(self.types), 0
         extra = _EXTRA
