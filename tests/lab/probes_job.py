@@ -23,6 +23,7 @@ import fcntl
 import glob
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -138,10 +139,25 @@ def sysfs_devices() -> dict:
     return out
 
 
+ORACLE_CHILD = """
+import json, sys, time
+import bcc
+t = time.monotonic()
+try:
+    bcc.BPF(text=sys.stdin.read())
+except Exception as exc:  # the compiler's message names the assertion that failed
+    print(json.dumps({"ok": False, "error": str(exc)[-2000:], "compile_s": time.monotonic() - t}))
+else:
+    print(json.dumps({"ok": True, "compile_s": time.monotonic() - t}))
+"""
+
+
 def layout_oracle(defines: dict[str, int]) -> dict:
     """Compile <linux/sched.h> with bcc (as the probes did before they read the kernel's
-    BTF) and check, at compile time, that every offset and flag the probes were given is
-    the header's own. Run after the cycles: bcc's compiler is then in this process."""
+    BTF) and check, at compile time, that every offset and flag the probes are given is
+    the header's own. In a child, before the probes are attached and before any cycle:
+    bcc stays out of this process, and nothing is read from the 9p shares after a cycle
+    (they hang then)."""
     if not defines:
         return {"ok": False, "error": "no BTF defines to check"}
     lines = ["#include <linux/sched.h>", "#include <linux/stddef.h>"]
@@ -149,13 +165,14 @@ def layout_oracle(defines: dict[str, int]) -> dict:
         what = name[len("TASK_OFF_"):] if name.startswith("TASK_OFF_") else None
         expr = f"offsetof(struct task_struct, {what})" if what else name
         lines.append(f'_Static_assert({expr} == {value:#x}, "{name}");')
-    import bcc
-    t = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", ORACLE_CHILD], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, timeout=900, cwd="/")
     try:
-        bcc.BPF(text="\n".join(lines) + "\n")
-    except Exception as exc:  # the compiler's message names the assertion that failed
-        return {"ok": False, "error": str(exc)[-2000:], "compile_s": time.monotonic() - t}
-    return {"ok": True, "checked": sorted(defines), "compile_s": time.monotonic() - t}
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"ok": False, "error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"}
+    out["checked"] = sorted(defines)
+    return out
 
 
 def main() -> int:
@@ -163,6 +180,8 @@ def main() -> int:
     doc: dict = {"release": os.uname().release}
     ps = ProbeSet()
     doc["status_before"] = ps.status()
+    layout, doc["task_layout"] = ps.view.task_layout()
+    doc["layout_oracle"] = layout_oracle(layout)
     t = time.monotonic()
     try:
         ps.attach()
@@ -212,8 +231,7 @@ def main() -> int:
                              "started": again.started}
     ps.close()
     doc["kprobes_after_close"] = kprobes_list()  # closing the fds detached everything
-    doc["task_layout"] = ps.task_layout_text
-    doc["layout_oracle"] = layout_oracle(ps._task_layout[0] if ps._task_layout else {})
+    doc["task_layout_used"] = ps.task_layout_text
     text = json.dumps(doc)
     if out_path:
         with open(out_path, "w") as f:

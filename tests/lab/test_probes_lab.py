@@ -106,6 +106,7 @@ def test_task_struct_layout_comes_from_btf_and_is_the_headers(lab):
     # PF_KTHREAD from its header's text, instead of compiling <linux/sched.h> each start:
     # a compile of that header with bcc agrees on every one (static assertions)
     assert lab["task_layout"].startswith("task_struct from the kernel's BTF"), lab["task_layout"]
+    assert lab["task_layout_used"] == lab["task_layout"]  # what the probes were compiled with
     oracle = lab["layout_oracle"]
     assert oracle["ok"], oracle
     assert set(oracle["checked"]) == {"TASK_OFF_pid", "TASK_OFF_tgid", "TASK_OFF_flags",
