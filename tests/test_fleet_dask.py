@@ -115,3 +115,26 @@ def test_a_damaged_file_is_one_line(batches, tmp_path):
     msg = str(err.value)
     rel = os.path.relpath(victim, root)
     assert "\n" not in msg and msg.startswith(f"{root}: cannot read {rel} (damaged?): "), msg
+
+
+def test_a_file_of_other_types_is_one_line(batches, tmp_path):
+    """A metrics file whose value column holds text (not what pool writes) is one line."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = str(tmp_path / "ds")
+    shutil.copytree(batches, root)
+    victim = os.path.join(root, layout.files_of(layout.read_manifest(root), "metrics")[0])
+    t = pq.read_table(victim)
+    i = t.schema.get_field_index("value")
+    pq.write_table(t.set_column(i, "value", pa.array(["x"] * t.num_rows)), victim)
+    eng = DaskEngine(root, workers=1, processes=False)
+    try:
+        with pytest.raises(SnapprofError) as err:
+            compare_pooled(eng)
+    finally:
+        eng.close()
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{root}: "), msg

@@ -114,6 +114,9 @@ def _read(root: str, rels: list[str], table: str, columns: list[str] | None, sto
 
 def _reduce_part(root: str, group: list[dict[str, str]], lab: pd.DataFrame, storage_options):
     """Worker: ``duck.SQL`` (and its partial ``units``) over one group of units."""
+    import duckdb
+    import pyarrow as pa
+
     from snapprof.fleet import duck
 
     con = duck.connect(None)
@@ -130,6 +133,10 @@ def _reduce_part(root: str, group: list[dict[str, str]], lab: pd.DataFrame, stor
             params = {"jump": CLOCK_JUMP, "back": CLOCK_BACK} if name == "clocks" else None
             out[name] = con.execute(sql, params or {}).df()
         return out
+    except (duckdb.Error, pa.ArrowException) as exc:  # files of other types than the schema's
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SnapprofError(f"{root}: the dataset's files do not hold what snapprof wrote: "
+                            f"{first}") from None
     finally:
         con.close()
 
