@@ -3,6 +3,7 @@ place of /dev/snapshot (the lab tests run the real one): one committed run per c
 meta and probe rows, a crash mid-session keeps the finished runs, Ctrl-C stops cleanly."""
 
 import signal
+import time
 
 import pytest
 
@@ -240,6 +241,13 @@ def test_a_second_recorder_names_the_first_and_both_record(tmp_path, fake_kernel
     (tmp_path / "run").mkdir()
     # the service's recorder, alive (its command line names snapprof), and a dead one
     first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "snapprof"])
+    # until its exec is done: in between, /proc/PID/cmdline can read empty (seen once in CI
+    # on a loaded host), and the note is then taken for a dead recorder's
+    for _ in range(500):
+        with open(f"/proc/{first.pid}/cmdline", "rb") as f:
+            if b"time.sleep(60)" in f.read():
+                break
+        time.sleep(0.01)
     try:
         (tmp_path / "run" / f"recorder-{first.pid}.json").write_text(
             '{"output": "/var/lib/snapprof", "trigger": "none"}')
