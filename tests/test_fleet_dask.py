@@ -96,6 +96,19 @@ def test_parts_add_up_to_the_reference_reduction(batches, monkeypatch, per_threa
             _frames_equal(a[REDUCED[name]], getattr(got, name), name)
 
 
+def compare_error(root: str) -> str:
+    """The SnapprofError a pooled comparison of ``root`` on one Dask worker ends with: one line."""
+    eng = DaskEngine(root, workers=1, processes=False)
+    try:
+        with pytest.raises(SnapprofError) as err:
+            compare_pooled(eng)
+    finally:
+        eng.close()
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
 def test_a_damaged_file_is_one_line(batches, tmp_path):
     import shutil
 
@@ -106,15 +119,8 @@ def test_a_damaged_file_is_one_line(batches, tmp_path):
     with open(victim, "r+b") as f:
         f.seek(0)
         f.write(b"NOT PARQUET AT ALL")
-    eng = DaskEngine(root, workers=1, processes=False)
-    try:
-        with pytest.raises(SnapprofError) as err:
-            compare_pooled(eng)
-    finally:
-        eng.close()
-    msg = str(err.value)
-    rel = os.path.relpath(victim, root)
-    assert "\n" not in msg and msg.startswith(f"{root}: cannot read {rel} (damaged?): "), msg
+    msg = compare_error(root)
+    assert msg.startswith(f"{root}: cannot read {os.path.relpath(victim, root)} (damaged?): "), msg
 
 
 def test_a_file_of_other_types_is_one_line(batches, tmp_path):
@@ -130,11 +136,5 @@ def test_a_file_of_other_types_is_one_line(batches, tmp_path):
     t = pq.read_table(victim)
     i = t.schema.get_field_index("value")
     pq.write_table(t.set_column(i, "value", pa.array(["x"] * t.num_rows)), victim)
-    eng = DaskEngine(root, workers=1, processes=False)
-    try:
-        with pytest.raises(SnapprofError) as err:
-            compare_pooled(eng)
-    finally:
-        eng.close()
-    msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"{root}: "), msg
+    msg = compare_error(root)
+    assert msg.startswith(f"{root}: "), msg

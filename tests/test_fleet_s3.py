@@ -10,10 +10,10 @@ import os
 import pytest
 
 from snapprof.analysis.compare import compare, group_captures, load_captures
-from snapprof.errors import SnapprofError
 from snapprof.fleet.dask_engine import DaskEngine
 from snapprof.fleet.pooled import compare_pooled
 from snapprof.fleet.writer import pool
+from tests.test_fleet_dask import compare_error
 from tests.test_fleet_parity import assert_same
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -78,12 +78,6 @@ def test_a_missing_object_is_one_line(s3, tmp_path):
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     victim = sorted(fs.find(url + "/metrics"))[0]
     fs.rm(victim)
-    eng = DaskEngine(url, workers=1, processes=False)
-    try:
-        with pytest.raises(SnapprofError) as err:
-            compare_pooled(eng)
-    finally:
-        eng.close()
-    msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"{url}: cannot read metrics/"), msg
+    msg = compare_error(url)
+    assert msg.startswith(f"{url}: cannot read metrics/"), msg
     assert "no such file" in msg
