@@ -48,6 +48,9 @@ def test_fake_612_everything_resolves(tmp_path, capsys):
     assert checks["hibernation"]["ok"] and checks["snapshot_device"]["ok"]
     assert checks["kprobes"]["ok"] and checks["tracefs"]["ok"]
     assert not checks["kernel_headers"]["ok"]  # the fake tree has no /lib/modules
+    # nor BTF: the probes will compile <linux/sched.h>, and the check says why
+    assert not checks["task_layout"]["ok"]
+    assert checks["task_layout"]["detail"].startswith("<linux/sched.h> compiled: no kernel BTF")
     assert rep["summary"]["available"] == rep["summary"]["measurements"] == len(ms)
 
 

@@ -65,6 +65,8 @@ def _checks(view, root: str) -> list[tuple[str, bool, str]]:
     rows.append(("kernel_headers", headers, f"kernel headers for {view.release}" if headers else
                  f"no kernel headers for {view.release} (install linux-headers-{view.release}): "
                  "bcc cannot compile"))
+    layout, how = view.task_layout()
+    rows.append(("task_layout", bool(layout), how))  # NO: the header is compiled, slower
     fentry = view.fentry_problem()
     rows.append(("fentry", fentry is None,
                  "BPF trampolines: the per-thread sweep hooks (--freezer-probes sweep) use "
