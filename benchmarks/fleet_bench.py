@@ -144,6 +144,8 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="fleet-bench-"))
     if args.from_dataset:
+        if (work / "dataset").exists():  # it may be the input itself: never written over
+            sys.exit(f"fleet_bench: {work / 'dataset'} exists; give a --dir without a dataset")
         try:
             t = time.monotonic()
             n = replicate_dataset(Path(args.from_dataset), work / "dataset", args.times)

@@ -84,3 +84,14 @@ def test_this_host_reports_reasons(capsys):
     if rep["blockers"]:
         assert rep["summary"]["attachable"] == 0
         assert not any(m["ready"] for m in rep["measurements"])
+
+
+def test_text_never_sends_the_trees_control_characters_raw(tmp_path, capsys):
+    """The release (and the paths made of it) come from the kernel or a --root tree: an ESC
+    or BEL in them is shown, not obeyed."""
+    root = fake_kernel(tmp_path, "6.12")
+    (root / "proc/sys/kernel/osrelease").write_text("6.12.0\x1b]0;owned\x07-evil\n")
+    rc, out = run_probes(capsys, "--root", str(root))
+    assert rc == 0
+    assert "\x1b" not in out and "\x07" not in out
+    assert "6.12.0\\x1b]0;owned\\x07-evil" in out  # in the title and in the checks' paths

@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from snapprof.termsafe import visible
+
 EPILOG = """\
 examples:
   snapprof probes                    # every measurement, by area, with the reason for what is missing
@@ -137,7 +139,8 @@ def render_text(rep: dict, missing_only: bool = False) -> str:
     if rep["blockers"]:
         lines.append("None can be attached now: " + "; ".join(rep["blockers"]) + ".")
         lines.append("(yes) = the kernel has what the measurement needs.")
-    return "\n".join(lines) + "\n"
+    # names and paths come from the kernel (or a --root tree): never raw to a terminal
+    return "\n".join(visible(line) for line in lines) + "\n"
 
 
 def run(args) -> int:

@@ -29,7 +29,7 @@ import math
 import pandas as pd
 
 from snapprof.analysis.phases import CLOCK_BACK, CLOCK_JUMP
-from snapprof.errors import SnapprofError
+from snapprof.errors import SnapprofError, first_line
 from snapprof.fleet import layout
 from snapprof.fleet.engine import Engine, Reduced
 
@@ -105,8 +105,7 @@ def _read(root: str, rels: list[str], table: str, columns: list[str] | None, sto
             raise SnapprofError(f"{root}: cannot read {rel}: no such file (the manifest names "
                                 "it)") from None
         except (OSError, pa.ArrowException) as exc:  # pyarrow's "cannot parse" is an OSError too
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise SnapprofError(f"{root}: cannot read {rel} (damaged?): {first}") from None
+            raise SnapprofError(f"{root}: cannot read {rel} (damaged?): {first_line(exc)}") from None
     if not parts:
         return schema.empty_table()
     return pa.concat_tables(parts)
@@ -134,9 +133,8 @@ def _reduce_part(root: str, group: list[dict[str, str]], lab: pd.DataFrame, stor
             out[name] = con.execute(sql, params or {}).df()
         return out
     except (duckdb.Error, pa.ArrowException) as exc:  # files of other types than the schema's
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SnapprofError(f"{root}: the dataset's files do not hold what snapprof wrote: "
-                            f"{first}") from None
+                            f"{first_line(exc)}") from None
     finally:
         con.close()
 
@@ -171,8 +169,7 @@ class DaskEngine(Engine):
                                             processes=processes, dashboard_address=None)
                 self.client = Client(self.cluster, set_as_default=False)
         except (OSError, TimeoutError) as exc:
-            raise SnapprofError(f"cannot reach the Dask scheduler {scheduler}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise SnapprofError(f"cannot reach the Dask scheduler {scheduler}: {first_line(exc)}") from None
 
     def _groups(self) -> list[list[dict[str, str]]]:
         """The units in groups, a few tasks per worker thread, in pooled order."""
@@ -195,8 +192,7 @@ class DaskEngine(Engine):
                        for g in groups]
             return self.client.gather(futures)
         except (OSError, pa.ArrowException) as exc:  # _read names the file; this is the rest
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise SnapprofError(f"{self.root}: cannot read the dataset: {first}") from None
+            raise SnapprofError(f"{self.root}: cannot read the dataset: {first_line(exc)}") from None
 
     def _table(self, table: str, columns: list[str]) -> pd.DataFrame:
         parts = self._run(_read_part, table, columns)

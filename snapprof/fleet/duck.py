@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from snapprof.analysis.phases import CLOCK_BACK, CLOCK_JUMP
-from snapprof.errors import SnapprofError
+from snapprof.errors import SnapprofError, first_line
 from snapprof.fleet import layout
 from snapprof.fleet.engine import Engine, Reduced
 
@@ -126,9 +126,9 @@ class DuckEngine(Engine):
         try:
             return self.con.execute(sql, params or {}).df()
         except duckdb.IOException as exc:
-            raise SnapprofError(f"{self.root}: cannot read the dataset: {str(exc).splitlines()[0]}") from None
+            raise SnapprofError(f"{self.root}: cannot read the dataset: {first_line(exc)}") from None
         except duckdb.InvalidInputException as exc:
-            raise SnapprofError(f"{self.root}: a dataset file is damaged: {str(exc).splitlines()[0]}") from None
+            raise SnapprofError(f"{self.root}: a dataset file is damaged: {first_line(exc)}") from None
 
     def captures(self) -> pd.DataFrame:
         return self.query("SELECT * FROM captures ORDER BY seq")
