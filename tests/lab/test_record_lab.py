@@ -196,14 +196,17 @@ def test_shrinking_cycle(job):
     assert saveable > wanted and requested > 0 and reclaimed >= 0
     size = saveable - requested  # shrink_all_memory(saveable - size)
     assert size >= wanted
-    # preallocating max_size - size pages pushes the saveable pages down towards size (not
-    # necessarily to it: that allocation is capped by what the zone can give)
     allocated = log_value(run, r"Allocated (\d+) pages for snapshot")[0]
     after = value(run, "saveable_after_pages", "probe")
-    # (flaked once on 6.12: 41,936 after for 40,745 before; the figures below say why next time)
-    assert after < saveable, dict(saveable=saveable, after=after, size=size, requested=requested,
-                                  reclaimed=reclaimed, allocated=allocated,
-                                  got=value(run, "prealloc_got_pages", "probe"))
+    # The second count is the kernel's, checked below against its "Allocated N"; that it is
+    # below the first is not something the kernel promises, so it is printed, not asserted.
+    # How far it falls varies from run to run: 6.1 gave 44,344 -> 41,856 (shrink_all_memory
+    # reclaimed 2,754) and 49,099 -> 39,955 (2,558); 6.12 gave 45,448 -> 42,938 (2,992). When
+    # it falls by little more than the shrink, other pages can outweigh that: count_data_pages
+    # counts pages on the per-CPU free lists as saveable (mark_free_pages marks only the buddy
+    # lists; swsusp_save drains before the copy's count, preallocation does not). It rose
+    # twice, each time with a second guest beside: 6.12 gave 40,745 -> 41,936. The image's
+    # direction is asserted on the copy, counted after the drain (need < saveable, below).
     assert value(run, "preallocated_pages", "probe") == allocated
     # on the slow path the kernel trims its preallocation to the saveable pages left
     # (free_unnecessary_pages counts them): the probes' last count is its "Allocated N"
@@ -219,7 +222,8 @@ def test_shrinking_cycle(job):
     # saveable), so only the direction is asserted and the distance printed
     assert need < saveable, (need, size, saveable)
     print(f"\n{job['distro']}: saveable {saveable:.0f}, image_size {wanted}, kernel size {size:.0f}, "
-          f"shrink {reclaimed:.0f}/{requested:.0f}, to copy {need} "
+          f"shrink {reclaimed:.0f}/{requested:.0f}, saveable after preallocation {after:.0f} "
+          f"({after - saveable:+.0f}), to copy {need} "
           f"({(saveable - need) / (saveable - size):.0%} of the way), recorder locked "
           f"{meta.get('recorder_locked_kb')} kB")
 
