@@ -213,8 +213,8 @@ def guest_job(ready_timeout: int = 600, cycle_timeout: int = 900, debug: bool = 
     # systemd-sleep's own messages by the identifier it sends with each, not by -u: journald
     # finds a sender's unit from its cgroup when it reads the message, and after the thaw it
     # reads a backlog (PID 1 at debug level); systemd-sleep exits 0.5 s after "System returned
-    # from sleep operation", so that line can come without a unit (seen once in CI: the job
-    # waited 900 s for a line the journal had)
+    # from sleep operation", so that line can come without a unit: the likely reason a CI run
+    # waited 900 s here for a line its journal had
     sleep_log = "journalctl -q -b -o cat SYSLOG_IDENTIFIER=systemd-sleep"
 
     def wait(cond: str, limit: int, what: str) -> str:
