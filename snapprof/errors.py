@@ -9,7 +9,10 @@ class SnapprofError(Exception):
         self.exit_code = exit_code
 
 
-def first_line(exc: BaseException) -> str:
-    """An exception's message cut to its first line (its type's name when it has none), for
-    the one-line errors made of a library's longer ones."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def first_line(what: BaseException | str) -> str:
+    """A message cut to its first line that is not blank, for the one-line errors made of
+    a library's longer ones; an exception without a message gives its type's name."""
+    text = str(what).strip()
+    if text:
+        return text.splitlines()[0].strip()
+    return type(what).__name__ if isinstance(what, BaseException) else ""

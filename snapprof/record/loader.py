@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapprof.errors import SnapprofError
+from snapprof.errors import SnapprofError, first_line
 
 __all__ = ["Loaded", "load", "main"]
 
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     except SnapprofError as exc:
         reply = {"error": str(exc)}
     except Exception as exc:  # noqa: BLE001 (any failure is one line for the recorder)
-        reply = {"error": f"probe loader: {type(exc).__name__}: {_first_line(str(exc))}"}
+        reply = {"error": f"probe loader: {type(exc).__name__}: {first_line(str(exc))}"}
     reply["nfds"] = len(fds)
     reply["peak_rss_kb"] = _peak_rss_kb()
     if fds:
@@ -356,13 +356,6 @@ def bpf_memlock_kb(fdinfo: str = "/proc/self/fdinfo") -> dict | None:
 
 def _peak_rss_kb() -> int | None:
     return _proc_kb("/proc/self/status", "VmHWM")
-
-
-def _first_line(text: str) -> str:
-    for line in str(text).splitlines():
-        if line.strip():
-            return line.strip()
-    return str(text).strip()
 
 
 def _compile_and_attach(req: dict) -> tuple[dict, list[int]]:
@@ -503,7 +496,7 @@ def _compile(bcc, text: str, cflags: list[str]):
             errf.seek(0)
             log = errf.read().decode("utf-8", "replace")
             sys.stderr.write(log)
-            line = next((ln for ln in log.splitlines() if "error:" in ln), _first_line(str(err)))
+            line = next((ln for ln in log.splitlines() if "error:" in ln), first_line(str(err)))
             raise SnapprofError(f"BPF compile failed: {line.strip()}")
     return bpf
 
@@ -518,7 +511,7 @@ def _attach_one(bpf, kind: str, target: str, handler: str, maxactive: int) -> st
         else:
             bpf.attach_tracepoint(tp=target, fn_name=handler)
     except Exception as exc:  # noqa: BLE001 (bcc raises plain Exception with a message)
-        return f"{kind} {target}: {_first_line(str(exc))}"
+        return f"{kind} {target}: {first_line(str(exc))}"
     return None
 
 
