@@ -300,10 +300,15 @@ FAKE_QEMU = textwrap.dedent("""\
         open(count, "w").write(str(n))
         if behaviour == "panic-once":
             behaviour = "panic" if n == 1 else "exit3"
+        if behaviour == "stall-once":
+            behaviour = "stall" if n == 1 else "exit3"
     con = open(chardev("console"), "w")
     con.write("[    0.1] Linux version 6.1.0-50-amd64\\n"); con.flush()
     if behaviour == "panic":
         con.write("[    2.0] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\\n"); con.flush()
+        time.sleep(60)
+    elif behaviour == "stall":  # stops for good while booting, as a 7.3 kernel once did in CI
+        con.write("[    0.000000] Probably due to long platform interrupts.\\x1b[31m\\n"); con.flush()
         time.sleep(60)
     elif behaviour == "hang":
         con.write("\\nSNAPPROF_START uptime=9.5\\n"); con.flush()
@@ -346,6 +351,8 @@ def test_supervisor_with_fake_qemu(fake_qemu, tmp_path, monkeypatch, behaviour):
         with pytest.raises(SnapprofError, match="qemu-system-x86_64 failed .*Could not open"):
             qemu.run_guest(fake_qemu, ["true"], out, timeout=20, stream=stream)
         return
+    if behaviour == "hang":  # a job that started and hangs is never taken for a stalled boot
+        monkeypatch.setattr(qemu, "BOOT_STALL_S", 1)
     res = qemu.run_guest(fake_qemu, ["true"], out, timeout=4 if behaviour == "hang" else 30, stream=stream)
     assert res.console_log == out / "console.log" and res.console_log.exists()
     if behaviour == "exit3":
@@ -360,7 +367,8 @@ def test_supervisor_with_fake_qemu(fake_qemu, tmp_path, monkeypatch, behaviour):
             res.check()
     else:
         assert res.timed_out and res.returncode is None and 4 <= res.duration_s < 20
-        with pytest.raises(SnapprofError, match="did not finish within 4 s"):
+        assert res.panic is None and res.last_line == "SNAPPROF_START uptime=9.5"
+        with pytest.raises(SnapprofError, match="did not finish within 4 s.*last line: 'SNAPPROF_START"):
             res.check()
 
 
@@ -371,7 +379,53 @@ def test_a_kernel_dying_while_booting_a_fresh_disk_is_booted_once_more(fake_qemu
     assert res.returncode == 3 and res.panic is None
     assert (tmp_path / "count").read_text() == "2"
     assert "Kernel panic" in (tmp_path / "out" / "console-attempt1.log").read_text()
-    assert "died while booting, before the job started" in capsys.readouterr().err
+    assert "died or hung while booting, before the job started" in capsys.readouterr().err
+
+
+def test_a_fresh_boot_that_stalls_before_the_job_is_stopped_and_booted_once_more(fake_qemu, tmp_path, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.setattr(qemu, "BOOT_STALL_S", 2)
+    monkeypatch.setenv("FAKE_QEMU", "stall-once")
+    monkeypatch.setenv("FAKE_QEMU_COUNT", str(tmp_path / "count"))
+    res = qemu.run_guest(fake_qemu, ["true"], tmp_path / "out", timeout=30, stream=None)
+    assert res.returncode == 3 and res.panic is None and res.duration_s < 20
+    assert (tmp_path / "count").read_text() == "2"
+    assert "platform interrupts" in (tmp_path / "out" / "console-attempt1.log").read_text()
+    err = capsys.readouterr().err
+    assert "died or hung while booting, before the job started (the console was silent for 2 s" in err
+    assert "\\x1b[31m" in err and "\x1b" not in err  # the console's escape shown, never sent
+
+
+def test_a_boot_that_stalls_twice_is_a_failure_with_its_last_line(fake_qemu, tmp_path, monkeypatch):
+    monkeypatch.setattr(qemu, "BOOT_STALL_S", 2)
+    monkeypatch.setenv("FAKE_QEMU", "stall")
+    monkeypatch.setenv("FAKE_QEMU_COUNT", str(tmp_path / "count"))
+    res = qemu.run_guest(fake_qemu, ["true"], tmp_path / "out", timeout=30, stream=None)
+    assert (tmp_path / "count").read_text() == "2" and not res.timed_out and res.duration_s < 20
+    assert res.panic.startswith("the console was silent for 2 s while booting, before the job started "
+                                "(last line: '[    0.000000] Probably due to long platform interrupts.\\x1b[31m')")
+    with pytest.raises(SnapprofError, match="did not boot or died: the console was silent"):
+        res.check()
+
+
+def test_a_boot_with_state_is_not_stopped_for_silence(fake_qemu, tmp_path, monkeypatch):
+    # boot 2 of a cycle reads the image in silence and runs no job of its own
+    monkeypatch.setattr(qemu, "BOOT_STALL_S", 1)
+    monkeypatch.setenv("FAKE_QEMU", "exit3")
+    ov = tmp_path / "keep" / "root.qcow2"
+    qemu.run_guest(fake_qemu, ["true"], tmp_path / "o1", overlay=ov, stream=None)
+    monkeypatch.setenv("FAKE_QEMU", "stall")
+    monkeypatch.setenv("FAKE_QEMU_COUNT", str(tmp_path / "count"))
+    res = qemu.run_guest(fake_qemu, ["true"], tmp_path / "o2", overlay=ov, stream=None, timeout=4)
+    assert res.timed_out and res.panic is None and 4 <= res.duration_s < 20
+    assert (tmp_path / "count").read_text() == "1"
+
+
+def test_last_line_is_terminal_safe_and_short():
+    assert qemu.last_line("a\nb\x1b[2J\n\n  \n") == "b\\x1b[2J"
+    assert qemu.last_line("") is None and qemu.last_line("\n \n") is None
+    long = qemu.last_line("x" * 500)
+    assert len(long) == 200 and long.endswith("…")
 
 
 def test_a_boot_with_state_is_never_retried(fake_qemu, tmp_path, monkeypatch):

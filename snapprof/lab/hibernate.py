@@ -310,9 +310,9 @@ def boot_failure(res, which: str) -> str | None:
     """Why a boot ended badly (QEMU killed after the timeout, a kernel panic/oops), or None."""
     if res.timed_out:
         return (f"the {res.distro} guest did not power off within {res.timeout:g} s ({which}); "
-                f"QEMU was killed; console log {res.console_log}")
+                f"QEMU was killed; console log {res.console_log}{res.where()}")
     if res.panic:
-        return f"the {res.distro} guest died ({which}): {res.panic}; console log {res.console_log}"
+        return f"the {res.distro} guest died or hung ({which}): {res.panic}; console log {res.console_log}"
     return None
 
 

@@ -61,6 +61,7 @@ from typing import IO, Sequence
 from snapprof.errors import SnapprofError
 from snapprof.lab import build, host
 from snapprof.paths import project_root
+from snapprof.termsafe import visible
 
 GUEST_INIT = Path(__file__).with_name("guest-init.sh")
 GUEST_PROJECT = "/project"
@@ -75,6 +76,11 @@ BOOT_FAILURES = (
     re.compile(r"(Kernel Offset: .*)?VFS: (Unable to mount root fs.*)"),
 )
 START_RE = re.compile(rb"SNAPPROF_START uptime=([0-9.]+)")
+# A fresh boot whose console says nothing for this long before the job starts has hung
+# (seen once in CI: a 7.3 kernel stopped for good while bringing up its second CPU under
+# TCG, and QEMU ran to the 1200 s timeout). The longest silence before the job in 55 fresh
+# lab boots was 8.4 s on the guests' clocks, the latest job start 51 s after power-on.
+BOOT_STALL_S = 240
 EXIT_RE = re.compile(r"SNAPPROF_EXIT=(\d+)")
 
 
@@ -99,7 +105,10 @@ class GuestResult:
     guest_uptime_at_start_s: the guest's /proc/uptime when CMD started.
     output: CMD's stdout+stderr, as streamed.
     outbox_files: files CMD left in $SNAPPROF_OUTBOX, now in output_dir.
-    panic: the line that shows the guest died or could not boot, else None.
+    panic: the line that shows the guest died or could not boot, else None; or, for a
+        fresh boot that stalled before the job started, that it stalled and its last line.
+    last_line: the console's last line that is not blank (control characters as escapes,
+        cut to 200 characters), None for an empty console: where a guest that hung stopped.
     """
 
     returncode: int | None
@@ -116,13 +125,18 @@ class GuestResult:
     kernel_release: str
     timeout: float | None = None
     outbox_files: list[str] = field(default_factory=list)
+    last_line: str | None = None
+
+    def where(self) -> str:
+        """'; its console's last line: ...' for a message, or '' when the console was empty."""
+        return f"; its console's last line: '{self.last_line}'" if self.last_line else ""
 
     def check(self) -> "GuestResult":
         """Raise SnapprofError unless CMD ran to the end (its status may be non-zero)."""
         if self.timed_out:
             raise SnapprofError(
                 f"the {self.distro} guest did not finish within {self.timeout:g} s; QEMU was killed "
-                f"(console log: {self.console_log}); raise --timeout if the job is just slow",
+                f"(console log: {self.console_log}){self.where()}; raise --timeout if the job is just slow",
                 exit_code=124,
             )
         if self.panic:
@@ -145,7 +159,7 @@ def find_boot_failure(console_text: str) -> str | None:
         for pat in BOOT_FAILURES:
             m = pat.search(line)
             if m:
-                return line[m.start():]
+                return visible(line[m.start():])
     return None
 
 
@@ -338,18 +352,23 @@ def run_guest(
     out.mkdir(parents=True, exist_ok=True)
     console_log = out / "console.log"
     fresh = overlay is None or not Path(overlay).exists()
+    # A fresh boot (no state on its root disk) that has not started the job is stopped when
+    # its console stays silent for BOOT_STALL_S: it has hung. Never a boot with state: a
+    # resume boot is silent while it reads the image, and then runs no job of its own.
+    stall_s = BOOT_STALL_S if fresh and not interactive else None
     for attempt in (1, 2):
         result = _run_once(img, tools, argv, out, console_log, memory, cpus, timeout, disks, overlay,
-                           extra_append, stream, env, interactive, outbox_size)
-        # A kernel that dies while booting, before the job started, on a fresh root disk
-        # (TCG now and then trips over the kernel's own text patching: "Oops: int3" in
-        # sched_clock_cpu at 6 s): boot once more and say so. Never after the job started,
-        # and never on a disk with state (a resume boot must not be silently retried).
+                           extra_append, stream, env, interactive, outbox_size, stall_s)
+        # A kernel that dies or hangs while booting, before the job started, on a fresh root
+        # disk (TCG now and then trips over the kernel's own text patching: "Oops: int3" in
+        # sched_clock_cpu at 6 s; once, a 7.3 kernel stopped bringing up its second CPU): boot
+        # once more and say so. Never after the job started, and never on a disk with state
+        # (a resume boot must not be silently retried).
         if attempt == 2 or interactive or not fresh or not result.panic or result.boot_s is not None:
             return result
         kept = out / "console-attempt1.log"
         shutil.copyfile(console_log, kept)
-        note = (f"snapprof lab: the {img.distro} kernel died while booting, before the job "
+        note = (f"snapprof lab: the {img.distro} kernel died or hung while booting, before the job "
                 f"started ({result.panic}); booting once more (first console log: {kept})\n")
         sys.stderr.write(note)
         if overlay is not None:
@@ -358,7 +377,7 @@ def run_guest(
 
 
 def _run_once(img, tools, argv, out, console_log, memory, cpus, timeout, disks, overlay,
-              extra_append, stream, env, interactive, outbox_size) -> GuestResult:
+              extra_append, stream, env, interactive, outbox_size, stall_s) -> GuestResult:
     work = Path(tempfile.mkdtemp(prefix="snapprof-run-"))
     try:
         if overlay is None:
@@ -388,7 +407,7 @@ def _run_once(img, tools, argv, out, console_log, memory, cpus, timeout, disks, 
         console_log.write_bytes(b"")
         cmd = qemu_command(img, tools["qemu-system-x86_64"], ov, job_dir, out, console_log, job_out,
                            memory, cpus, [*disks, outbox], list(extra_append or ()))
-        result = _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, interactive)
+        result = _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, interactive, stall_s)
         result.outbox_files = unpack_outbox(outbox.path, out)
         status_file = job_dir / "exit-status"
         if result.returncode is None and status_file.exists():
@@ -410,7 +429,19 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, interactive) -> GuestResult:
+def last_line(console_text: str) -> str | None:
+    """The console's last line that is not blank, terminal-safe and at most 200 characters."""
+    for line in reversed(console_text.splitlines()):
+        if line.strip():
+            line = visible(line.strip())
+            return line if len(line) <= 200 else line[:199] + "…"
+    return None
+
+
+def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, interactive,
+               stall_s=None) -> GuestResult:
+    """Run QEMU to its end, the timeout, a panic (3 s after it), or, with stall_s, a console
+    silent for stall_s seconds before the job started (recorded as `panic`)."""
     qemu_err = work / "qemu.stderr"
     t0 = time.monotonic()
     deadline = None if timeout is None else t0 + timeout
@@ -432,9 +463,11 @@ def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, inter
     panic = None
     panic_seen_at = None
     timed_out = False
+    stalled = False
+    heard = t0
 
     def pump() -> None:
-        nonlocal boot_s, uptime, panic, panic_seen_at
+        nonlocal boot_s, uptime, panic, panic_seen_at, heard
         if job_f:
             chunk = job_f.read()
             if chunk:
@@ -445,6 +478,7 @@ def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, inter
                     stream.flush()
         chunk = con_f.read()
         if chunk:
+            heard = time.monotonic()
             console.extend(chunk)
             if boot_s is None:
                 m = START_RE.search(console)
@@ -465,6 +499,9 @@ def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, inter
                 break
             if panic_seen_at is not None and now - panic_seen_at > 3:
                 break  # give the kernel 3 s to print the trace, then stop the guest
+            if stall_s is not None and boot_s is None and panic is None and now - heard > stall_s:
+                stalled = True
+                break
             time.sleep(0.05)
     finally:
         if proc.poll() is None:
@@ -482,6 +519,9 @@ def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, inter
     duration = time.monotonic() - t0
     text = console.decode("utf-8", "replace")
     rc = find_exit_status(text)
+    if stalled and rc is None and boot_s is None:
+        panic = (f"the console was silent for {stall_s:g} s while booting, before the job started "
+                 f"(last line: '{last_line(text) or ''}'); QEMU was stopped")
     if rc is not None:
         panic = None
     elif proc.returncode not in (0, None) and not timed_out and not panic and boot_s is None:
@@ -502,6 +542,7 @@ def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, inter
         distro=img.distro,
         kernel_release=img.kernel_release,
         timeout=timeout,
+        last_line=last_line(text),
     )
 
 
