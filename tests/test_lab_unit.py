@@ -18,6 +18,7 @@ import pytest
 from snapprof import cli
 from snapprof.errors import SnapprofError
 from snapprof.lab import build, host, qemu
+from snapprof.lab.hibernate import boot_failure
 
 PANIC_LOG = """\
 [    1.234567] Run /init as init process
@@ -281,6 +282,11 @@ def test_result_check_messages(tmp_path):
     with pytest.raises(SnapprofError, match="did not boot or died: Kernel panic"):
         qemu.GuestResult(returncode=None, timed_out=False, panic="Kernel panic - not syncing: x", **base).check()
     assert qemu.GuestResult(returncode=3, timed_out=False, panic=None, **base).check().returncode == 3
+    hung = qemu.GuestResult(returncode=None, timed_out=True, panic=None, timeout=1200,
+                            last_line="[    0.889135] .... node  #0, CPUs:      #1", **base)
+    assert boot_failure(hung, "boot 1").endswith(
+        "(boot 1); QEMU was killed; console log " f"{tmp_path}/console.log; its console's last line: "
+        "'[    0.889135] .... node  #0, CPUs:      #1'")
 
 
 # ---- the supervisor, with a fake QEMU ----------------------------------------------------
@@ -379,7 +385,7 @@ def test_a_kernel_dying_while_booting_a_fresh_disk_is_booted_once_more(fake_qemu
     assert res.returncode == 3 and res.panic is None
     assert (tmp_path / "count").read_text() == "2"
     assert "Kernel panic" in (tmp_path / "out" / "console-attempt1.log").read_text()
-    assert "died or hung while booting, before the job started" in capsys.readouterr().err
+    assert "failed before the job started (Kernel panic" in capsys.readouterr().err
 
 
 def test_a_fresh_boot_that_stalls_before_the_job_is_stopped_and_booted_once_more(fake_qemu, tmp_path, monkeypatch,
@@ -392,7 +398,7 @@ def test_a_fresh_boot_that_stalls_before_the_job_is_stopped_and_booted_once_more
     assert (tmp_path / "count").read_text() == "2"
     assert "platform interrupts" in (tmp_path / "out" / "console-attempt1.log").read_text()
     err = capsys.readouterr().err
-    assert "died or hung while booting, before the job started (the console was silent for 2 s" in err
+    assert "failed before the job started (the console was silent for 2 s while booting" in err
     assert "\\x1b[31m" in err and "\x1b" not in err  # the console's escape shown, never sent
 
 
@@ -402,7 +408,7 @@ def test_a_boot_that_stalls_twice_is_a_failure_with_its_last_line(fake_qemu, tmp
     monkeypatch.setenv("FAKE_QEMU_COUNT", str(tmp_path / "count"))
     res = qemu.run_guest(fake_qemu, ["true"], tmp_path / "out", timeout=30, stream=None)
     assert (tmp_path / "count").read_text() == "2" and not res.timed_out and res.duration_s < 20
-    assert res.panic.startswith("the console was silent for 2 s while booting, before the job started "
+    assert res.panic.startswith("the console was silent for 2 s while booting "
                                 "(last line: '[    0.000000] Probably due to long platform interrupts.\\x1b[31m')")
     with pytest.raises(SnapprofError, match="did not boot or died: the console was silent"):
         res.check()

@@ -369,8 +369,8 @@ def run_guest(
             return result
         kept = out / "console-attempt1.log"
         shutil.copyfile(console_log, kept)
-        note = (f"snapprof lab: the {img.distro} kernel died or hung while booting, before the job "
-                f"started ({result.panic}); booting once more (first console log: {kept})\n")
+        note = (f"snapprof lab: the {img.distro} guest failed before the job started ({result.panic}); "
+                f"booting once more (first console log: {kept})\n")
         sys.stderr.write(note)
         if overlay is not None:
             Path(overlay).unlink(missing_ok=True)
@@ -521,7 +521,7 @@ def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, inter
     text = console.decode("utf-8", "replace")
     rc = find_exit_status(text)
     if stalled and rc is None and boot_s is None:
-        panic = (f"the console was silent for {stall_s:g} s while booting, before the job started "
+        panic = (f"the console was silent for {stall_s:g} s while booting "
                  f"(last line: '{last_line(text) or ''}'); QEMU was stopped")
     if rc is not None:
         panic = None

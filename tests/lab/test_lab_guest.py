@@ -110,6 +110,7 @@ def test_timeout_stops_a_hung_command(checks, tmp_path):
     assert proc.returncode == 124, proc.stderr
     assert proc.stdout == "started\n"  # it was CMD that hung, not the boot
     assert f"did not finish within {limit} s; QEMU was killed" in proc.stderr
+    assert "its console's last line: '" in proc.stderr  # where the guest stopped
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert limit <= proc.elapsed < limit + 60
     assert "SNAPPROF_EXIT" not in (tmp_path / "console.log").read_text(errors="replace")
