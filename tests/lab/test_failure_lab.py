@@ -187,10 +187,12 @@ def test_an_image_that_cannot_be_allocated_says_why(job):
     st = job["steps"]["memory"]
     assert "error" not in st, st.get("error")
     assert st["first_run"] and st["hog_ready"], st
-    assert st["hog_ready_s"] < 20, st  # in place before run 2 (25 s after run 1)
+    print(f"{job['distro']}: the hog of {st['hog_mb']} MB was ready in {st['hog_ready_s']:.1f} s")
     assert st["rc"] == 1, st["stderr"]  # exit 1: a cycle failed
     f = _frames(job, "memory-fail")
     assert list(f.runs["status"]) == ["complete", "failed"], f.runs.to_dict("records")
+    # the hog was in place before run 2 began (both on CLOCK_BOOTTIME), not only in time
+    assert st["hog_ready_boot_ns"] < f.runs["started_ns"].iloc[1], (st, f.runs.to_dict("records"))
     (run,) = failed_runs(f)
     assert run["kind"] == "image allocation", (run["error"], list(f.kmsg["text"])[-40:])
     mem = run["memory"]

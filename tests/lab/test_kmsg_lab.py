@@ -90,7 +90,10 @@ def test_printk_copy_window(cycle):
 
 def test_console_log_has_the_same_lines(cycle):
     # every record the console printed (level < 7 with the default console loglevel) is
-    # parsed from the serial log with the same timestamp and text
+    # parsed from the serial log with the same timestamp and text, but for trailing blanks:
+    # the console parser drops them, and a record cut short keeps them on /dev/kmsg only
+    # (CI, 6.1: "Restarting tasks ... " whose pr_cont("done.") came after another
+    # context's "ata2: found unknown device" line, so "done." was a record of its own).
     console = {(r[1], r[3]) for r in console_records(cycle["console"])}
-    printed = [(r[1], r[3]) for r in cycle["records"] if r[2] < 7]
+    printed = [(r[1], r[3].rstrip()) for r in cycle["records"] if r[2] < 7]
     assert printed and all(p in console for p in printed), [p for p in printed if p not in console]
