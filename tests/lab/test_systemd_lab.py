@@ -203,7 +203,11 @@ def test_a_process_holding_up_systemds_freeze_is_named(cycle):
     held = [c for c in cul if c["kind"] == "cgroup"]
     assert [c["pid"] for c in held] == [pid]  # only the stuck one: the rest was parked
     c = held[0]
-    assert (c["stage"], c["state"], c["comm"]) == ("user.slice", "D", "stat")
+    assert (c["stage"], c["comm"]) == ("user.slice", "stat")
+    # its state is one read of /proc/PID/stat while it waits in fuse_get_req: D in every
+    # run before, R once (2026-12-02, a wake-up caught); the stack and the kernel's dump
+    # below show where it waits either way
+    assert c["state"] in ("D", "R"), c
     # /proc/PID/wchan read 0 in one run of two (each listing reads it again): the stack has it
     assert c["wchan"] in ("fuse_get_req", None)
     assert "fuse_get_req" in c["stack"].split("\n")
@@ -229,8 +233,8 @@ def test_a_process_holding_up_systemds_freeze_is_named(cycle):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert f"SYSTEMD'S FREEZE OF user.slice HELD UP in run {run1['run_id']} (failed): systemd-sleep waited" in p.stdout
-    assert (f"pid {pid} stat state D, in fuse_get_req: /usr/bin/stat /run/snapprof-stuck/x (the kernel's "
-            "freezer named it too)") in p.stdout
+    assert (f"pid {pid} stat state {c['state']}, in fuse_get_req: /usr/bin/stat /run/snapprof-stuck/x "
+            "(the kernel's freezer named it too)") in p.stdout
     # the run's own freeze timeout (the job set 3 s for it after the service began to wait)
     assert "failed after 3.0" in p.stdout and "(timeout 3 s)" in p.stdout
     assert "FUSE daemon:" in p.stdout
