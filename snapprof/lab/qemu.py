@@ -520,9 +520,9 @@ def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, inter
     duration = time.monotonic() - t0
     text = console.decode("utf-8", "replace")
     rc = find_exit_status(text)
-    if stalled and rc is None and boot_s is None:
-        panic = (f"the console was silent for {stall_s:g} s while booting "
-                 f"(last line: '{last_line(text) or ''}'); QEMU was stopped")
+    tail = last_line(text)
+    if stalled:  # set only before the job started, so there is no exit status to weigh
+        panic = f"the console was silent for {stall_s:g} s while booting (last line: '{tail or ''}'); QEMU was stopped"
     if rc is not None:
         panic = None
     elif proc.returncode not in (0, None) and not timed_out and not panic and boot_s is None:
@@ -543,7 +543,7 @@ def _supervise(cmd, img, out, console_log, job_out, work, stream, timeout, inter
         distro=img.distro,
         kernel_release=img.kernel_release,
         timeout=timeout,
-        last_line=last_line(text),
+        last_line=tail,
     )
 
 
